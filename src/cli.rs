@@ -1,0 +1,137 @@
+//! Command-line arguments. Secrets are never taken from here: argv is visible to every user.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::output::Format;
+use crate::provider::{Provider, Service};
+
+/// OAuth2 access tokens for mail clients.
+///
+/// Log in once (`mailtoken login NAME`); afterwards `mailtoken token NAME` prints a valid
+/// access token on stdout, refreshing it when needed, for msmtp, mutt, mbsync and friends.
+///
+/// Exit status: 0 ok, 1 other failure, 2 usage or config error, 3 a new login is needed,
+/// 4 network or server trouble (try again later).
+#[derive(Debug, Parser)]
+#[command(name = "mailtoken", version, max_term_width = 100)]
+pub struct Cli {
+    /// Config file [default: $XDG_CONFIG_HOME/mailtoken/config.toml]
+    #[arg(long, global = true, env = "MAILTOKEN_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+
+    /// Token store directory [default: $XDG_DATA_HOME/mailtoken]
+    #[arg(long, global = true, env = "MAILTOKEN_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Explain what happens on stderr (tokens appear only as #fingerprints)
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Add an account to the config file
+    Add(Box<AddArgs>),
+    /// Log in once, interactively (device flow: a URL and a code to enter in any browser)
+    Login {
+        /// Account name from the config
+        account: String,
+    },
+    /// Print a valid access token (or SASL string) on stdout, refreshing it if needed
+    Token(TokenArgs),
+    /// Show accounts, login state and token expiry (never a secret)
+    Status {
+        /// Only this account
+        account: Option<String>,
+    },
+    /// Forget an account's stored tokens
+    Logout {
+        /// Account name from the config
+        account: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Account name from the config
+    pub account: String,
+
+    /// What to print
+    #[arg(long, short, value_enum, default_value_t = Format::Raw)]
+    pub format: Format,
+
+    /// User for the SASL formats [default: the account's `user`]
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// Server host for OAUTHBEARER
+    #[arg(long)]
+    pub host: Option<String>,
+
+    /// Server port for OAUTHBEARER
+    #[arg(long)]
+    pub port: Option<u16>,
+
+    /// Refresh even if the cached token is still valid
+    #[arg(long)]
+    pub force_refresh: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Name for the account (letters, digits, . _ - @)
+    pub account: String,
+
+    #[arg(long, value_enum)]
+    pub provider: Provider,
+
+    /// Mail address or login name (the SASL user)
+    #[arg(long)]
+    pub user: Option<String>,
+
+    /// The app's client (application) ID
+    #[arg(long)]
+    pub client_id: String,
+
+    /// Microsoft tenant: common, consumers, organizations, a tenant ID or domain
+    #[arg(long)]
+    pub tenant: Option<String>,
+
+    /// Mail services to request scopes for [default: imap,smtp]
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub services: Vec<Service>,
+
+    /// Explicit scope, instead of --services (repeatable)
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+
+    /// Read the client secret from this environment variable
+    #[arg(long, value_name = "VAR", group = "secret")]
+    pub client_secret_env: Option<String>,
+
+    /// Read the client secret from this file
+    #[arg(long, value_name = "PATH", group = "secret")]
+    pub client_secret_file: Option<PathBuf>,
+
+    /// Read the client secret from this command's output (e.g. "pass show mail/app")
+    #[arg(long, value_name = "CMD", group = "secret")]
+    pub client_secret_command: Option<String>,
+
+    /// OIDC issuer, for endpoint discovery (generic provider)
+    #[arg(long)]
+    pub issuer: Option<String>,
+
+    #[arg(long, value_name = "URL")]
+    pub device_authorization_endpoint: Option<String>,
+
+    #[arg(long, value_name = "URL")]
+    pub token_endpoint: Option<String>,
+
+    #[arg(long, value_name = "URL")]
+    pub authorization_endpoint: Option<String>,
+}

@@ -1,0 +1,346 @@
+//! First logins. The device authorization grant (RFC 8628) works anywhere, SSH included.
+
+use std::io::{IsTerminal, Write};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+
+use crate::error::{Kind, usage};
+use crate::http::Http;
+use crate::lock;
+use crate::oauth::{self, OAuthError, TokenReply};
+use crate::store::Tokens;
+use crate::time;
+use crate::token::{AccountRef, LOCK_TIMEOUT};
+
+/// RFC 8628 section 3.5: each `slow_down` adds five seconds to the polling interval.
+const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
+/// When the server does not say, RFC 8628 says poll every five seconds.
+const DEFAULT_INTERVAL: u64 = 5;
+/// Never wait longer than this for a person, whatever the server claims.
+const MAX_WAIT: Duration = Duration::from_secs(30 * 60);
+/// Transient network errors tolerated in a row while polling.
+const MAX_POLL_ERRORS: u32 = 3;
+
+/// What one poll of the token endpoint said.
+pub enum Step<T> {
+    Pending,
+    SlowDown,
+    Done(T),
+}
+
+/// Time as the polling loop sees it, so tests can run it without waiting.
+pub trait Clock {
+    fn elapsed(&self) -> Duration;
+    fn sleep(&mut self, d: Duration);
+}
+
+/// Poll until the person approves, the code expires, or the server says no.
+pub fn poll_device<T>(
+    lifetime: Duration,
+    interval_secs: u64,
+    clock: &mut impl Clock,
+    mut poll: impl FnMut() -> Result<Step<T>>,
+) -> Result<T> {
+    let mut interval = Duration::from_secs(interval_secs.max(1));
+    let mut errors = 0;
+    loop {
+        if clock.elapsed() + interval >= lifetime {
+            return Err(crate::error::failure(
+                Kind::LoginNeeded,
+                "the code expired before the login was approved: run the login again",
+            ));
+        }
+        clock.sleep(interval);
+        match poll() {
+            Ok(Step::Done(t)) => return Ok(t),
+            Ok(Step::Pending) => errors = 0,
+            Ok(Step::SlowDown) => {
+                errors = 0;
+                interval += SLOW_DOWN_STEP;
+            }
+            // A dropped connection should not waste a login the person may be finishing now.
+            Err(e) if crate::error::exit_code(&e) == Kind::Server.exit_code() => {
+                errors += 1;
+                if errors >= MAX_POLL_ERRORS {
+                    return Err(e);
+                }
+                interval *= 2;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Turn a device-poll reply into a step: pending and slow_down are not errors.
+fn step(
+    reply: Result<TokenReply, OAuthError>,
+    provider: crate::provider::Provider,
+    name: &str,
+) -> Result<Step<TokenReply>> {
+    match reply {
+        Ok(t) => Ok(Step::Done(t)),
+        Err(e) if e.error == "authorization_pending" => Ok(Step::Pending),
+        Err(e) if e.error == "slow_down" => Ok(Step::SlowDown),
+        Err(e) if e.error == "access_denied" => Err(crate::error::failure(
+            Kind::LoginNeeded,
+            "the login was declined at the sign-in page; nothing was stored",
+        )),
+        Err(e) if e.error == "expired_token" => Err(crate::error::failure(
+            Kind::LoginNeeded,
+            "the code expired before the login was approved: run the login again",
+        )),
+        Err(e) => Err(e.into_error("the device login", provider, name)),
+    }
+}
+
+/// Log in with the device flow and store the tokens.
+pub fn device_login(acct: &AccountRef) -> Result<Tokens> {
+    let AccountRef {
+        name,
+        account,
+        store,
+        ..
+    } = *acct;
+    let http = Http::new()?;
+    let endpoints = oauth::endpoints(&http, account)?;
+    let device_endpoint = endpoints.device_authorization.ok_or_else(|| {
+        usage(format!(
+            "account `{name}` has no device_authorization_endpoint: set it, or `issuer` for discovery"
+        ))
+    })?;
+    let token_endpoint = endpoints.token.ok_or_else(|| {
+        usage(format!(
+            "account `{name}` has no token_endpoint: set it, or `issuer` for discovery"
+        ))
+    })?;
+    let secret = account.client_secret()?;
+    let client = oauth::Client {
+        id: &account.client_id,
+        secret: secret.as_deref(),
+    };
+    let scope = account.scopes()?.join(" ");
+    let auth = oauth::device_authorize(&http, &device_endpoint, &client, &scope)?
+        .map_err(|e| e.into_error("starting the device login", account.provider, name))?;
+
+    let lifetime = Duration::from_secs(auth.expires_in.unwrap_or(900)).min(MAX_WAIT);
+    eprintln!("{}", prompt(name, &auth, lifetime));
+    let mut clock = Countdown::new(lifetime);
+    let mut sent_at = time::now();
+    let reply = poll_device(
+        lifetime,
+        auth.interval.unwrap_or(DEFAULT_INTERVAL),
+        &mut clock,
+        || {
+            sent_at = time::now();
+            step(
+                oauth::device_poll(&http, &token_endpoint, &client, &auth.device_code)?,
+                account.provider,
+                name,
+            )
+        },
+    );
+    clock.clear();
+    let tokens = reply?.into_tokens(sent_at, None, &scope);
+    if tokens.refresh_token.is_none() {
+        eprintln!(
+            "mailtoken: warning: the server sent no refresh token, so this login lasts only until \
+             the access token expires. Add offline_access to the scopes if the server supports it."
+        );
+    }
+    let _lock = lock::exclusive(&store.lock_path(name), LOCK_TIMEOUT)?;
+    store.save(name, &tokens)?;
+    Ok(tokens)
+}
+
+fn prompt(name: &str, auth: &oauth::DeviceAuthorization, lifetime: Duration) -> String {
+    let mut text = format!(
+        "To log in account `{name}`, open this page in a browser (on any device):\n\n    {}\n\nand enter the code:\n\n    {}\n",
+        auth.verification_uri, auth.user_code
+    );
+    if let Some(complete) = &auth.verification_uri_complete {
+        text.push_str(&format!(
+            "\nOr open this address, which carries the code already:\n\n    {complete}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "\nThe code is valid for {}. Waiting for the login to be approved (Ctrl-C to cancel)...",
+        time::format_span(lifetime.as_secs())
+    ));
+    text
+}
+
+/// Real time, with a countdown on stderr while it waits when stderr is a terminal.
+struct Countdown {
+    start: Instant,
+    lifetime: Duration,
+    tty: bool,
+}
+
+impl Countdown {
+    fn new(lifetime: Duration) -> Countdown {
+        Countdown {
+            start: Instant::now(),
+            lifetime,
+            tty: std::io::stderr().is_terminal(),
+        }
+    }
+
+    fn draw(&self) {
+        let left = self.lifetime.saturating_sub(self.start.elapsed()).as_secs();
+        const SPIN: [char; 4] = ['|', '/', '-', '\\'];
+        let spin = SPIN[(self.start.elapsed().as_secs() % 4) as usize];
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r{spin} waiting for approval, {:02}:{:02} left ",
+            left / 60,
+            left % 60
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&self) {
+        if self.tty {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+impl Clock for Countdown {
+    fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        if !self.tty {
+            return sleep(d);
+        }
+        let until = Instant::now() + d;
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            self.draw();
+            sleep(left.min(Duration::from_secs(1)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::{EXIT_LOGIN, exit_code, server};
+
+    #[derive(Default)]
+    struct FakeClock {
+        now: Duration,
+        sleeps: Vec<u64>,
+    }
+
+    impl Clock for FakeClock {
+        fn elapsed(&self) -> Duration {
+            self.now
+        }
+        fn sleep(&mut self, d: Duration) {
+            self.now += d;
+            self.sleeps.push(d.as_secs());
+        }
+    }
+
+    fn script(
+        steps: Vec<Result<Step<&'static str>>>,
+    ) -> impl FnMut() -> Result<Step<&'static str>> {
+        let mut steps = steps.into_iter();
+        move || steps.next().expect("polled past the script")
+    }
+
+    #[test]
+    fn pending_then_slow_down_then_success() {
+        let mut clock = FakeClock::default();
+        let got = poll_device(
+            Duration::from_secs(600),
+            2,
+            &mut clock,
+            script(vec![
+                Ok(Step::Pending),
+                Ok(Step::SlowDown),
+                Ok(Step::Pending),
+                Ok(Step::Done("t")),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(got, "t");
+        assert_eq!(clock.sleeps, [2, 2, 7, 7]);
+    }
+
+    #[test]
+    fn zero_interval_is_raised_to_one_second() {
+        let mut clock = FakeClock::default();
+        poll_device(
+            Duration::from_secs(60),
+            0,
+            &mut clock,
+            script(vec![Ok(Step::Done("t"))]),
+        )
+        .unwrap();
+        assert_eq!(clock.sleeps, [1]);
+    }
+
+    #[test]
+    fn gives_up_when_the_code_expires() {
+        let mut clock = FakeClock::default();
+        let err = poll_device(Duration::from_secs(12), 5, &mut clock, || {
+            Ok(Step::<()>::Pending)
+        })
+        .unwrap_err();
+        assert_eq!(exit_code(&err), EXIT_LOGIN);
+        assert_eq!(clock.sleeps, [5, 5]);
+    }
+
+    #[test]
+    fn rides_out_two_network_errors_but_not_three() {
+        let mut clock = FakeClock::default();
+        let got = poll_device(
+            Duration::from_secs(600),
+            1,
+            &mut clock,
+            script(vec![
+                Err(server("reset")),
+                Err(server("reset")),
+                Ok(Step::Done("t")),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(got, "t");
+        assert_eq!(clock.sleeps, [1, 2, 4]);
+        let err = poll_device(
+            Duration::from_secs(600),
+            1,
+            &mut FakeClock::default(),
+            script(vec![Err(server("a")), Err(server("b")), Err(server("c"))]),
+        )
+        .unwrap_err();
+        assert_eq!(err.to_string(), "c");
+    }
+
+    #[test]
+    fn denial_and_expiry_end_the_login() {
+        let err = |e: &str| {
+            step(
+                Err(OAuthError {
+                    status: 400,
+                    error: e.into(),
+                    error_description: None,
+                    error_codes: vec![],
+                }),
+                crate::provider::Provider::Generic,
+                "a",
+            )
+        };
+        assert!(matches!(err("authorization_pending"), Ok(Step::Pending)));
+        assert!(matches!(err("slow_down"), Ok(Step::SlowDown)));
+        for e in ["access_denied", "expired_token"] {
+            assert_eq!(exit_code(&err(e).err().unwrap()), EXIT_LOGIN);
+        }
+        assert_eq!(exit_code(&err("invalid_client").err().unwrap()), 2);
+    }
+}

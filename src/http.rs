@@ -1,0 +1,125 @@
+//! The HTTP client, built only when a request is actually due (never on the cached path).
+
+use std::io::Read;
+use std::time::Duration;
+
+use anyhow::Result;
+use reqwest::blocking::{Client, RequestBuilder};
+
+use crate::error::server;
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// OAuth replies are a few kilobytes; anything past this is not one.
+pub const MAX_BODY: usize = 1 << 20;
+
+pub struct Http {
+    client: Client,
+}
+
+/// What came back, read in full (up to `MAX_BODY`) so the caller can parse it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub content_type: String,
+    pub body: Vec<u8>,
+}
+
+impl Reply {
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+}
+
+impl Http {
+    pub fn new() -> Result<Http> {
+        // Several crates may pick a rustls provider; ours is ring. An Err only means one is set.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
+            // A token endpoint that redirects is misconfigured; following it would resend secrets.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("mailtoken/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| server(format!("cannot set up HTTPS: {}", error_chain(&e))))?;
+        Ok(Http { client })
+    }
+
+    pub fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<Reply> {
+        send(
+            self.client
+                .post(url)
+                .header("Accept", "application/json")
+                .form(form),
+            url,
+        )
+    }
+
+    pub fn get(&self, url: &str) -> Result<Reply> {
+        send(
+            self.client.get(url).header("Accept", "application/json"),
+            url,
+        )
+    }
+}
+
+fn send(request: RequestBuilder, url: &str) -> Result<Reply> {
+    let response = request.send().map_err(|e| {
+        let what = if e.is_timeout() {
+            "timed out talking to"
+        } else if e.is_connect() {
+            "cannot connect to"
+        } else {
+            "request failed to"
+        };
+        server(format!(
+            "{what} {url}: {}. Check the network and the endpoint, then try again.",
+            error_chain(&e)
+        ))
+    })?;
+    let status = response.status().as_u16();
+    let header = |name| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
+    let mut body = Vec::new();
+    response
+        .take(MAX_BODY as u64 + 1)
+        .read_to_end(&mut body)
+        .map_err(|e| {
+            server(format!(
+                "reading the reply from {url} failed: {}",
+                error_chain(&e)
+            ))
+        })?;
+    if body.len() > MAX_BODY {
+        return Err(server(format!(
+            "{url} sent a reply larger than {} KiB: that is not an OAuth reply",
+            MAX_BODY / 1024
+        )));
+    }
+    Ok(Reply {
+        status,
+        content_type,
+        body,
+    })
+}
+
+/// reqwest's top-level message is vague ("error sending request"); the cause is in the chain.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut parts = vec![e.to_string()];
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        source = s.source();
+    }
+    parts.join(": ")
+}

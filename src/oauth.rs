@@ -1,0 +1,492 @@
+//! OAuth 2.0 token endpoint requests and replies: refresh, device authorization, and the
+//! error replies turned into messages a user can act on.
+
+use std::fmt;
+
+use anyhow::Result;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use crate::config::Account;
+use crate::error::{Kind, failure, server, usage};
+use crate::http::{Http, Reply};
+use crate::provider::{self, Endpoints, Provider};
+use crate::store::{FORMAT_VERSION, Tokens};
+
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// When a server leaves out `expires_in`, assume a short life rather than a long one.
+const DEFAULT_EXPIRES_IN: u64 = 600;
+
+#[derive(Deserialize)]
+pub struct TokenReply {
+    pub access_token: String,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenReply")
+            .field("expires_in", &self.expires_in)
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl TokenReply {
+    /// The tokens to store. A server that sends no new refresh token means "keep using the
+    /// old one"; one that sends a new one has rotated it and the old one may be dead already.
+    pub fn into_tokens(
+        self,
+        now: u64,
+        previous_refresh: Option<String>,
+        requested_scope: &str,
+    ) -> Tokens {
+        Tokens {
+            version: FORMAT_VERSION,
+            access_token: self.access_token,
+            token_type: self.token_type.unwrap_or_else(|| "Bearer".into()),
+            expires_at: now.saturating_add(self.expires_in.unwrap_or(DEFAULT_EXPIRES_IN)),
+            refresh_token: self
+                .refresh_token
+                .filter(|t| !t.is_empty())
+                .or(previous_refresh),
+            scope: self.scope.or_else(|| Some(requested_scope.to_string())),
+        }
+    }
+}
+
+/// Some servers (older Azure AD among them) send `expires_in` as a string.
+fn lenient_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Number(u64),
+        Float(f64),
+        Text(String),
+    }
+    Ok(match Option::<Seconds>::deserialize(d)? {
+        None => None,
+        Some(Seconds::Number(n)) => Some(n),
+        Some(Seconds::Float(f)) if f.is_finite() && f >= 0.0 => Some(f as u64),
+        Some(Seconds::Text(s)) => s.trim().parse().ok(),
+        Some(Seconds::Float(_)) => None,
+    })
+}
+
+/// RFC 6749 section 5.2 error reply, with Microsoft's extras.
+#[derive(Debug, Clone, Deserialize)]
+pub struct OAuthError {
+    #[serde(skip)]
+    pub status: u16,
+    pub error: String,
+    #[serde(default)]
+    pub error_description: Option<String>,
+    #[serde(default)]
+    pub error_codes: Vec<u64>,
+}
+
+impl OAuthError {
+    /// Microsoft's AADSTS number, from `error_codes` or the description.
+    pub fn aadsts(&self) -> Option<u64> {
+        if let Some(code) = self.error_codes.first() {
+            return Some(*code);
+        }
+        let desc = self.error_description.as_deref()?;
+        let digits: String = desc
+            .split("AADSTS")
+            .nth(1)?
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        digits.parse().ok()
+    }
+
+    /// Microsoft's descriptions run on with trace and correlation IDs; the first line says it.
+    pub fn short_description(&self) -> Option<&str> {
+        let desc = self.error_description.as_deref()?;
+        let first = desc.split(['\r', '\n']).next().unwrap_or(desc).trim();
+        let first = first.split(" Trace ID:").next().unwrap_or(first).trim();
+        (!first.is_empty()).then_some(first)
+    }
+
+    pub fn kind(&self) -> Kind {
+        match self.error.as_str() {
+            "invalid_grant"
+            | "interaction_required"
+            | "login_required"
+            | "consent_required"
+            | "expired_token"
+            | "access_denied" => Kind::LoginNeeded,
+            "invalid_client"
+            | "unauthorized_client"
+            | "invalid_scope"
+            | "unsupported_grant_type"
+            | "invalid_request" => Kind::Usage,
+            _ => Kind::Server,
+        }
+    }
+
+    /// What to do about it, in plain words, where we know.
+    pub fn hint(&self, provider: Provider) -> Option<&'static str> {
+        let by_code = match self.aadsts() {
+            Some(7_000_215) => Some(
+                "the client secret is wrong. Entra shows a secret's \"Secret ID\" and its \"Value\": use the Value.",
+            ),
+            Some(70_000 | 700_082 | 700_084 | 50_173 | 50_133) => Some(
+                "the refresh token expired or was revoked (password change, inactivity, or an admin). Log in again.",
+            ),
+            Some(65_001) => Some(
+                "the app has not been granted these permissions. Sign in once and accept, or ask an admin to grant consent for the tenant.",
+            ),
+            Some(50_020) => Some(
+                "this account is not in the app's tenant. Use tenant = \"common\" (any account), \"consumers\" (personal accounts) or your organisation's tenant id.",
+            ),
+            Some(700_016) => Some(
+                "no app with this client_id exists in this tenant. Check client_id, and the tenant the app is registered in.",
+            ),
+            Some(90_002 | 50_059) => Some("the tenant was not found. Check `tenant`."),
+            Some(53_003) => Some(
+                "Conditional Access blocked the sign-in. Ask your tenant admin which device or location rules apply to this app.",
+            ),
+            Some(7_000_218) => Some(
+                "the app wants a client secret. For device login, turn on \"Allow public client flows\" in the app registration (Authentication), or set client_secret_env/_file/_command.",
+            ),
+            Some(70_011) => Some(
+                "a requested scope is not valid for this app. Check `services`/`scopes`; app-only scopes must end in /.default.",
+            ),
+            Some(50_076 | 50_079) => {
+                Some("multi-factor authentication is now required. Log in again.")
+            }
+            _ => None,
+        };
+        by_code.or(match (provider, self.error.as_str()) {
+            (Provider::Google, "invalid_grant") => Some(
+                "Google revoked or expired the refresh token. Apps left in \"Testing\" publishing status get refresh tokens that expire after 7 days: publish the app to keep logins.",
+            ),
+            (Provider::Google, "invalid_scope") => Some(
+                "Google's device flow does not allow the mail scope https://mail.google.com/; Gmail needs the browser flow.",
+            ),
+            (_, "unauthorized_client") => Some(
+                "the server does not let this client use this grant. For device login with Microsoft, turn on \"Allow public client flows\" in the app registration.",
+            ),
+            (_, "invalid_client") => Some(
+                "the server does not accept this client_id or client secret. Check both.",
+            ),
+            _ => None,
+        })
+    }
+
+    /// The error as a complete message, the server's own words included.
+    pub fn into_error(self, what: &str, provider: Provider, account: &str) -> anyhow::Error {
+        let mut msg = format!("{what} was refused: {}", self.error);
+        if let Some(desc) = self.short_description() {
+            msg.push_str(&format!(" ({desc})"));
+        }
+        if let Some(hint) = self.hint(provider) {
+            msg.push_str(&format!("\nhint: {hint}"));
+        }
+        match self.kind() {
+            Kind::LoginNeeded => crate::error::login_needed(account, msg),
+            kind => failure(kind, msg),
+        }
+    }
+}
+
+/// The parsed reply: the success body, or the server's OAuth error.
+pub fn parse_reply<T: DeserializeOwned>(
+    reply: &Reply,
+    what: &str,
+) -> Result<Result<T, OAuthError>> {
+    if let Ok(mut err) = serde_json::from_slice::<OAuthError>(&reply.body)
+        && !err.error.is_empty()
+    {
+        err.status = reply.status;
+        return Ok(Err(err));
+    }
+    if !reply.is_success() {
+        return Err(server(format!(
+            "{what} failed: the server answered HTTP {}{}. Try again later; if it persists, check the endpoint.",
+            reply.status,
+            describe_body(reply)
+        )));
+    }
+    serde_json::from_slice::<T>(&reply.body)
+        .map(Ok)
+        .map_err(|e| {
+            server(format!(
+                "{what} failed: the server's reply is not a valid token reply ({}){}",
+                json_problem(&e),
+                describe_body(reply)
+            ))
+        })
+}
+
+/// Say what was wrong with a JSON body without quoting it: it may hold a token.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Eof => "it ends early".into(),
+        Category::Syntax => format!("not JSON at line {} column {}", e.line(), e.column()),
+        Category::Data => {
+            let text = e.to_string();
+            if text.starts_with("missing field") {
+                text.split(" at line").next().unwrap_or(&text).to_string()
+            } else {
+                "a field has the wrong type".into()
+            }
+        }
+        Category::Io => "unreadable".into(),
+    }
+}
+
+/// A hint at what a non-OAuth body was (an HTML error page, say), without its contents.
+fn describe_body(reply: &Reply) -> String {
+    let kind = reply.content_type.split(';').next().unwrap_or("").trim();
+    match (kind.is_empty(), reply.body.is_empty()) {
+        (_, true) => ", with an empty body".into(),
+        (true, false) => format!(", with {} bytes", reply.body.len()),
+        (false, false) => format!(", with {} bytes of {kind}", reply.body.len()),
+    }
+}
+
+/// The parameters every request to the token endpoint carries to identify the client.
+pub struct Client<'a> {
+    pub id: &'a str,
+    pub secret: Option<&'a str>,
+}
+
+impl Client<'_> {
+    fn add_to<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) {
+        form.push(("client_id", self.id));
+        if let Some(secret) = self.secret {
+            form.push(("client_secret", secret));
+        }
+    }
+}
+
+pub fn refresh(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    refresh_token: &str,
+    scope: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ];
+    client.add_to(&mut form);
+    if !scope.is_empty() {
+        form.push(("scope", scope));
+    }
+    let reply = http.post_form(token_endpoint, &form)?;
+    parse_reply(&reply, "refreshing the access token")
+}
+
+/// RFC 8628 section 3.2. Google says `verification_url`; the RFC says `verification_uri`.
+#[derive(Deserialize)]
+pub struct DeviceAuthorization {
+    pub device_code: String,
+    pub user_code: String,
+    #[serde(alias = "verification_url")]
+    pub verification_uri: String,
+    #[serde(default)]
+    pub verification_uri_complete: Option<String>,
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub interval: Option<u64>,
+}
+
+pub fn device_authorize(
+    http: &Http,
+    endpoint: &str,
+    client: &Client,
+    scope: &str,
+) -> Result<Result<DeviceAuthorization, OAuthError>> {
+    let mut form = vec![("scope", scope)];
+    client.add_to(&mut form);
+    let reply = http.post_form(endpoint, &form)?;
+    parse_reply(&reply, "starting the device login")
+}
+
+pub fn device_poll(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    device_code: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let mut form = vec![
+        ("grant_type", DEVICE_CODE_GRANT),
+        ("device_code", device_code),
+    ];
+    client.add_to(&mut form);
+    let reply = http.post_form(token_endpoint, &form)?;
+    parse_reply(&reply, "completing the device login")
+}
+
+/// The account's endpoints: explicit settings, then presets, then OIDC discovery for an
+/// `issuer` (one GET, made only when a request is due anyway).
+pub fn endpoints(http: &Http, account: &Account) -> Result<Endpoints> {
+    let mut endpoints = account.configured_endpoints();
+    if let Some(issuer) = &account.issuer {
+        let complete = endpoints.token.is_some()
+            && endpoints.device_authorization.is_some()
+            && endpoints.authorization.is_some();
+        if !complete {
+            let url = provider::discovery_url(issuer);
+            let reply = http.get(&url)?;
+            if !reply.is_success() {
+                return Err(server(format!(
+                    "OIDC discovery at {url} failed: HTTP {}. Check `issuer`.",
+                    reply.status
+                )));
+            }
+            let found = provider::parse_discovery(issuer, &reply.body)
+                .map_err(|e| usage(format!("{e:#}")))?;
+            endpoints = endpoints.or(found);
+        }
+    }
+    for (what, url) in [
+        (
+            "device_authorization_endpoint",
+            &endpoints.device_authorization,
+        ),
+        ("token_endpoint", &endpoints.token),
+        ("authorization_endpoint", &endpoints.authorization),
+    ] {
+        if let Some(url) = url {
+            provider::check_endpoint_url(what, url)?;
+        }
+    }
+    Ok(endpoints)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json".into(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn token_reply_keeps_or_rotates_the_refresh_token() {
+        let r: TokenReply = serde_json::from_str(
+            r#"{"access_token":"a","expires_in":"3599","token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        let t = r.into_tokens(100, Some("old".into()), "mail");
+        assert_eq!(t.expires_at, 3699);
+        assert_eq!(t.refresh_token.as_deref(), Some("old"));
+        assert_eq!(t.scope.as_deref(), Some("mail"));
+        let r: TokenReply = serde_json::from_str(
+            r#"{"access_token":"a","expires_in":60,"refresh_token":"new","scope":"x"}"#,
+        )
+        .unwrap();
+        let t = r.into_tokens(0, Some("old".into()), "mail");
+        assert_eq!(t.refresh_token.as_deref(), Some("new"));
+        assert_eq!(t.scope.as_deref(), Some("x"));
+    }
+
+    #[test]
+    fn error_replies_are_recognised_whatever_the_status() {
+        for status in [400, 401, 428, 200] {
+            let r = reply(status, r#"{"error":"authorization_pending"}"#);
+            let e = parse_reply::<TokenReply>(&r, "x").unwrap().unwrap_err();
+            assert_eq!(e.error, "authorization_pending");
+            assert_eq!(e.status, status);
+        }
+    }
+
+    #[test]
+    fn broken_replies_are_server_errors_that_quote_no_secret() {
+        let cases = [
+            reply(500, "oops"),
+            reply(503, ""),
+            reply(200, r#"{"access_token":"#),
+            reply(200, r#"{"token_type":"Bearer"}"#),
+            reply(200, r#"{"access_token":42}"#),
+            reply(200, "<html><title>Sign in</title></html>"),
+        ];
+        for r in cases {
+            let err = parse_reply::<TokenReply>(&r, "refreshing").unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_SERVER);
+        }
+        let r = reply(200, r#"{"access_token":"SECRET-AT","expires_in":{"x":1}}"#);
+        let err = parse_reply::<TokenReply>(&r, "refreshing").unwrap_err();
+        assert!(!err.to_string().contains("SECRET-AT"), "{err}");
+        let r = reply(200, r#"{"token_type":"Bearer"}"#);
+        let err = parse_reply::<TokenReply>(&r, "refreshing").unwrap_err();
+        assert!(
+            err.to_string().contains("missing field `access_token`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn microsoft_codes_become_hints() {
+        let e: OAuthError = serde_json::from_str(
+            r#"{"error":"invalid_client","error_description":"AADSTS7000215: Invalid client secret provided.\r\nTrace ID: abc\r\nCorrelation ID: def","error_codes":[7000215]}"#,
+        )
+        .unwrap();
+        assert_eq!(e.aadsts(), Some(7_000_215));
+        assert_eq!(
+            e.short_description(),
+            Some("AADSTS7000215: Invalid client secret provided.")
+        );
+        assert!(e.hint(Provider::Microsoft).unwrap().contains("Value"));
+        let msg = e
+            .into_error("refreshing", Provider::Microsoft, "work")
+            .to_string();
+        assert!(
+            msg.contains("AADSTS7000215") && msg.contains("hint:"),
+            "{msg}"
+        );
+        assert!(!msg.contains("Trace ID"), "{msg}");
+
+        let e: OAuthError = serde_json::from_str(
+            r#"{"error":"invalid_grant","error_description":"AADSTS70000: The provided grant has expired."}"#,
+        )
+        .unwrap();
+        assert_eq!(e.aadsts(), Some(70_000));
+        let err = e.into_error("refreshing", Provider::Microsoft, "work");
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_LOGIN);
+        assert!(err.to_string().contains("mailtoken login work"));
+    }
+
+    #[test]
+    fn google_testing_apps_get_their_hint() {
+        let e = OAuthError {
+            status: 400,
+            error: "invalid_grant".into(),
+            error_description: Some("Token has been expired or revoked.".into()),
+            error_codes: vec![],
+        };
+        assert!(e.hint(Provider::Google).unwrap().contains("7 days"));
+        assert!(e.hint(Provider::Generic).is_none());
+    }
+
+    #[test]
+    fn device_authorization_accepts_google_spelling() {
+        let d: DeviceAuthorization = serde_json::from_str(
+            r#"{"device_code":"d","user_code":"U","verification_url":"https://www.google.com/device","expires_in":1800,"interval":5}"#,
+        )
+        .unwrap();
+        assert_eq!(d.verification_uri, "https://www.google.com/device");
+        assert_eq!(d.interval, Some(5));
+    }
+}

@@ -1,0 +1,95 @@
+//! What `mailtoken token` prints: the token itself or a SASL string built from it.
+
+use anyhow::Result;
+
+use crate::error::usage;
+use crate::sasl;
+use crate::store::Tokens;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// The access token alone
+    Raw,
+    /// base64 SASL XOAUTH2 initial response (needs a user)
+    Xoauth2,
+    /// base64 SASL OAUTHBEARER initial response, RFC 7628 (needs a user)
+    Oauthbearer,
+    /// {"access_token","token_type","expires_at","scope"}
+    Json,
+}
+
+pub struct Sasl<'a> {
+    pub user: Option<&'a str>,
+    pub host: Option<&'a str>,
+    pub port: Option<u16>,
+}
+
+/// The exact text for stdout, without the final newline.
+pub fn render(format: Format, tokens: &Tokens, sasl: &Sasl) -> Result<String> {
+    let user = || {
+        sasl.user.ok_or_else(|| {
+            usage("this format needs a user: set `user` in the account or pass --user")
+        })
+    };
+    Ok(match format {
+        Format::Raw => tokens.access_token.clone(),
+        Format::Xoauth2 => sasl::xoauth2(user()?, &tokens.access_token),
+        Format::Oauthbearer => {
+            sasl::oauthbearer(user()?, sasl.host, sasl.port, &tokens.access_token)
+        }
+        Format::Json => serde_json::json!({
+            "access_token": tokens.access_token,
+            "token_type": tokens.token_type,
+            "expires_at": tokens.expires_at,
+            "scope": tokens.scope,
+        })
+        .to_string(),
+    })
+}
+
+/// Formats that need a user, so a missing one is reported before any network request.
+pub fn needs_user(format: Format) -> bool {
+    matches!(format, Format::Xoauth2 | Format::Oauthbearer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::FORMAT_VERSION;
+
+    fn tokens() -> Tokens {
+        Tokens {
+            version: FORMAT_VERSION,
+            access_token: "tok".into(),
+            token_type: "Bearer".into(),
+            expires_at: 42,
+            refresh_token: Some("rt".into()),
+            scope: Some("mail".into()),
+        }
+    }
+
+    #[test]
+    fn formats() {
+        let none = Sasl {
+            user: None,
+            host: None,
+            port: None,
+        };
+        assert_eq!(render(Format::Raw, &tokens(), &none).unwrap(), "tok");
+        assert!(render(Format::Xoauth2, &tokens(), &none).is_err());
+        let json: serde_json::Value =
+            serde_json::from_str(&render(Format::Json, &tokens(), &none).unwrap()).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"access_token":"tok","token_type":"Bearer","expires_at":42,"scope":"mail"})
+        );
+        let user = Sasl {
+            user: Some("u"),
+            ..none
+        };
+        assert_eq!(
+            render(Format::Xoauth2, &tokens(), &user).unwrap(),
+            sasl::xoauth2("u", "tok")
+        );
+    }
+}

@@ -1,0 +1,267 @@
+//! The token store: one JSON file per account, replaced atomically, private to the user.
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{ErrorKind, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tokens {
+    pub version: u32,
+    pub access_token: String,
+    pub token_type: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+// Debug output ends up in logs and panics: never show the secrets themselves.
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access_token", &fingerprint(&self.access_token))
+            .field("expires_at", &self.expires_at)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_deref().map(fingerprint),
+            )
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// Still usable for at least `margin` more seconds at `now`.
+    pub fn is_fresh(&self, now: u64, margin: u64) -> bool {
+        self.expires_at > now.saturating_add(margin)
+    }
+}
+
+/// A short, stable tag for a secret so logs can tell tokens apart without showing them.
+pub fn fingerprint(secret: &str) -> String {
+    // FNV-1a: fixed, dependency-free, and one-way enough for an 8-hex-digit tag.
+    let hash = secret.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("#{:08x}", hash >> 32)
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Tokens> {
+    let tokens: Tokens = serde_json::from_slice(bytes)?;
+    if tokens.version != FORMAT_VERSION {
+        bail!(
+            "format version {} is not supported by this mailtoken (it reads version {FORMAT_VERSION})",
+            tokens.version
+        );
+    }
+    if tokens.access_token.is_empty() {
+        bail!("the access token is empty");
+    }
+    Ok(tokens)
+}
+
+pub struct Store {
+    dir: PathBuf,
+}
+
+impl Store {
+    pub fn new(dir: PathBuf) -> Store {
+        Store { dir }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn token_path(&self, account: &str) -> PathBuf {
+        self.dir.join(format!("{account}.json"))
+    }
+
+    pub fn lock_path(&self, account: &str) -> PathBuf {
+        self.dir.join(format!("{account}.lock"))
+    }
+
+    /// The stored tokens, or `None` when the account has never logged in. A file that does not
+    /// parse is an error and is left exactly as it is: it may hold the only refresh token.
+    pub fn load(&self, account: &str) -> Result<Option<Tokens>> {
+        let path = self.token_path(account);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        check_private(&path)?;
+        parse(&bytes).map(Some).with_context(|| {
+            format!(
+                "the token file {} is damaged; it was left untouched. Move it aside and run `mailtoken login {account}`",
+                path.display()
+            )
+        })
+    }
+
+    /// Replace the account's tokens atomically: a crash leaves the old file or the new one.
+    pub fn save(&self, account: &str, tokens: &Tokens) -> Result<()> {
+        self.ensure_dir()?;
+        let path = self.token_path(account);
+        let json = serde_json::to_vec_pretty(tokens)?;
+        // tempfile creates the file 0600, so the secret is never readable by others.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(&format!(".{account}."))
+            .suffix(".tmp")
+            .tempfile_in(&self.dir)
+            .with_context(|| format!("cannot create a file in {}", self.dir.display()))?;
+        tmp.write_all(&json)?;
+        tmp.write_all(b"\n")?;
+        tmp.as_file()
+            .sync_all()
+            .context("cannot flush the new token file to disk")?;
+        tmp.persist(&path)
+            .with_context(|| format!("cannot replace {}", path.display()))?;
+        sync_dir(&self.dir)
+    }
+
+    /// Forget an account's tokens. Returns whether there was anything to forget.
+    pub fn remove(&self, account: &str) -> Result<bool> {
+        let path = self.token_path(account);
+        match fs::remove_file(&path) {
+            Ok(()) => {
+                sync_dir(&self.dir)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+        }
+    }
+
+    pub fn ensure_dir(&self) -> Result<()> {
+        match fs::metadata(&self.dir) {
+            Ok(meta) if meta.is_dir() => {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    warn_fix_mode(&self.dir, 0o700)?;
+                }
+                Ok(())
+            }
+            Ok(_) => bail!("the token store {} is not a directory", self.dir.display()),
+            Err(e) if e.kind() == ErrorKind::NotFound => fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)
+                .with_context(|| format!("cannot create {}", self.dir.display())),
+            Err(e) => Err(e).with_context(|| format!("cannot use {}", self.dir.display())),
+        }
+    }
+}
+
+/// Like OpenSSH with private keys, but forgiving: tighten a token file others can read and say so.
+fn check_private(path: &Path) -> Result<()> {
+    let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    if !meta.is_file() {
+        bail!("{} is not a regular file", path.display());
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        warn_fix_mode(path, 0o600)?;
+    }
+    Ok(())
+}
+
+fn warn_fix_mode(path: &Path, mode: u32) -> Result<()> {
+    let old = fs::metadata(path)?.permissions().mode() & 0o777;
+    eprintln!(
+        "mailtoken: warning: {} was accessible to other users (mode {old:03o}); set it to {mode:03o}. \
+         If others may have read it, log in again to replace the tokens.",
+        path.display()
+    );
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .with_context(|| format!("cannot restrict the permissions of {}", path.display()))
+}
+
+/// Make a rename durable: the directory entry itself must reach the disk.
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot flush {} to disk", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Tokens {
+        Tokens {
+            version: FORMAT_VERSION,
+            access_token: "at-secret".into(),
+            token_type: "Bearer".into(),
+            expires_at: 2_000_000_000,
+            refresh_token: Some("rt-secret".into()),
+            scope: Some("mail".into()),
+        }
+    }
+
+    #[test]
+    fn save_then_load_round_trips_with_private_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().join("store"));
+        assert!(store.load("a").unwrap().is_none());
+        store.save("a", &sample()).unwrap();
+        assert_eq!(store.load("a").unwrap(), Some(sample()));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&store.token_path("a")), 0o600);
+        assert_eq!(mode(store.dir()), 0o700);
+        assert!(store.remove("a").unwrap());
+        assert!(!store.remove("a").unwrap());
+    }
+
+    #[test]
+    fn loose_modes_are_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().to_path_buf());
+        store.save("a", &sample()).unwrap();
+        let path = store.token_path("a");
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o644)).unwrap();
+        store.load("a").unwrap().unwrap();
+        assert_eq!(
+            fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+    }
+
+    #[test]
+    fn damaged_files_are_reported_and_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().to_path_buf());
+        for junk in [&b""[..], b"{", b"\x00\xff", b"{\"version\":2}", b"[]"] {
+            fs::write(store.token_path("a"), junk).unwrap();
+            let err = format!("{:#}", store.load("a").unwrap_err());
+            assert!(err.contains("damaged"), "{err}");
+            assert_eq!(fs::read(store.token_path("a")).unwrap(), junk);
+        }
+    }
+
+    #[test]
+    fn freshness_respects_the_margin() {
+        let t = sample();
+        assert!(t.is_fresh(t.expires_at - 301, 300));
+        assert!(!t.is_fresh(t.expires_at - 300, 300));
+        assert!(!t.is_fresh(u64::MAX, 300));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let shown = format!("{:?}", sample());
+        assert!(
+            !shown.contains("at-secret") && !shown.contains("rt-secret"),
+            "{shown}"
+        );
+        assert_ne!(fingerprint("a"), fingerprint("b"));
+    }
+}
