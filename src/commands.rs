@@ -10,7 +10,7 @@ use crate::error::usage;
 use crate::output::{self, Sasl};
 use crate::store::Store;
 use crate::token::{self, AccountRef};
-use crate::{flows, lock, time};
+use crate::{flows, time};
 
 pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
     let args = *args;
@@ -161,7 +161,7 @@ pub fn logout(paths: &Paths, name: &str) -> Result<()> {
     config.account(name)?;
     let store = Store::new(paths.data_dir.clone());
     let removed = if store.dir().exists() {
-        let _lock = lock::exclusive(&store.lock_path(name), token::LOCK_TIMEOUT)?;
+        let _lock = store.lock(name, token::LOCK_TIMEOUT)?;
         store.remove(name)?
     } else {
         false

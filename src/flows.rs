@@ -8,7 +8,6 @@ use anyhow::Result;
 
 use crate::error::{Kind, usage};
 use crate::http::Http;
-use crate::lock;
 use crate::oauth::{self, OAuthError, TokenReply};
 use crate::store::Tokens;
 use crate::time;
@@ -149,7 +148,7 @@ pub fn device_login(acct: &AccountRef) -> Result<Tokens> {
              the access token expires. Add offline_access to the scopes if the server supports it."
         );
     }
-    let _lock = lock::exclusive(&store.lock_path(name), LOCK_TIMEOUT)?;
+    let _lock = store.lock(name, LOCK_TIMEOUT)?;
     store.save(name, &tokens)?;
     Ok(tokens)
 }

@@ -5,9 +5,12 @@ use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
+
+use crate::lock::{self, AccountLock};
 
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -89,6 +92,12 @@ impl Store {
 
     pub fn lock_path(&self, account: &str) -> PathBuf {
         self.dir.join(format!("{account}.lock"))
+    }
+
+    /// Wait for the account's exclusive lock: hold it across read, refresh and write.
+    pub fn lock(&self, account: &str, timeout: Duration) -> Result<AccountLock> {
+        self.ensure_dir()?;
+        lock::exclusive(&self.lock_path(account), timeout)
     }
 
     /// The stored tokens, or `None` when the account has never logged in. A file that does not

@@ -8,7 +8,6 @@ use anyhow::{Context, Result};
 use crate::config::{Account, Config};
 use crate::error::{login_needed, usage};
 use crate::http::Http;
-use crate::lock;
 use crate::log::debug;
 use crate::oauth;
 use crate::store::{Store, Tokens, fingerprint};
@@ -53,7 +52,7 @@ pub fn get(acct: &AccountRef, force: bool) -> Result<Tokens> {
     }
 
     debug!("refresh due; taking the lock for `{name}`");
-    let _lock = lock::exclusive(&store.lock_path(name), LOCK_TIMEOUT)?;
+    let _lock = store.lock(name, LOCK_TIMEOUT)?;
     let current = store
         .load(name)?
         .ok_or_else(|| login_needed(name, format!("account `{name}` was logged out meanwhile")))?;
