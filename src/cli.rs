@@ -4,8 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::mech::Mech;
 use crate::output::Format;
-use crate::provider::{Provider, Service};
+use crate::provider::{Flow, Provider, Service};
 
 /// OAuth2 access tokens for mail clients.
 ///
@@ -37,11 +38,8 @@ pub struct Cli {
 pub enum Command {
     /// Add an account to the config file
     Add(Box<AddArgs>),
-    /// Log in once, interactively (device flow: a URL and a code to enter in any browser)
-    Login {
-        /// Account name from the config
-        account: String,
-    },
+    /// Log in once, interactively (device flow by default; --browser for the browser flow)
+    Login(LoginArgs),
     /// Print a valid access token (or SASL string) on stdout, refreshing it if needed
     Token(TokenArgs),
     /// Show accounts, login state and token expiry (never a secret)
@@ -54,6 +52,99 @@ pub enum Command {
         /// Account name from the config
         account: String,
     },
+    /// Send a short real test message through the account's SMTP server (or Microsoft Graph)
+    SendTest(SendTestArgs),
+    /// Log in to the mail servers with the current token, report each step, log out
+    Check(CheckArgs),
+    /// Show who the access token belongs to (claims, Graph /me or userinfo; never the token)
+    Whoami {
+        /// Account name from the config
+        account: String,
+    },
+    /// Look for setup problems without changing anything (exit 1 if one is an error)
+    Doctor {
+        /// Only this account
+        account: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct SendTestArgs {
+    /// Account name from the config
+    pub account: String,
+
+    /// Recipient address
+    #[arg(long)]
+    pub to: String,
+
+    #[arg(long, default_value = "mailtoken test message")]
+    pub subject: String,
+
+    /// SASL mechanism for SMTP
+    #[arg(long, value_enum, default_value_t = Mech::Xoauth2)]
+    pub mech: Mech,
+
+    /// Send through SMTP or the Microsoft Graph sendMail API
+    #[arg(long, value_enum, default_value_t = Via::Smtp)]
+    pub via: Via,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    Smtp,
+    Graph,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Account name from the config
+    pub account: String,
+
+    /// Check IMAP
+    #[arg(long)]
+    pub imap: bool,
+
+    /// Check SMTP
+    #[arg(long)]
+    pub smtp: bool,
+
+    /// Check POP3
+    #[arg(long)]
+    pub pop: bool,
+
+    /// SASL mechanism
+    #[arg(long, value_enum, default_value_t = Mech::Xoauth2)]
+    pub mech: Mech,
+}
+
+#[derive(Debug, Args)]
+pub struct LoginArgs {
+    /// Account name from the config
+    pub account: String,
+
+    /// Use the device flow: a URL and a code to enter in any browser, on any device
+    #[arg(long, conflicts_with_all = ["browser", "credentials"])]
+    pub device: bool,
+
+    /// Use the browser flow (authorization code + PKCE, redirect caught on 127.0.0.1)
+    #[arg(long, conflicts_with = "credentials")]
+    pub browser: bool,
+
+    /// Use client credentials (app-only: fetch a token with the app's secret or certificate)
+    #[arg(long)]
+    pub credentials: bool,
+
+    /// Browser flow: print the address but do not start a browser
+    #[arg(long)]
+    pub no_open: bool,
+
+    /// Browser flow: paste the address the browser was sent to, instead of listening for it
+    #[arg(long)]
+    pub paste: bool,
+
+    /// Browser flow: seconds to wait for the browser to come back
+    #[arg(long, value_name = "SECS", default_value_t = 300)]
+    pub timeout: u64,
 }
 
 #[derive(Debug, Args)]
@@ -80,6 +171,14 @@ pub struct TokenArgs {
     /// Refresh even if the cached token is still valid
     #[arg(long)]
     pub force_refresh: bool,
+
+    /// A token for this named resource of the account ([accounts.NAME.resources])
+    #[arg(long, conflicts_with = "scopes")]
+    pub resource: Option<String>,
+
+    /// A token for these scopes instead of the account's own (repeatable)
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -109,6 +208,23 @@ pub struct AddArgs {
     /// Explicit scope, instead of --services (repeatable)
     #[arg(long = "scope", value_name = "SCOPE")]
     pub scopes: Vec<String>,
+
+    /// How the first login happens [default: device; browser for Google]
+    #[arg(long, value_enum)]
+    pub flow: Option<Flow>,
+
+    /// Certificate (PEM) for app-only login with a certificate credential
+    #[arg(long, value_name = "PATH", requires = "client_key")]
+    pub client_certificate: Option<PathBuf>,
+
+    /// RSA private key (PEM) of --client-certificate
+    #[arg(long, value_name = "PATH", requires = "client_certificate")]
+    pub client_key: Option<PathBuf>,
+
+    /// Loopback redirect URI registered for the browser flow [default: http://localhost for
+    /// Microsoft, http://127.0.0.1 otherwise]
+    #[arg(long, value_name = "URL")]
+    pub redirect_uri: Option<String>,
 
     /// Read the client secret from this environment variable
     #[arg(long, value_name = "VAR", group = "secret")]

@@ -1,13 +1,15 @@
 //! One thin function per subcommand: load what it needs, call the logic, report.
 
 use std::io::Write;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{AddArgs, TokenArgs};
+use crate::cli::{AddArgs, LoginArgs, TokenArgs};
 use crate::config::{self, Account, Config, Paths};
 use crate::error::usage;
 use crate::output::{self, Sasl};
+use crate::provider::Flow;
 use crate::store::Store;
 use crate::token::{self, AccountRef};
 use crate::{flows, time};
@@ -21,14 +23,18 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
         tenant: args.tenant,
         services: args.services,
         scopes: args.scopes,
+        flow: args.flow,
         client_secret_env: args.client_secret_env,
         client_secret_file: args.client_secret_file,
         client_secret_command: args.client_secret_command,
+        client_certificate: args.client_certificate,
+        client_key: args.client_key,
+        redirect_uri: args.redirect_uri,
         issuer: args.issuer,
         device_authorization_endpoint: args.device_authorization_endpoint,
         token_endpoint: args.token_endpoint,
         authorization_endpoint: args.authorization_endpoint,
-        refresh_margin: None,
+        ..Account::default()
     };
     config::append_account(&paths.config, &args.account, &account)?;
     eprintln!(
@@ -40,19 +46,37 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
     Ok(())
 }
 
-pub fn login(paths: &Paths, name: &str) -> Result<()> {
+pub fn login(paths: &Paths, args: &LoginArgs) -> Result<()> {
+    let name = args.account.as_str();
     let config = Config::load(&paths.config)?;
     let account = config.account(name)?;
     let store = Store::new(paths.data_dir.clone());
-    let tokens = flows::device_login(&AccountRef {
+    let flow = match (args.device, args.browser, args.credentials) {
+        (true, _, _) => Some(Flow::Device),
+        (_, true, _) => Some(Flow::Browser),
+        (_, _, true) => Some(Flow::Credentials),
+        _ => None,
+    };
+    let options = flows::LoginOptions {
+        flow,
+        open_browser: !args.no_open,
+        paste: args.paste,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let acct = AccountRef {
         name,
         account,
         config: &config,
         store: &store,
-    })?;
+    };
+    let tokens = flows::login(&acct, &options)?;
+    let until = tokens
+        .access_for(None)
+        .or_else(|| tokens.resources.values().next())
+        .map(|a| time::format_utc(a.expires_at))
+        .unwrap_or_default();
     eprintln!(
-        "Logged in account `{name}`. Access token valid until {}; `mailtoken token {name}` prints it.",
-        time::format_utc(tokens.expires_at)
+        "Logged in account `{name}`. Access token valid until {until}; `mailtoken token {name}` prints it."
     );
     Ok(())
 }
@@ -70,6 +94,7 @@ pub fn token(paths: &Paths, args: &TokenArgs) -> Result<()> {
             "this format needs a user: set `user` in the account or pass --user",
         ));
     }
+    let want = token::Want::pick(account, args.resource.as_deref(), &args.scopes)?;
     let store = Store::new(paths.data_dir.clone());
     let tokens = token::get(
         &AccountRef {
@@ -78,6 +103,7 @@ pub fn token(paths: &Paths, args: &TokenArgs) -> Result<()> {
             config: &config,
             store: &store,
         },
+        &want,
         args.force_refresh,
     )?;
     let mut text = output::render(args.format, &tokens, &sasl)?;
@@ -118,40 +144,57 @@ pub fn status(paths: &Paths, only: Option<&str>) -> Result<()> {
 
 fn status_block(name: &str, account: &Account, store: &Store, now: u64) -> String {
     let provider = format!("{:?}", account.provider).to_lowercase();
+    let flow = format!("{:?}", account.flow()).to_lowercase();
+    let user = account
+        .user
+        .as_deref()
+        .map(|u| format!(", {u}"))
+        .unwrap_or_default();
     let mut text = format!(
-        "{name} ({provider}{})\n  store:         {}\n",
-        account
-            .user
-            .as_deref()
-            .map(|u| format!(", {u}"))
-            .unwrap_or_default(),
+        "{name} ({provider}{user}, {flow} login)\n  store:         {}\n",
         store.token_path(name).display()
     );
-    match store.load(name) {
-        Ok(None) => text.push_str(&format!(
-            "  logged in:     no (run `mailtoken login {name}`)\n"
-        )),
-        Err(e) => text.push_str(&format!("  logged in:     unknown: {e:#}\n")),
-        Ok(Some(t)) => {
-            let access = if t.expires_at > now {
-                format!(
-                    "valid until {} (for {})",
-                    time::format_utc(t.expires_at),
-                    time::format_span(t.expires_at - now)
-                )
-            } else {
-                format!("expired {} ago", time::format_span(now - t.expires_at))
-            };
-            let refresh = if t.refresh_token.is_some() {
-                "stored (renews the access token when needed)"
-            } else {
-                "none: a new login is needed once the access token expires"
-            };
-            text.push_str(&format!(
-                "  logged in:     yes\n  access token:  {access}\n  refresh token: {refresh}\n  scope:         {}\n",
-                t.scope.as_deref().unwrap_or("-")
-            ));
+    let tokens = match store.load(name) {
+        Ok(Some(tokens)) => tokens,
+        Ok(None) if account.flow() == Flow::Credentials => {
+            text.push_str("  logged in:     app-only; a token is fetched on first use\n");
+            return text;
         }
+        Ok(None) => {
+            text.push_str(&format!(
+                "  logged in:     no (run `mailtoken login {name}`)\n"
+            ));
+            return text;
+        }
+        Err(e) => {
+            text.push_str(&format!("  logged in:     unknown: {e:#}\n"));
+            return text;
+        }
+    };
+    let refresh = match (&tokens.refresh_token, account.flow()) {
+        (_, Flow::Credentials) => "none needed (app-only)",
+        (Some(_), _) => "stored (renews access tokens when needed)",
+        (None, _) => "none: a new login is needed once the access token expires",
+    };
+    text.push_str(&format!(
+        "  logged in:     yes\n  refresh token: {refresh}\n"
+    ));
+    let own = tokens.access_for(None).map(|a| ("access token:  ", a));
+    let others = tokens.resources.values().map(|a| ("other token:   ", a));
+    for (label, access) in own.into_iter().chain(others) {
+        let life = if access.expires_at > now {
+            format!(
+                "valid until {} (for {})",
+                time::format_utc(access.expires_at),
+                time::format_span(access.expires_at - now)
+            )
+        } else {
+            format!("expired {} ago", time::format_span(now - access.expires_at))
+        };
+        text.push_str(&format!(
+            "  {label}{life}\n                 scope: {}\n",
+            access.scope.as_deref().unwrap_or("-")
+        ));
     }
     text
 }

@@ -9,7 +9,8 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
-use crate::provider::{self, Endpoints, Provider, Service};
+use crate::provider::{self, Endpoints, Flow, Provider, Service};
+use crate::servers::TlsMode;
 
 /// Seconds of life a cached access token must still have to be handed out.
 pub const DEFAULT_REFRESH_MARGIN: u64 = 300;
@@ -22,7 +23,7 @@ pub struct Config {
     pub accounts: BTreeMap<String, Account>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Account {
     pub provider: Provider,
@@ -42,6 +43,14 @@ pub struct Account {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_command: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Flow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub issuer: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub device_authorization_endpoint: Option<String>,
@@ -51,6 +60,34 @@ pub struct Account {
     pub authorization_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_margin: Option<u64>,
+    /// Other scope sets the same refresh token can mint tokens for, by name (Graph, say).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, Vec<String>>,
+    /// Mail servers for `check` and `send-test`, over the provider presets (see servers.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap_tls: Option<TlsMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pop_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pop_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pop_tls: Option<TlsMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_tls: Option<TlsMode>,
+    /// Microsoft Graph base URL [default: https://graph.microsoft.com]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_url: Option<String>,
+    /// OpenID Connect userinfo endpoint, for `whoami`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userinfo_endpoint: Option<String>,
 }
 
 /// Where the config file and the token store are.
@@ -158,12 +195,45 @@ impl Account {
                 "set only one of `client_secret_env`, `client_secret_file`, `client_secret_command`"
             );
         }
+        let has_certificate = match (&self.client_certificate, &self.client_key) {
+            (Some(_), Some(_)) => true,
+            (None, None) => false,
+            _ => bail!("`client_certificate` and `client_key` go together: set both"),
+        };
+        if self.flow() == Flow::Credentials {
+            if !has_certificate && !secrets.contains(&true) {
+                bail!(
+                    "flow = \"credentials\" needs a client secret (`client_secret_env`, `_file` or `_command`) or a certificate (`client_certificate` and `client_key`)"
+                );
+            }
+            for scope in self.scopes()? {
+                if self.provider == Provider::Microsoft && !scope.ends_with("/.default") {
+                    bail!(
+                        "scope `{scope}` cannot be used with client credentials: app-only scopes end in /.default (for IMAP/SMTP: {})",
+                        provider::MICROSOFT_APP_SCOPE
+                    );
+                }
+            }
+        }
+        if let Some(uri) = &self.redirect_uri {
+            let parsed = reqwest::Url::parse(uri)
+                .with_context(|| format!("redirect_uri `{uri}` is not a valid URL"))?;
+            if parsed.scheme() != "http" || !provider::is_loopback(&parsed) {
+                bail!(
+                    "redirect_uri `{uri}` must be http://127.0.0.1, http://[::1] or http://localhost (with an optional port and path): mailtoken listens on this machine"
+                );
+            }
+        }
+        for (name, scopes) in &self.resources {
+            if scopes.is_empty() {
+                bail!("resource `{name}` has no scopes");
+            }
+        }
         if self.tenant.is_some() && self.provider != Provider::Microsoft {
             bail!("`tenant` only applies to provider = \"microsoft\"");
         }
-        if self.scopes.is_empty() {
-            provider::service_scopes(self.provider, &self.services)?;
-        }
+        self.scopes()?;
+        crate::servers::check(self)?;
         if self.provider == Provider::Generic
             && self.issuer.is_none()
             && self.token_endpoint.is_none()
@@ -186,12 +256,26 @@ impl Account {
         Ok(())
     }
 
+    pub fn flow(&self) -> Flow {
+        self.flow
+            .unwrap_or_else(|| provider::default_flow(self.provider))
+    }
+
+    /// The account's own scopes: explicit ones, or the preset for its services and flow.
     pub fn scopes(&self) -> Result<Vec<String>> {
-        if self.scopes.is_empty() {
-            provider::service_scopes(self.provider, &self.services)
-        } else {
+        if !self.scopes.is_empty() {
             Ok(self.scopes.clone())
+        } else if self.flow() == Flow::Credentials {
+            provider::app_scopes(self.provider)
+        } else {
+            provider::service_scopes(self.provider, &self.services)
         }
+    }
+
+    pub fn redirect_uri(&self) -> &str {
+        self.redirect_uri
+            .as_deref()
+            .unwrap_or_else(|| provider::default_redirect_uri(self.provider))
     }
 
     /// Endpoints from explicit settings, then from the provider preset. Discovery (for an
@@ -262,19 +346,16 @@ fn expand_home(path: &Path) -> PathBuf {
 
 /// The TOML text `mailtoken add` appends for a new account.
 pub fn account_toml(name: &str, account: &Account) -> Result<String> {
-    let body = toml::to_string(account).context("cannot write the account as TOML")?;
-    Ok(format!("\n[accounts.{}]\n{body}", toml_key(name)))
-}
-
-fn toml_key(name: &str) -> String {
-    if name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        name.to_string()
-    } else {
-        format!("\"{name}\"")
+    // Serialised under its full path so that nested tables get the right headers.
+    #[derive(Serialize)]
+    struct Wrapper<'a> {
+        accounts: BTreeMap<&'a str, &'a Account>,
     }
+    let wrapper = Wrapper {
+        accounts: BTreeMap::from([(name, account)]),
+    };
+    let body = toml::to_string(&wrapper).context("cannot write the account as TOML")?;
+    Ok(format!("\n{body}"))
 }
 
 /// Append an account to the config file, creating it if needed. The existing text is kept as

@@ -62,6 +62,36 @@ impl Http {
             url,
         )
     }
+
+    /// A call to an API with an access token (Graph, userinfo): GET, or POST with a JSON body.
+    pub fn bearer(&self, url: &str, token: &str, json: Option<&serde_json::Value>) -> Result<Reply> {
+        let request = match json {
+            None => self.client.get(url),
+            Some(body) => self
+                .client
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body.to_string()),
+        };
+        send(
+            request
+                .bearer_auth(token)
+                .header("Accept", "application/json"),
+            url,
+        )
+    }
+
+    /// The server's clock: the `Date` header of a HEAD request, whatever the status.
+    pub fn server_date(&self, url: &str) -> Result<Option<String>> {
+        let response = self.client.head(url).send().map_err(|e| {
+            server(format!("cannot reach {url}: {}", error_chain(&e)))
+        })?;
+        Ok(response
+            .headers()
+            .get(reqwest::header::DATE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string))
+    }
 }
 
 fn send(request: RequestBuilder, url: &str) -> Result<Reply> {

@@ -3,18 +3,29 @@
 mod cli;
 mod commands;
 mod config;
+mod doctor;
 mod error;
 mod flows;
+mod graph;
 mod http;
+mod imap;
+mod jwt;
 mod lock;
 mod log;
+mod mailcmd;
+mod mech;
 mod oauth;
 mod output;
+mod pop;
 mod provider;
 mod sasl;
+mod servers;
+mod smtp;
 mod store;
 mod time;
 mod token;
+mod whoami;
+mod wire;
 
 use clap::Parser;
 
@@ -26,10 +37,14 @@ fn main() {
     let result =
         config::Paths::resolve(cli.config, cli.data_dir).and_then(|paths| match cli.command {
             Command::Add(args) => commands::add(&paths, args),
-            Command::Login { account } => commands::login(&paths, &account),
+            Command::Login(args) => commands::login(&paths, &args),
             Command::Token(args) => commands::token(&paths, &args),
             Command::Status { account } => commands::status(&paths, account.as_deref()),
             Command::Logout { account } => commands::logout(&paths, &account),
+            Command::SendTest(args) => mailcmd::send_test(&paths, &args),
+            Command::Check(args) => mailcmd::check(&paths, &args),
+            Command::Whoami { account } => mailcmd::whoami(&paths, &account),
+            Command::Doctor { account } => mailcmd::doctor(&paths, account.as_deref()),
         });
     if let Err(err) = result {
         eprintln!("mailtoken: {err:#}");

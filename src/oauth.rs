@@ -10,8 +10,9 @@ use serde::{Deserialize, Deserializer};
 use crate::config::Account;
 use crate::error::{Kind, failure, server, usage};
 use crate::http::{Http, Reply};
+use crate::jwt;
 use crate::provider::{self, Endpoints, Provider};
-use crate::store::{FORMAT_VERSION, Tokens};
+use crate::store::AccessToken;
 
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -42,25 +43,15 @@ impl fmt::Debug for TokenReply {
 }
 
 impl TokenReply {
-    /// The tokens to store. A server that sends no new refresh token means "keep using the
-    /// old one"; one that sends a new one has rotated it and the old one may be dead already.
-    pub fn into_tokens(
-        self,
-        now: u64,
-        previous_refresh: Option<String>,
-        requested_scope: &str,
-    ) -> Tokens {
-        Tokens {
-            version: FORMAT_VERSION,
+    /// The access token to store, and the refresh token if the server sent one (a rotation).
+    pub fn into_access(self, now: u64, requested_scope: &str) -> (AccessToken, Option<String>) {
+        let access = AccessToken {
             access_token: self.access_token,
             token_type: self.token_type.unwrap_or_else(|| "Bearer".into()),
             expires_at: now.saturating_add(self.expires_in.unwrap_or(DEFAULT_EXPIRES_IN)),
-            refresh_token: self
-                .refresh_token
-                .filter(|t| !t.is_empty())
-                .or(previous_refresh),
             scope: self.scope.or_else(|| Some(requested_scope.to_string())),
-        }
+        };
+        (access, self.refresh_token.filter(|t| !t.is_empty()))
     }
 }
 
@@ -258,17 +249,54 @@ fn describe_body(reply: &Reply) -> String {
     }
 }
 
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How the client proves who it is to the token endpoint.
+pub enum ClientAuth {
+    /// A public client (device and browser logins of desktop apps).
+    Public,
+    Secret(String),
+    /// A signed JWT (RFC 7523), made for one token endpoint.
+    Assertion(String),
+}
+
 /// The parameters every request to the token endpoint carries to identify the client.
 pub struct Client<'a> {
     pub id: &'a str,
-    pub secret: Option<&'a str>,
+    pub auth: ClientAuth,
 }
 
-impl Client<'_> {
+impl<'a> Client<'a> {
+    /// The account's client, with the secret or a fresh certificate assertion for `token_endpoint`.
+    pub fn for_account(account: &'a Account, token_endpoint: &str) -> Result<Client<'a>> {
+        let auth = if let Some(secret) = account.client_secret()? {
+            ClientAuth::Secret(secret)
+        } else if let (Some(cert), Some(key)) = (&account.client_certificate, &account.client_key) {
+            ClientAuth::Assertion(jwt::client_assertion(
+                cert,
+                key,
+                &account.client_id,
+                token_endpoint,
+                crate::time::now(),
+            )?)
+        } else {
+            ClientAuth::Public
+        };
+        Ok(Client {
+            id: &account.client_id,
+            auth,
+        })
+    }
+
     fn add_to<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) {
         form.push(("client_id", self.id));
-        if let Some(secret) = self.secret {
-            form.push(("client_secret", secret));
+        match &self.auth {
+            ClientAuth::Public => {}
+            ClientAuth::Secret(secret) => form.push(("client_secret", secret)),
+            ClientAuth::Assertion(jwt) => {
+                form.push(("client_assertion_type", JWT_BEARER_ASSERTION));
+                form.push(("client_assertion", jwt));
+            }
         }
     }
 }
@@ -290,6 +318,39 @@ pub fn refresh(
     }
     let reply = http.post_form(token_endpoint, &form)?;
     parse_reply(&reply, "refreshing the access token")
+}
+
+/// RFC 6749 section 4.1.3, with the PKCE verifier of RFC 7636.
+pub fn exchange_code(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+    ];
+    client.add_to(&mut form);
+    let reply = http.post_form(token_endpoint, &form)?;
+    parse_reply(&reply, "exchanging the authorization code")
+}
+
+/// RFC 6749 section 4.4: an app-only token, no user involved.
+pub fn client_credentials(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    scope: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let mut form = vec![("grant_type", "client_credentials"), ("scope", scope)];
+    client.add_to(&mut form);
+    let reply = http.post_form(token_endpoint, &form)?;
+    parse_reply(&reply, "fetching an app-only token")
 }
 
 /// RFC 8628 section 3.2. Google says `verification_url`; the RFC says `verification_uri`.
@@ -384,22 +445,26 @@ mod tests {
     }
 
     #[test]
-    fn token_reply_keeps_or_rotates_the_refresh_token() {
+    fn token_reply_reports_a_rotated_refresh_token() {
         let r: TokenReply = serde_json::from_str(
             r#"{"access_token":"a","expires_in":"3599","token_type":"Bearer"}"#,
         )
         .unwrap();
-        let t = r.into_tokens(100, Some("old".into()), "mail");
-        assert_eq!(t.expires_at, 3699);
-        assert_eq!(t.refresh_token.as_deref(), Some("old"));
-        assert_eq!(t.scope.as_deref(), Some("mail"));
+        let (access, refresh) = r.into_access(100, "mail");
+        assert_eq!(access.expires_at, 3699);
+        assert_eq!(refresh, None);
+        assert_eq!(access.scope.as_deref(), Some("mail"));
         let r: TokenReply = serde_json::from_str(
             r#"{"access_token":"a","expires_in":60,"refresh_token":"new","scope":"x"}"#,
         )
         .unwrap();
-        let t = r.into_tokens(0, Some("old".into()), "mail");
-        assert_eq!(t.refresh_token.as_deref(), Some("new"));
-        assert_eq!(t.scope.as_deref(), Some("x"));
+        let (access, refresh) = r.into_access(0, "mail");
+        assert_eq!(refresh.as_deref(), Some("new"));
+        assert_eq!(access.scope.as_deref(), Some("x"));
+        let r: TokenReply =
+            serde_json::from_str(r#"{"access_token":"a","refresh_token":""}"#).unwrap();
+        let (access, refresh) = r.into_access(0, "mail");
+        assert_eq!((access.expires_at, refresh), (DEFAULT_EXPIRES_IN, None));
     }
 
     #[test]

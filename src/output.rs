@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::error::usage;
 use crate::sasl;
-use crate::store::Tokens;
+use crate::store::AccessToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -25,7 +25,7 @@ pub struct Sasl<'a> {
 }
 
 /// The exact text for stdout, without the final newline.
-pub fn render(format: Format, tokens: &Tokens, sasl: &Sasl) -> Result<String> {
+pub fn render(format: Format, tokens: &AccessToken, sasl: &Sasl) -> Result<String> {
     let user = || {
         sasl.user.ok_or_else(|| {
             usage("this format needs a user: set `user` in the account or pass --user")
@@ -55,15 +55,12 @@ pub fn needs_user(format: Format) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::FORMAT_VERSION;
 
-    fn tokens() -> Tokens {
-        Tokens {
-            version: FORMAT_VERSION,
+    fn tokens() -> AccessToken {
+        AccessToken {
             access_token: "tok".into(),
             token_type: "Bearer".into(),
             expires_at: 42,
-            refresh_token: Some("rt".into()),
             scope: Some("mail".into()),
         }
     }

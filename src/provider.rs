@@ -5,11 +5,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     Microsoft,
     Google,
+    #[default]
     Generic,
 }
 
@@ -21,6 +22,49 @@ pub enum Service {
     Pop,
 }
 
+/// How the first login happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Flow {
+    /// Device authorization grant: a URL and a code, entered in any browser (works over SSH)
+    Device,
+    /// Authorization code + PKCE through a browser and a listener on 127.0.0.1
+    Browser,
+    /// Client credentials: app-only, no user (a secret or a certificate)
+    Credentials,
+}
+
+/// Google does not allow the mail scope on its device flow, so Gmail needs the browser.
+pub fn default_flow(provider: Provider) -> Flow {
+    match provider {
+        Provider::Google => Flow::Browser,
+        Provider::Microsoft | Provider::Generic => Flow::Device,
+    }
+}
+
+/// The redirect URI registered for desktop apps, when the account names none. Microsoft's
+/// "Mobile and desktop applications" platform takes `http://localhost` with any port.
+pub fn default_redirect_uri(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Microsoft => "http://localhost",
+        Provider::Google | Provider::Generic => "http://127.0.0.1",
+    }
+}
+
+/// App-only scopes: client credentials take `RESOURCE/.default`, never delegated scopes.
+pub fn app_scopes(provider: Provider) -> Result<Vec<String>> {
+    match provider {
+        Provider::Microsoft => Ok(vec![MICROSOFT_APP_SCOPE.into()]),
+        Provider::Google => Err(usage(
+            "Google has no client-credentials login for Gmail: use flow = \"browser\"",
+        )),
+        Provider::Generic => Err(usage(
+            "a generic provider has no preset app-only scopes: set `scopes = [...]` in the account",
+        )),
+    }
+}
+
+pub const MICROSOFT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
 pub const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
 pub const GOOGLE_DEVICE: &str = "https://oauth2.googleapis.com/device/code";
 pub const GOOGLE_TOKEN: &str = "https://oauth2.googleapis.com/token";
@@ -101,6 +145,24 @@ pub fn service_scopes(provider: Provider, services: &[Service]) -> Result<Vec<St
     }
 }
 
+/// The provider's mail server for a service: host and port (TLS mode follows from the port).
+pub fn mail_server(provider: Provider, service: Service) -> Option<(&'static str, u16)> {
+    match (provider, service) {
+        (Provider::Microsoft, Service::Imap) => Some(("outlook.office365.com", 993)),
+        (Provider::Microsoft, Service::Pop) => Some(("outlook.office365.com", 995)),
+        (Provider::Microsoft, Service::Smtp) => Some(("smtp.office365.com", 587)),
+        (Provider::Google, Service::Imap) => Some(("imap.gmail.com", 993)),
+        (Provider::Google, Service::Pop) => Some(("pop.gmail.com", 995)),
+        (Provider::Google, Service::Smtp) => Some(("smtp.gmail.com", 587)),
+        (Provider::Generic, _) => None,
+    }
+}
+
+/// Microsoft Graph, for `send-test --via graph` and `whoami`.
+pub const GRAPH_URL: &str = "https://graph.microsoft.com";
+/// Google's OpenID Connect userinfo endpoint (answers only for tokens with openid/email scopes).
+pub const GOOGLE_USERINFO: &str = "https://openidconnect.googleapis.com/v1/userinfo";
+
 /// Accept https everywhere and plain http only towards this machine (local test servers).
 pub fn check_endpoint_url(what: &str, url: &str) -> Result<()> {
     let parsed = reqwest::Url::parse(url)
@@ -118,7 +180,7 @@ pub fn check_endpoint_url(what: &str, url: &str) -> Result<()> {
     }
 }
 
-fn is_loopback(url: &reqwest::Url) -> bool {
+pub fn is_loopback(url: &reqwest::Url) -> bool {
     match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),

@@ -1,5 +1,6 @@
 //! The token store: one JSON file per account, replaced atomically, private to the user.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
@@ -14,39 +15,93 @@ use crate::lock::{self, AccountLock};
 
 pub const FORMAT_VERSION: u32 = 1;
 
+/// One access token and what it is good for.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Tokens {
-    pub version: u32,
+pub struct AccessToken {
     pub access_token: String,
     pub token_type: String,
     /// Unix seconds.
     pub expires_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_token: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
 }
 
+/// Everything stored for one account: the access token for its own scopes, the refresh token
+/// that renews it, and access tokens for other resources minted from the same refresh token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub version: u32,
+    /// Absent only for app-only accounts that have fetched tokens for other resources alone.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessToken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Keyed by the space-joined scopes they were requested for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, AccessToken>,
+}
+
 // Debug output ends up in logs and panics: never show the secrets themselves.
-impl fmt::Debug for Tokens {
+impl fmt::Debug for AccessToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Tokens")
+        f.debug_struct("AccessToken")
             .field("access_token", &fingerprint(&self.access_token))
             .field("expires_at", &self.expires_at)
-            .field(
-                "refresh_token",
-                &self.refresh_token.as_deref().map(fingerprint),
-            )
             .field("scope", &self.scope)
             .finish()
     }
 }
 
-impl Tokens {
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access", &self.access)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_deref().map(fingerprint),
+            )
+            .field("resources", &self.resources)
+            .finish()
+    }
+}
+
+impl AccessToken {
     /// Still usable for at least `margin` more seconds at `now`.
     pub fn is_fresh(&self, now: u64, margin: u64) -> bool {
         self.expires_at > now.saturating_add(margin)
+    }
+}
+
+impl Tokens {
+    pub fn empty() -> Tokens {
+        Tokens {
+            version: FORMAT_VERSION,
+            access: None,
+            refresh_token: None,
+            resources: BTreeMap::new(),
+        }
+    }
+
+    /// The access token for `resource` (`None`: the account's own scopes).
+    pub fn access_for(&self, resource: Option<&str>) -> Option<&AccessToken> {
+        match resource {
+            None => self.access.as_ref(),
+            Some(key) => self.resources.get(key),
+        }
+    }
+
+    /// Put a new access token in its place, and the refresh token the server sent with it, if
+    /// any: a server that sends none means "keep using the old one".
+    pub fn update(&mut self, resource: Option<&str>, access: AccessToken, refresh: Option<String>) {
+        match resource {
+            None => self.access = Some(access),
+            Some(key) => {
+                self.resources.insert(key.to_string(), access);
+            }
+        }
+        if refresh.is_some() {
+            self.refresh_token = refresh;
+        }
     }
 }
 
@@ -67,8 +122,12 @@ pub fn parse(bytes: &[u8]) -> Result<Tokens> {
             tokens.version
         );
     }
-    if tokens.access_token.is_empty() {
-        bail!("the access token is empty");
+    let accesses = tokens.access.iter().chain(tokens.resources.values());
+    if accesses.clone().any(|a| a.access_token.is_empty()) {
+        bail!("an access token is empty");
+    }
+    if tokens.refresh_token.is_none() && accesses.count() == 0 {
+        bail!("it holds no token at all");
     }
     Ok(tokens)
 }
@@ -205,15 +264,20 @@ fn sync_dir(dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
 
-    fn sample() -> Tokens {
-        Tokens {
-            version: FORMAT_VERSION,
-            access_token: "at-secret".into(),
+    fn access(token: &str) -> AccessToken {
+        AccessToken {
+            access_token: token.into(),
             token_type: "Bearer".into(),
             expires_at: 2_000_000_000,
-            refresh_token: Some("rt-secret".into()),
             scope: Some("mail".into()),
         }
+    }
+
+    fn sample() -> Tokens {
+        let mut t = Tokens::empty();
+        t.update(None, access("at-secret"), Some("rt-secret".into()));
+        t.update(Some("graph"), access("graph-secret"), None);
+        t
     }
 
     #[test]
@@ -228,6 +292,20 @@ mod tests {
         assert_eq!(mode(store.dir()), 0o700);
         assert!(store.remove("a").unwrap());
         assert!(!store.remove("a").unwrap());
+    }
+
+    #[test]
+    fn version_one_files_without_resources_still_load() {
+        let t = parse(br#"{"version":1,"access_token":"a","token_type":"Bearer","expires_at":5,"refresh_token":"r"}"#).unwrap();
+        assert_eq!(t.access_for(None).unwrap().access_token, "a");
+        assert!(t.resources.is_empty() && t.access_for(Some("x")).is_none());
+        let app_only = parse(br#"{"version":1,"resources":{"s":{"access_token":"a","token_type":"Bearer","expires_at":5}}}"#).unwrap();
+        assert!(app_only.access_for(None).is_none());
+        assert_eq!(app_only.access_for(Some("s")).unwrap().access_token, "a");
+        let mut rotated = sample();
+        rotated.update(Some("graph"), access("g2"), Some("rt-2".into()));
+        assert_eq!(rotated.refresh_token.as_deref(), Some("rt-2"));
+        assert_eq!(rotated.access_for(None), sample().access_for(None));
     }
 
     #[test]
@@ -248,7 +326,16 @@ mod tests {
     fn damaged_files_are_reported_and_kept() {
         let tmp = tempfile::tempdir().unwrap();
         let store = Store::new(tmp.path().to_path_buf());
-        for junk in [&b""[..], b"{", b"\x00\xff", b"{\"version\":2}", b"[]"] {
+        let junk: [&[u8]; 7] = [
+            b"",
+            b"{",
+            b"\x00\xff",
+            b"{\"version\":2}",
+            b"{\"version\":1}",
+            b"[]",
+            b"{\"version\":1,\"access_token\":\"\",\"token_type\":\"B\",\"expires_at\":1}",
+        ];
+        for junk in junk {
             fs::write(store.token_path("a"), junk).unwrap();
             let err = format!("{:#}", store.load("a").unwrap_err());
             assert!(err.contains("damaged"), "{err}");
@@ -258,7 +345,7 @@ mod tests {
 
     #[test]
     fn freshness_respects_the_margin() {
-        let t = sample();
+        let t = sample().access.unwrap();
         assert!(t.is_fresh(t.expires_at - 301, 300));
         assert!(!t.is_fresh(t.expires_at - 300, 300));
         assert!(!t.is_fresh(u64::MAX, 300));

@@ -1,4 +1,4 @@
-//! First logins. The device authorization grant (RFC 8628) works anywhere, SSH included.
+//! The device authorization grant (RFC 8628): works anywhere, SSH included.
 
 use std::io::{IsTerminal, Write};
 use std::thread::sleep;
@@ -9,9 +9,10 @@ use anyhow::Result;
 use crate::error::{Kind, usage};
 use crate::http::Http;
 use crate::oauth::{self, OAuthError, TokenReply};
-use crate::store::Tokens;
+use crate::provider::Endpoints;
+use crate::store::AccessToken;
 use crate::time;
-use crate::token::{AccountRef, LOCK_TIMEOUT};
+use crate::token::AccountRef;
 
 /// RFC 8628 section 3.5: each `slow_down` adds five seconds to the polling interval.
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
@@ -94,33 +95,22 @@ fn step(
     }
 }
 
-/// Log in with the device flow and store the tokens.
-pub fn device_login(acct: &AccountRef) -> Result<Tokens> {
-    let AccountRef {
-        name,
-        account,
-        store,
-        ..
-    } = *acct;
-    let http = Http::new()?;
-    let endpoints = oauth::endpoints(&http, account)?;
-    let device_endpoint = endpoints.device_authorization.ok_or_else(|| {
+/// Log in with the device flow: show a URL and a code, wait for the person to approve.
+pub fn login(
+    http: &Http,
+    acct: &AccountRef,
+    endpoints: &Endpoints,
+) -> Result<(AccessToken, Option<String>)> {
+    let AccountRef { name, account, .. } = *acct;
+    let device_endpoint = endpoints.device_authorization.as_deref().ok_or_else(|| {
         usage(format!(
-            "account `{name}` has no device_authorization_endpoint: set it, or `issuer` for discovery"
+            "account `{name}` has no device_authorization_endpoint: set it, or `issuer` for discovery, or use `--browser`"
         ))
     })?;
-    let token_endpoint = endpoints.token.ok_or_else(|| {
-        usage(format!(
-            "account `{name}` has no token_endpoint: set it, or `issuer` for discovery"
-        ))
-    })?;
-    let secret = account.client_secret()?;
-    let client = oauth::Client {
-        id: &account.client_id,
-        secret: secret.as_deref(),
-    };
+    let token_endpoint = super::token_endpoint(name, endpoints)?;
+    let client = oauth::Client::for_account(account, token_endpoint)?;
     let scope = account.scopes()?.join(" ");
-    let auth = oauth::device_authorize(&http, &device_endpoint, &client, &scope)?
+    let auth = oauth::device_authorize(http, device_endpoint, &client, &scope)?
         .map_err(|e| e.into_error("starting the device login", account.provider, name))?;
 
     let lifetime = Duration::from_secs(auth.expires_in.unwrap_or(900)).min(MAX_WAIT);
@@ -134,23 +124,14 @@ pub fn device_login(acct: &AccountRef) -> Result<Tokens> {
         || {
             sent_at = time::now();
             step(
-                oauth::device_poll(&http, &token_endpoint, &client, &auth.device_code)?,
+                oauth::device_poll(http, token_endpoint, &client, &auth.device_code)?,
                 account.provider,
                 name,
             )
         },
     );
     clock.clear();
-    let tokens = reply?.into_tokens(sent_at, None, &scope);
-    if tokens.refresh_token.is_none() {
-        eprintln!(
-            "mailtoken: warning: the server sent no refresh token, so this login lasts only until \
-             the access token expires. Add offline_access to the scopes if the server supports it."
-        );
-    }
-    let _lock = store.lock(name, LOCK_TIMEOUT)?;
-    store.save(name, &tokens)?;
-    Ok(tokens)
+    Ok(reply?.into_access(sent_at, &scope))
 }
 
 fn prompt(name: &str, auth: &oauth::DeviceAuthorization, lifetime: Duration) -> String {
@@ -171,14 +152,14 @@ fn prompt(name: &str, auth: &oauth::DeviceAuthorization, lifetime: Duration) -> 
 }
 
 /// Real time, with a countdown on stderr while it waits when stderr is a terminal.
-struct Countdown {
+pub struct Countdown {
     start: Instant,
     lifetime: Duration,
     tty: bool,
 }
 
 impl Countdown {
-    fn new(lifetime: Duration) -> Countdown {
+    pub fn new(lifetime: Duration) -> Countdown {
         Countdown {
             start: Instant::now(),
             lifetime,
@@ -200,7 +181,7 @@ impl Countdown {
         let _ = err.flush();
     }
 
-    fn clear(&self) {
+    pub fn clear(&self) {
         if self.tty {
             eprint!("\r\x1b[K");
         }

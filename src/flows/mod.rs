@@ -1,0 +1,80 @@
+//! First logins, by the flow the account needs. Each flow returns the tokens; storing them
+//! happens here, once, under the account lock.
+
+pub mod browser;
+pub mod device;
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::error::usage;
+use crate::http::Http;
+use crate::oauth;
+use crate::provider::{Endpoints, Flow};
+use crate::store::Tokens;
+use crate::token::{self, AccountRef, LOCK_TIMEOUT};
+
+pub struct LoginOptions {
+    /// Overrides the account's flow.
+    pub flow: Option<Flow>,
+    /// Start the system browser (browser flow); the URL is printed either way.
+    pub open_browser: bool,
+    /// Read the redirected URL from stdin instead of listening for it.
+    pub paste: bool,
+    /// How long to wait for the browser's callback.
+    pub timeout: Duration,
+}
+
+/// Log in and store the new grant, replacing whatever the account had.
+pub fn login(acct: &AccountRef, options: &LoginOptions) -> Result<Tokens> {
+    let AccountRef {
+        name,
+        account,
+        store,
+        ..
+    } = *acct;
+    let mut flow = options.flow.unwrap_or_else(|| account.flow());
+    if flow == Flow::Credentials {
+        // App-only tokens need no person: fetching one proves the setup and fills the cache.
+        token::get(acct, &token::Want::own(account)?, true)?;
+        return store
+            .load(name)?
+            .ok_or_else(|| anyhow::anyhow!("the app-only token was not stored"));
+    }
+    let http = Http::new()?;
+    let endpoints = oauth::endpoints(&http, account)?;
+    // A generic server without a device endpoint can still do the browser flow.
+    if flow == Flow::Device
+        && options.flow.is_none()
+        && account.flow.is_none()
+        && endpoints.device_authorization.is_none()
+        && endpoints.authorization.is_some()
+    {
+        flow = Flow::Browser;
+    }
+    let (access, refresh) = match flow {
+        Flow::Device => device::login(&http, acct, &endpoints)?,
+        Flow::Browser => browser::login(&http, acct, &endpoints, options)?,
+        Flow::Credentials => unreachable!("handled above"),
+    };
+    if refresh.is_none() {
+        eprintln!(
+            "mailtoken: warning: the server sent no refresh token, so this login lasts only until \
+             the access token expires. Add offline_access to the scopes if the server supports it."
+        );
+    }
+    let mut tokens = Tokens::empty();
+    tokens.update(None, access, refresh);
+    let _lock = store.lock(name, LOCK_TIMEOUT)?;
+    store.save(name, &tokens)?;
+    Ok(tokens)
+}
+
+fn token_endpoint<'a>(name: &str, endpoints: &'a Endpoints) -> Result<&'a str> {
+    endpoints.token.as_deref().ok_or_else(|| {
+        usage(format!(
+            "account `{name}` has no token_endpoint: set it, or `issuer` for discovery"
+        ))
+    })
+}
