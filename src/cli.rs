@@ -52,6 +52,11 @@ pub enum Command {
         /// Account name from the config
         account: String,
     },
+    /// Print a shell completion script, e.g. `mailtoken completions bash > ~/.local/share/bash-completion/completions/mailtoken`
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Send a short real test message through the account's SMTP server (or Microsoft Graph)
     SendTest(SendTestArgs),
     /// Log in to the mail servers with the current token, report each step, log out

@@ -219,3 +219,9 @@ pub fn logout(paths: &Paths, name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+pub fn completions(shell: clap_complete::Shell) -> Result<()> {
+    let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "mailtoken", &mut std::io::stdout());
+    Ok(())
+}

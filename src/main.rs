@@ -12,6 +12,8 @@ mod imap;
 mod jwt;
 mod lock;
 mod log;
+#[cfg(test)]
+mod man;
 mod mailcmd;
 mod mech;
 mod oauth;
@@ -41,6 +43,7 @@ fn main() {
             Command::Token(args) => commands::token(&paths, &args),
             Command::Status { account } => commands::status(&paths, account.as_deref()),
             Command::Logout { account } => commands::logout(&paths, &account),
+            Command::Completions { shell } => commands::completions(shell),
             Command::SendTest(args) => mailcmd::send_test(&paths, &args),
             Command::Check(args) => mailcmd::check(&paths, &args),
             Command::Whoami { account } => mailcmd::whoami(&paths, &account),

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Regenerate the command man pages (mailtoken*.1) from the CLI definition.
+# mailtoken.toml.5 is written by hand.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MAILTOKEN_UPDATE_MAN=1 cargo test --quiet --bin mailtoken man::man_pages_match_the_cli
+ls man/*.1
