@@ -81,6 +81,12 @@ pub enum Kind {
     Device,
     Poll,
     Refresh,
+    /// grant_type=authorization_code (browser login)
+    Code,
+    /// grant_type=client_credentials (app-only)
+    Credentials,
+    /// GET /.well-known/openid-configuration
+    Discovery,
     Other,
 }
 
@@ -128,8 +134,27 @@ struct Script {
     google_spelling: bool,
 }
 
+/// An authorization code the "browser" was given, with what the exchange must match.
+struct IssuedCode {
+    challenge: String,
+    redirect_uri: String,
+}
+
+/// How a client-credentials request must authenticate.
+#[derive(Clone, Default)]
+pub struct AppAuth {
+    /// The client_secret to accept.
+    pub secret: Option<String>,
+    /// DER RSAPublicKey that a client_assertion JWT must verify with.
+    pub assertion_key: Option<Vec<u8>>,
+}
+
 struct State {
     script: Script,
+    codes: HashMap<String, IssuedCode>,
+    app_auth: AppAuth,
+    /// Why the last assertion or code exchange was refused, for test messages.
+    last_refusal: Option<String>,
     requests: Vec<Recorded>,
     valid_refresh: HashSet<String>,
     revoked_refresh: HashSet<String>,
@@ -179,6 +204,9 @@ impl FakeServer {
                     interval: Some(1),
                     google_spelling: false,
                 },
+                codes: HashMap::new(),
+                app_auth: AppAuth::default(),
+                last_refusal: None,
                 requests: Vec::new(),
                 valid_refresh: HashSet::new(),
                 revoked_refresh: HashSet::new(),
@@ -260,6 +288,28 @@ impl FakeServer {
     }
 
     /// Use Google's `verification_url` instead of `verification_uri`.
+    /// Hand out an authorization code, as the authorization endpoint would after a login.
+    pub fn issue_code(&self, challenge: &str, redirect_uri: &str) -> String {
+        let mut st = self.state();
+        let code = format!("fake-code-{}", st.codes.len() + 1);
+        st.codes.insert(
+            code.clone(),
+            IssuedCode {
+                challenge: challenge.to_string(),
+                redirect_uri: redirect_uri.to_string(),
+            },
+        );
+        code
+    }
+
+    pub fn set_app_auth(&self, auth: AppAuth) {
+        self.state().app_auth = auth;
+    }
+
+    pub fn last_refusal(&self) -> Option<String> {
+        self.state().last_refusal.clone()
+    }
+
     pub fn set_google_spelling(&self, yes: bool) {
         self.state().script.google_spelling = yes;
     }
@@ -685,6 +735,86 @@ fn token_reply(st: &mut State, with_refresh: Option<String>, scope: &str) -> ser
     v
 }
 
+/// RFC 7636 S256, computed here independently of the binary.
+pub fn s256(verifier: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
+    b64url(digest.as_ref())
+}
+
+pub fn b64url(data: &[u8]) -> String {
+    b64(data)
+        .trim_end_matches('=')
+        .replace('+', "-")
+        .replace('/', "_")
+}
+
+fn b64url_decode(text: &str) -> Option<Vec<u8>> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = Vec::new();
+    let (mut acc, mut bits) = (0u32, 0);
+    for c in text.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Accept the client secret or a client assertion signed by the expected key for `audience`.
+fn check_app_auth(
+    auth: &AppAuth,
+    form: &HashMap<String, String>,
+    audience: &str,
+) -> Result<(), String> {
+    if let Some(secret) = &auth.secret {
+        return match form.get("client_secret") {
+            Some(s) if s == secret => Ok(()),
+            Some(_) => Err("AADSTS7000215: Invalid client secret provided.".into()),
+            None => Err("no client_secret".into()),
+        };
+    }
+    let key = auth
+        .assertion_key
+        .as_ref()
+        .ok_or("no client authentication configured")?;
+    if form.get("client_assertion_type").map(String::as_str)
+        != Some("urn:ietf:params:oauth:client-assertion-type:jwt-bearer")
+    {
+        return Err("missing client_assertion_type".into());
+    }
+    let jwt = form
+        .get("client_assertion")
+        .ok_or("missing client_assertion")?;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Err("client_assertion is not a JWT".into());
+    }
+    let signature = b64url_decode(parts[2]).ok_or("bad signature encoding")?;
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+        .verify(signed.as_bytes(), &signature)
+        .map_err(|_| "client_assertion signature does not verify".to_string())?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&b64url_decode(parts[1]).ok_or("bad claims encoding")?)
+            .map_err(|e| e.to_string())?;
+    let client = form.get("client_id").cloned().unwrap_or_default();
+    if claims["aud"] != audience {
+        return Err(format!("aud is {}, not {audience}", claims["aud"]));
+    }
+    if claims["iss"] != client.as_str() || claims["sub"] != client.as_str() {
+        return Err("iss/sub are not the client_id".into());
+    }
+    if claims["exp"].as_i64().unwrap_or(0) <= now_unix() {
+        return Err("assertion expired".into());
+    }
+    Ok(())
+}
+
 fn new_refresh_token(st: &mut State) -> String {
     let rt = format!("fake-rt-{}", st.next_rt);
     st.next_rt += 1;
@@ -700,6 +830,9 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
         ("POST", "/device") => Kind::Device,
         ("POST", "/token") if grant == DEVICE_GRANT => Kind::Poll,
         ("POST", "/token") if grant == "refresh_token" => Kind::Refresh,
+        ("POST", "/token") if grant == "authorization_code" => Kind::Code,
+        ("POST", "/token") if grant == "client_credentials" => Kind::Credentials,
+        ("GET", "/.well-known/openid-configuration") => Kind::Discovery,
         _ => Kind::Other,
     };
     let mut st = lock(&shared.state);
@@ -729,7 +862,52 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
                 Response::text(404, "text/plain", "not found")
             }
         }
+        Kind::Discovery => {
+            let base = format!("http://{}", req.header("host").unwrap_or("127.0.0.1"));
+            Response::json(
+                200,
+                serde_json::json!({
+                    "issuer": base,
+                    "token_endpoint": format!("{base}/token"),
+                    "device_authorization_endpoint": format!("{base}/device"),
+                    "authorization_endpoint": format!("{base}/authorize"),
+                }),
+            )
+        }
         _ if !client_ok => Response::error(400, "invalid_client", "client_id missing"),
+        Kind::Code => {
+            let code = form.get("code").cloned().unwrap_or_default();
+            let verifier = form.get("code_verifier").cloned().unwrap_or_default();
+            let Some(issued) = st.codes.remove(&code) else {
+                return Response::error(400, "invalid_grant", "unknown or used code");
+            };
+            if s256(&verifier) != issued.challenge {
+                st.last_refusal = Some("PKCE verifier does not match the challenge".into());
+                return Response::error(400, "invalid_grant", "PKCE verification failed");
+            }
+            if form.get("redirect_uri") != Some(&issued.redirect_uri) {
+                st.last_refusal =
+                    Some("redirect_uri differs from the authorization request".into());
+                return Response::error(400, "invalid_grant", "redirect_uri mismatch");
+            }
+            let rt = new_refresh_token(&mut st);
+            let v = token_reply(&mut st, Some(rt), &scope);
+            Response::json(200, v)
+        }
+        Kind::Credentials => {
+            let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+            let audience = format!("http://{host}/token");
+            match check_app_auth(&st.app_auth, &form, &audience) {
+                Ok(()) => {
+                    let v = token_reply(&mut st, None, &scope);
+                    Response::json(200, v)
+                }
+                Err(why) => {
+                    st.last_refusal = Some(why.clone());
+                    Response::error(401, "invalid_client", &why)
+                }
+            }
+        }
         Kind::Device => {
             let key = if st.script.google_spelling {
                 "verification_url"
