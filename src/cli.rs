@@ -52,6 +52,26 @@ pub enum Command {
         /// Account name from the config
         account: String,
     },
+    /// Refresh now, so refresh tokens never reach their inactivity limit (for a timer or cron)
+    Refresh {
+        /// Accounts to refresh
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        accounts: Vec<String>,
+
+        /// Every account in the config (app-only accounts are skipped: they have no refresh token)
+        #[arg(long)]
+        all: bool,
+    },
+    /// git credential helper: answers `get` with the access token as the password
+    #[command(name = "git-credential")]
+    GitCredential {
+        /// The account to answer for [default: the one whose user is git's username]
+        #[arg(long)]
+        account: Option<String>,
+
+        /// What git asks: get, store or erase (store and erase do nothing)
+        operation: String,
+    },
     /// Print a shell completion script, e.g. `mailtoken completions bash > ~/.local/share/bash-completion/completions/mailtoken`
     Completions {
         #[arg(value_enum)]

@@ -225,3 +225,113 @@ pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     clap_complete::generate(shell, &mut command, "mailtoken", &mut std::io::stdout());
     Ok(())
 }
+
+/// Refresh each account now and report; the exit code is the worst outcome, so a timer's log
+/// and status show which accounts need a person.
+pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
+    let config = Config::load(&paths.config)?;
+    let names: Vec<&str> = if all {
+        config.accounts.keys().map(String::as_str).collect()
+    } else {
+        names.iter().map(String::as_str).collect()
+    };
+    let store = Store::new(paths.data_dir.clone());
+    let mut worst: Option<anyhow::Error> = None;
+    let mut needs_login = Vec::new();
+    for name in names {
+        let account = config.account(name)?;
+        if account.flow() == Flow::Credentials {
+            eprintln!("{name}: skipped (app-only: no refresh token to keep alive)");
+            continue;
+        }
+        let acct = AccountRef {
+            name,
+            account,
+            config: &config,
+            store: &store,
+        };
+        match token::Want::own(account).and_then(|want| token::get(&acct, &want, true)) {
+            Ok(access) => eprintln!(
+                "{name}: refreshed; access token valid until {}",
+                time::format_utc(access.expires_at)
+            ),
+            Err(err) => {
+                let code = crate::error::exit_code(&err);
+                eprintln!("{name}: FAILED: {err:#}");
+                if code == crate::error::EXIT_LOGIN {
+                    needs_login.push(name);
+                }
+                let worse = worst
+                    .as_ref()
+                    .is_none_or(|w| rank(code) > rank(crate::error::exit_code(w)));
+                if worse {
+                    worst = Some(err);
+                }
+            }
+        }
+    }
+    if !needs_login.is_empty() {
+        eprintln!(
+            "A new login is needed for: {}",
+            needs_login.join(", ")
+        );
+    }
+    match worst {
+        None => Ok(()),
+        Some(err) => Err(crate::error::failure(
+            kind_of(crate::error::exit_code(&err)),
+            "some accounts could not be refreshed (see above)",
+        )),
+    }
+}
+
+/// Which failure matters most to the person reading a timer's status.
+fn rank(code: i32) -> u8 {
+    match code {
+        crate::error::EXIT_LOGIN => 4,
+        crate::error::EXIT_USAGE => 3,
+        crate::error::EXIT_SERVER => 2,
+        _ => 1,
+    }
+}
+
+fn kind_of(code: i32) -> crate::error::Kind {
+    match code {
+        crate::error::EXIT_LOGIN => crate::error::Kind::LoginNeeded,
+        crate::error::EXIT_USAGE => crate::error::Kind::Usage,
+        _ => crate::error::Kind::Server,
+    }
+}
+
+pub fn git_credential(paths: &Paths, named: Option<&str>, operation: &str) -> Result<()> {
+    // git also sends store and erase; a token is not something git should keep or forget.
+    if operation != "get" {
+        return Ok(());
+    }
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input)
+        .context("cannot read git's credential request")?;
+    let request = crate::gitcred::parse_request(&input);
+    let config = Config::load(&paths.config)?;
+    let Some(name) = crate::gitcred::pick_account(&config, &request, named) else {
+        return Ok(());
+    };
+    let account = config.account(name)?;
+    let store = Store::new(paths.data_dir.clone());
+    let acct = AccountRef {
+        name,
+        account,
+        config: &config,
+        store: &store,
+    };
+    let access = token::get(&acct, &token::Want::own(account)?, false)?;
+    let user = request
+        .get("username")
+        .map(String::as_str)
+        .or(account.user.as_deref());
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(crate::gitcred::answer(user, &access.access_token).as_bytes())
+        .and_then(|()| stdout.flush())
+        .context("cannot answer git")
+}

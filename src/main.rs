@@ -6,6 +6,7 @@ mod config;
 mod doctor;
 mod error;
 mod flows;
+mod gitcred;
 mod graph;
 mod http;
 mod imap;
@@ -44,6 +45,10 @@ fn main() {
             Command::Status { account } => commands::status(&paths, account.as_deref()),
             Command::Logout { account } => commands::logout(&paths, &account),
             Command::Completions { shell } => commands::completions(shell),
+            Command::Refresh { accounts, all } => commands::refresh(&paths, &accounts, all),
+            Command::GitCredential { account, operation } => {
+                commands::git_credential(&paths, account.as_deref(), &operation)
+            }
             Command::SendTest(args) => mailcmd::send_test(&paths, &args),
             Command::Check(args) => mailcmd::check(&paths, &args),
             Command::Whoami { account } => mailcmd::whoami(&paths, &account),

@@ -146,7 +146,7 @@ impl OAuthError {
             ),
             Some(90_002 | 50_059) => Some("the tenant was not found. Check `tenant`."),
             Some(53_003) => Some(
-                "Conditional Access blocked the sign-in. Ask your tenant admin which device or location rules apply to this app.",
+                "Conditional Access blocked the sign-in. Some tenants block the device-code flow: try `mailtoken login NAME --browser`; otherwise ask your tenant admin which rules apply to this app.",
             ),
             Some(7_000_218) => Some(
                 "the app wants a client secret. For device login, turn on \"Allow public client flows\" in the app registration (Authentication), or set client_secret_env/_file/_command.",
