@@ -271,10 +271,7 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
         }
     }
     if !needs_login.is_empty() {
-        eprintln!(
-            "A new login is needed for: {}",
-            needs_login.join(", ")
-        );
+        eprintln!("A new login is needed for: {}", needs_login.join(", "));
     }
     match worst {
         None => Ok(()),

@@ -83,7 +83,10 @@ impl fmt::Display for Finding {
 pub fn config_error(path: &Path, text: &str, error: &str) -> Finding {
     let mut what = format!("{} does not load: {error}", path.display());
     if !error.contains("line ")
-        && let Some(name) = error.split("account `").nth(1).and_then(|r| r.split('`').next())
+        && let Some(name) = error
+            .split("account `")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
         && let Some(line) = header_line(text, name)
     {
         what = format!("{} line {line}: {error}", path.display());
@@ -171,16 +174,24 @@ pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
     }
     if account.provider == Provider::Microsoft && flow != Flow::Credentials && !has_offline {
         out.push(
-            Finding::new(Severity::Error, n, "offline_access is missing from the scopes")
-                .why("without it Microsoft sends no refresh token, so the login lasts about an hour")
-                .fix("add \"offline_access\" to `scopes` (or use `services`), then log in again"),
+            Finding::new(
+                Severity::Error,
+                n,
+                "offline_access is missing from the scopes",
+            )
+            .why("without it Microsoft sends no refresh token, so the login lasts about an hour")
+            .fix("add \"offline_access\" to `scopes` (or use `services`), then log in again"),
         );
     }
     if account.provider == Provider::Google && has_offline {
         out.push(
-            Finding::new(Severity::Error, n, "offline_access in the scopes of a Google account")
-                .why("Google does not know this scope and refuses the login")
-                .fix("remove it: Google sends refresh tokens without it"),
+            Finding::new(
+                Severity::Error,
+                n,
+                "offline_access in the scopes of a Google account",
+            )
+            .why("Google does not know this scope and refuses the login")
+            .fix("remove it: Google sends refresh tokens without it"),
         );
     }
     if account.provider == Provider::Google && flow == Flow::Device {
@@ -232,10 +243,22 @@ pub fn token_findings(name: &str, account: &Account, tokens: &Tokens, now: u64) 
             .split_whitespace()
             .map(str::to_ascii_lowercase)
             .collect();
+        // Servers answer with the permissions behind /.default, and Microsoft names Graph
+        // permissions without their resource URL: compare the full scope or its last part.
+        let was_granted = |s: &str| {
+            let s = s.to_ascii_lowercase();
+            let short = s.rsplit('/').next().unwrap_or(&s).to_string();
+            granted.contains(&s) || granted.contains(&short)
+        };
         let missing: Vec<&String> = wanted
             .iter()
-            .filter(|s| !matches!(s.as_str(), "offline_access" | "openid" | "profile" | "email"))
-            .filter(|s| !granted.contains(&s.to_ascii_lowercase()))
+            .filter(|s| {
+                !matches!(
+                    s.as_str(),
+                    "offline_access" | "openid" | "profile" | "email"
+                )
+            })
+            .filter(|s| !s.ends_with("/.default") && !was_granted(s))
             .collect();
         if !missing.is_empty() {
             out.push(
@@ -276,7 +299,9 @@ pub fn inactivity_finding(name: &str, last_used: Option<u64>, now: u64) -> Optio
                 format!("the refresh token was last used {days} days ago"),
             )
             .why("Microsoft revokes refresh tokens unused for 90 days: it has most likely expired")
-            .fix(format!("`mailtoken login {name}`; afterwards use the account at least monthly")),
+            .fix(format!(
+                "`mailtoken login {name}`; afterwards use the account at least monthly"
+            )),
         )
     } else if age + INACTIVITY_WARNING >= MICROSOFT_INACTIVITY {
         Some(
@@ -289,7 +314,9 @@ pub fn inactivity_finding(name: &str, last_used: Option<u64>, now: u64) -> Optio
                 "Microsoft revokes refresh tokens unused for 90 days: {} days left",
                 (MICROSOFT_INACTIVITY - age) / 86_400
             ))
-            .fix(format!("`mailtoken token {name} --force-refresh` renews it now")),
+            .fix(format!(
+                "`mailtoken token {name} --force-refresh` renews it now"
+            )),
         )
     } else {
         None
@@ -404,9 +431,9 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
     };
 
     let dir = &paths.data_dir;
-    match std::fs::metadata(dir) {
-        Ok(meta) => out.extend(mode_finding(dir, meta.permissions().mode(), true)),
-        Err(_) => {} // No store yet: each account below says it is not logged in.
+    // No store yet is fine here: each account below then says it is not logged in.
+    if let Ok(meta) = std::fs::metadata(dir) {
+        out.extend(mode_finding(dir, meta.permissions().mode(), true));
     }
     let now = time::now();
     let mut servers = BTreeSet::new();
@@ -508,8 +535,14 @@ mod tests {
 
     #[test]
     fn http_dates() {
-        assert_eq!(parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"), Some(784_111_777));
-        assert_eq!(parse_http_date("Tue, 29 Feb 2000 00:00:00 GMT"), Some(951_782_400));
+        assert_eq!(
+            parse_http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(784_111_777)
+        );
+        assert_eq!(
+            parse_http_date("Tue, 29 Feb 2000 00:00:00 GMT"),
+            Some(951_782_400)
+        );
         assert_eq!(parse_http_date("Sunday, 06-Nov-94 08:49:37 GMT"), None);
         assert_eq!(parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT"), None);
         assert_eq!(parse_http_date(""), None);
@@ -520,17 +553,27 @@ mod tests {
         let date = "Sun, 06 Nov 1994 08:49:37 GMT";
         let t = 784_111_777;
         assert_eq!(skew_finding("u", t + 10, date), None);
-        assert_eq!(skew_finding("u", t + 120, date).unwrap().severity, Severity::Warning);
+        assert_eq!(
+            skew_finding("u", t + 120, date).unwrap().severity,
+            Severity::Warning
+        );
         let f = skew_finding("u", t - 3600, date).unwrap();
         assert_eq!(f.severity, Severity::Error);
         assert!(f.what.contains("1 h 0 min behind"), "{}", f.what);
-        assert_eq!(skew_finding("u", t, "junk").unwrap().severity, Severity::Warning);
+        assert_eq!(
+            skew_finding("u", t, "junk").unwrap().severity,
+            Severity::Warning
+        );
     }
 
     #[test]
     fn microsoft_needs_offline_access_and_flows_match_scopes() {
         let ok = account("provider = \"microsoft\"");
-        assert!(scope_findings("a", &ok).is_empty(), "{:?}", scope_findings("a", &ok));
+        assert!(
+            scope_findings("a", &ok).is_empty(),
+            "{:?}",
+            scope_findings("a", &ok)
+        );
         let no_offline = account(
             "provider = \"microsoft\"\nscopes = [\"https://outlook.office.com/IMAP.AccessAsUser.All\"]",
         );
@@ -549,8 +592,13 @@ mod tests {
         );
         let f = whats(&scope_findings("a", &generic_app_delegated));
         assert!(f.iter().any(|w| w.contains("delegated")), "{f:?}");
-        assert!(f.iter().any(|w| w.contains("offline_access with client")), "{f:?}");
-        let google = account("provider = \"google\"\nflow = \"device\"\nscopes = [\"https://mail.google.com/\", \"offline_access\"]");
+        assert!(
+            f.iter().any(|w| w.contains("offline_access with client")),
+            "{f:?}"
+        );
+        let google = account(
+            "provider = \"google\"\nflow = \"device\"\nscopes = [\"https://mail.google.com/\", \"offline_access\"]",
+        );
         assert_eq!(scope_findings("a", &google).len(), 2);
     }
 
@@ -558,15 +606,30 @@ mod tests {
     fn stored_tokens() {
         let a = account("provider = \"microsoft\"");
         let t = |json: &str| store::parse(json.as_bytes()).unwrap();
-        let good = t(r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send"}"#);
+        let good = t(
+            r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send"}"#,
+        );
         assert!(token_findings("a", &a, &good, 200).is_empty());
-        let expired_no_rt = t(r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100}"#);
+        let expired_no_rt =
+            t(r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100}"#);
         let f = token_findings("a", &a, &expired_no_rt, 200);
         assert_eq!(f[0].severity, Severity::Error);
-        assert_eq!(token_findings("a", &a, &expired_no_rt, 50)[0].severity, Severity::Warning);
-        let narrow = t(r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"https://outlook.office.com/IMAP.AccessAsUser.All"}"#);
+        assert_eq!(
+            token_findings("a", &a, &expired_no_rt, 50)[0].severity,
+            Severity::Warning
+        );
+        let narrow = t(
+            r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"https://outlook.office.com/IMAP.AccessAsUser.All"}"#,
+        );
         let f = token_findings("a", &a, &narrow, 0);
         assert!(f[0].what.contains("SMTP.Send"), "{f:?}");
+        let graph = account(
+            "provider = \"microsoft\"\nscopes = [\"https://graph.microsoft.com/Mail.Send\", \"offline_access\"]",
+        );
+        let short = t(
+            r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"Mail.Send openid"}"#,
+        );
+        assert!(token_findings("a", &graph, &short, 0).is_empty());
     }
 
     #[test]
@@ -575,14 +638,23 @@ mod tests {
         let now = 1000 * day;
         assert_eq!(inactivity_finding("a", Some(now - 10 * day), now), None);
         assert_eq!(
-            inactivity_finding("a", Some(now - 80 * day), now).unwrap().severity,
+            inactivity_finding("a", Some(now - 80 * day), now)
+                .unwrap()
+                .severity,
             Severity::Warning
         );
         assert_eq!(
-            inactivity_finding("a", Some(now - 95 * day), now).unwrap().severity,
+            inactivity_finding("a", Some(now - 95 * day), now)
+                .unwrap()
+                .severity,
             Severity::Error
         );
-        assert!(inactivity_finding("a", None, now).unwrap().what.contains("unknown"));
+        assert!(
+            inactivity_finding("a", None, now)
+                .unwrap()
+                .what
+                .contains("unknown")
+        );
     }
 
     #[test]
@@ -601,6 +673,9 @@ mod tests {
     fn modes() {
         assert!(mode_finding(Path::new("/d"), 0o700, true).is_none());
         let f = mode_finding(Path::new("/d/a.json"), 0o100644, false).unwrap();
-        assert!(f.what.contains("mode 644") && f.fix.contains("chmod 600"), "{f:?}");
+        assert!(
+            f.what.contains("mode 644") && f.fix.contains("chmod 600"),
+            "{f:?}"
+        );
     }
 }

@@ -61,7 +61,9 @@ mod tests {
 
     #[test]
     fn request_lines_stop_at_the_blank_line() {
-        let r = parse_request("protocol=smtp\nhost=smtp.office365.com:587\nusername=me@work.example\n\nignored=1\n");
+        let r = parse_request(
+            "protocol=smtp\nhost=smtp.office365.com:587\nusername=me@work.example\n\nignored=1\n",
+        );
         assert_eq!(r.len(), 3);
         assert_eq!(r["host"], "smtp.office365.com:587");
     }
@@ -76,7 +78,10 @@ mod tests {
         let stranger = parse_request("username=someone@else.example\n");
         assert_eq!(pick_account(&c, &stranger, None), None);
         // Two accounts and no username: ambiguous, so answer nothing.
-        assert_eq!(pick_account(&c, &parse_request("protocol=smtp\n"), None), None);
+        assert_eq!(
+            pick_account(&c, &parse_request("protocol=smtp\n"), None),
+            None
+        );
     }
 
     #[test]

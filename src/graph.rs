@@ -27,7 +27,10 @@ pub fn is_graph_scope(provider: Provider, scope: &str) -> bool {
     provider == Provider::Microsoft
         && !lower.contains("://")
         && lower.contains('.')
-        && !matches!(lower.as_str(), "offline_access" | "openid" | "profile" | "email")
+        && !matches!(
+            lower.as_str(),
+            "offline_access" | "openid" | "profile" | "email"
+        )
 }
 
 /// Which token to use for Graph: a resource named `graph` (or any resource with Graph scopes),
@@ -157,7 +160,10 @@ mod tests {
 
     #[test]
     fn graph_scopes() {
-        assert!(is_graph_scope(Provider::Generic, "https://graph.microsoft.com/Mail.Send"));
+        assert!(is_graph_scope(
+            Provider::Generic,
+            "https://graph.microsoft.com/Mail.Send"
+        ));
         assert!(is_graph_scope(Provider::Microsoft, "Mail.Send"));
         assert!(!is_graph_scope(Provider::Microsoft, "offline_access"));
         assert!(!is_graph_scope(
@@ -207,7 +213,9 @@ client_id = "id"
         let w = want("res", &config.accounts["res"]).unwrap();
         assert!(w.key.unwrap().contains("graph.microsoft.com/Mail.Send"));
         assert_eq!(want("own", &config.accounts["own"]).unwrap().key, None);
-        let err = want("none", &config.accounts["none"]).unwrap_err().to_string();
+        let err = want("none", &config.accounts["none"])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("[accounts.none.resources]"), "{err}");
     }
 
@@ -216,10 +224,14 @@ client_id = "id"
         let reply = Reply {
             status: 403,
             content_type: "application/json".into(),
-            body: br#"{"error":{"code":"ErrorAccessDenied","message":"Access is denied."}}"#.to_vec(),
+            body: br#"{"error":{"code":"ErrorAccessDenied","message":"Access is denied."}}"#
+                .to_vec(),
         };
         let text = describe_error(&reply);
-        assert!(text.contains("HTTP 403 ErrorAccessDenied: Access is denied."), "{text}");
+        assert!(
+            text.contains("HTTP 403 ErrorAccessDenied: Access is denied."),
+            "{text}"
+        );
         assert!(text.contains("Mail.Send"), "{text}");
         let reply = Reply {
             status: 500,
@@ -232,7 +244,10 @@ client_id = "id"
     #[test]
     fn send_mail_body_shape() {
         let b = send_mail_body("to@example.com", "S", "T");
-        assert_eq!(b["message"]["toRecipients"][0]["emailAddress"]["address"], "to@example.com");
+        assert_eq!(
+            b["message"]["toRecipients"][0]["emailAddress"]["address"],
+            "to@example.com"
+        );
         assert_eq!(b["message"]["body"]["contentType"], "Text");
     }
 }

@@ -64,7 +64,12 @@ impl Http {
     }
 
     /// A call to an API with an access token (Graph, userinfo): GET, or POST with a JSON body.
-    pub fn bearer(&self, url: &str, token: &str, json: Option<&serde_json::Value>) -> Result<Reply> {
+    pub fn bearer(
+        &self,
+        url: &str,
+        token: &str,
+        json: Option<&serde_json::Value>,
+    ) -> Result<Reply> {
         let request = match json {
             None => self.client.get(url),
             Some(body) => self
@@ -83,9 +88,11 @@ impl Http {
 
     /// The server's clock: the `Date` header of a HEAD request, whatever the status.
     pub fn server_date(&self, url: &str) -> Result<Option<String>> {
-        let response = self.client.head(url).send().map_err(|e| {
-            server(format!("cannot reach {url}: {}", error_chain(&e)))
-        })?;
+        let response = self
+            .client
+            .head(url)
+            .send()
+            .map_err(|e| server(format!("cannot reach {url}: {}", error_chain(&e))))?;
         Ok(response
             .headers()
             .get(reqwest::header::DATE)

@@ -93,7 +93,11 @@ fn until_tagged(conn: &mut Conn, tag: &str) -> Result<(Vec<String>, Status, Stri
     for _ in 0..MAX_LINES {
         match parse(&conn.read_line()?) {
             Response::Untagged(text) => untagged.push(text),
-            Response::Tagged { tag: t, status, text } if t == tag => {
+            Response::Tagged {
+                tag: t,
+                status,
+                text,
+            } if t == tag => {
                 return Ok((untagged, status, text));
             }
             other => return Err(server(format!("unexpected IMAP reply: {other:?}"))),
@@ -172,7 +176,11 @@ pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
                 return Ok(());
             }
             Response::Tagged { tag, text, .. } if tag == "a2" => {
-                return Err(mech::refusal("IMAP", &format!("{tag} NO {text}"), challenge));
+                return Err(mech::refusal(
+                    "IMAP",
+                    &format!("{tag} NO {text}"),
+                    challenge,
+                ));
             }
             other => return Err(server(format!("unexpected IMAP reply: {other:?}"))),
         }
@@ -241,7 +249,9 @@ mod tests {
         let msg = mech::refusal(
             "IMAP",
             "a2 NO [AUTHENTICATIONFAILED] Invalid credentials",
-            Some(r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#.into()),
+            Some(
+                r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#.into(),
+            ),
         )
         .to_string();
         assert!(msg.contains("Invalid credentials"), "{msg}");

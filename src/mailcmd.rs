@@ -6,7 +6,7 @@ use anyhow::{Result, anyhow};
 use crate::cli::{CheckArgs, SendTestArgs, Via};
 use crate::config::{Account, Config, Paths};
 use crate::doctor::{self, Severity};
-use crate::error::usage;
+use crate::error::{self, usage};
 use crate::http::Http;
 use crate::mech::Mech;
 use crate::provider::{self, Flow, Provider, Service};
@@ -61,10 +61,16 @@ pub fn send_test(paths: &Paths, args: &SendTestArgs) -> Result<()> {
                 from,
                 to: &args.to,
                 subject: &args.subject,
-                body: test_body(acct.name, &format!("via SMTP {srv} with {}", args.mech.name())),
+                body: test_body(
+                    acct.name,
+                    &format!("via SMTP {srv} with {}", args.mech.name()),
+                ),
             };
             smtp::send(&srv, &token.access_token, args.mech, &mail)?;
-            eprintln!("Sent: the SMTP server accepted the message for {}.", args.to);
+            eprintln!(
+                "Sent: the SMTP server accepted the message for {}.",
+                args.to
+            );
             Ok(())
         }
         Via::Graph => {
@@ -86,7 +92,10 @@ pub fn send_test(paths: &Paths, args: &SendTestArgs) -> Result<()> {
             );
             let status = graph::send_mail(&Http::new()?, &url, &token.access_token, &body)?;
             eprintln!("graph accepted   HTTP {status}");
-            eprintln!("Sent: Microsoft Graph accepted the message for {}.", args.to);
+            eprintln!(
+                "Sent: Microsoft Graph accepted the message for {}.",
+                args.to
+            );
             Ok(())
         }
     })
@@ -124,6 +133,7 @@ pub fn check(paths: &Paths, args: &CheckArgs) -> Result<()> {
         let token = own_token(acct)?;
         let mut failed = Vec::new();
         let mut first_error = None;
+        let mut codes = Vec::new();
         for &service in &services {
             let result = servers::server(acct.account, service).and_then(|srv| match service {
                 Service::Imap => imap::check(&srv, user, &token.access_token, args.mech),
@@ -138,6 +148,7 @@ pub fn check(paths: &Paths, args: &CheckArgs) -> Result<()> {
                         eprintln!("{name:<5} FAILED: {e:#}");
                     }
                     failed.push(name);
+                    codes.push(error::exit_code(&e));
                     first_error.get_or_insert(e);
                 }
             }
@@ -145,12 +156,20 @@ pub fn check(paths: &Paths, args: &CheckArgs) -> Result<()> {
         match first_error {
             None => Ok(()),
             Some(e) if services.len() == 1 => Err(e),
-            Some(_) => Err(anyhow!(
-                "{} of {} checks failed ({})",
-                failed.len(),
-                services.len(),
-                failed.join(", ")
-            )),
+            Some(_) => {
+                let summary = format!(
+                    "{} of {} checks failed ({})",
+                    failed.len(),
+                    services.len(),
+                    failed.join(", ")
+                );
+                // Only network trouble: say so in the exit code (4), as a single check would.
+                Err(if codes.iter().all(|&c| c == error::EXIT_SERVER) {
+                    error::server(summary)
+                } else {
+                    anyhow!(summary)
+                })
+            }
         }
     })
 }
@@ -170,7 +189,10 @@ pub fn whoami(paths: &Paths, name: &str) -> Result<()> {
         if let Some(claims) = whoami::jwt_claims(&token.access_token) {
             let lines = whoami::describe_claims(&claims);
             names.extend(whoami::identities(&lines));
-            out.push_str(&whoami::render("claims in the token (read locally, not verified):", &lines));
+            out.push_str(&whoami::render(
+                "claims in the token (read locally, not verified):",
+                &lines,
+            ));
         }
         let lookup = online_lookup(acct, &token)?;
         let found_online = lookup.is_some();
@@ -194,11 +216,11 @@ pub fn whoami(paths: &Paths, name: &str) -> Result<()> {
     })
 }
 
+/// A titled list of `(field, value)` lines about the token's owner.
+type Profile = (String, Vec<(String, String)>);
+
 /// Graph `/me` when the account can get a Graph token, else OIDC userinfo when there is one.
-fn online_lookup(
-    acct: &AccountRef,
-    own: &AccessToken,
-) -> Result<Option<(String, Vec<(String, String)>)>> {
+fn online_lookup(acct: &AccountRef, own: &AccessToken) -> Result<Option<Profile>> {
     let account = acct.account;
     if let Ok(want) = graph::want(acct.name, account) {
         let url = graph::user_path(graph::base(account), app_only_user(acct)?, &[])?;

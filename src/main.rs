@@ -13,9 +13,9 @@ mod imap;
 mod jwt;
 mod lock;
 mod log;
+mod mailcmd;
 #[cfg(test)]
 mod man;
-mod mailcmd;
 mod mech;
 mod oauth;
 mod output;

@@ -131,7 +131,10 @@ mod tests {
             Mech::Oauthbearer.initial_response("u", "t", "h", 1),
             sasl::oauthbearer("u", Some("h"), Some(1), "t")
         );
-        assert_eq!(STANDARD.decode(Mech::Oauthbearer.abort_response()).unwrap(), b"\x01");
+        assert_eq!(
+            STANDARD.decode(Mech::Oauthbearer.abort_response()).unwrap(),
+            b"\x01"
+        );
         assert_eq!(Mech::Xoauth2.abort_response(), "");
     }
 
@@ -145,7 +148,10 @@ mod tests {
             r#"{"status":"401","schemes":"bearer mac","scope":"https://mail.google.com/"}"#
         );
         let why = explain_challenge(&decoded).unwrap();
-        assert!(why.contains("refused") && why.contains("https://mail.google.com/"), "{why}");
+        assert!(
+            why.contains("refused") && why.contains("https://mail.google.com/"),
+            "{why}"
+        );
         assert_eq!(decode_challenge("not base64!"), "not base64!");
         assert_eq!(explain_challenge("plain words"), None);
         let rfc = explain_challenge(r#"{"status":"invalid_token"}"#).unwrap();

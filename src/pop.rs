@@ -17,7 +17,10 @@ pub enum Reply {
 }
 
 pub fn parse(line: &str) -> Option<Reply> {
-    let rest = |prefix: &str| line.strip_prefix(prefix).map(|r| r.trim_start().to_string());
+    let rest = |prefix: &str| {
+        line.strip_prefix(prefix)
+            .map(|r| r.trim_start().to_string())
+    };
     if let Some(text) = rest("+OK") {
         Some(Reply::Ok(text))
     } else if let Some(text) = rest("-ERR") {

@@ -55,7 +55,11 @@ fn overrides(account: &Account, service: Service) -> (Option<&str>, Option<u16>,
             account.imap_port,
             account.imap_tls,
         ),
-        Service::Pop => (account.pop_host.as_deref(), account.pop_port, account.pop_tls),
+        Service::Pop => (
+            account.pop_host.as_deref(),
+            account.pop_port,
+            account.pop_tls,
+        ),
         Service::Smtp => (
             account.smtp_host.as_deref(),
             account.smtp_port,
@@ -152,9 +156,7 @@ mod tests {
     use crate::config::Config;
 
     fn account(extra: &str) -> Result<Account> {
-        let text = format!(
-            "[accounts.a]\nprovider = \"microsoft\"\nclient_id = \"x\"\n{extra}\n"
-        );
+        let text = format!("[accounts.a]\nprovider = \"microsoft\"\nclient_id = \"x\"\n{extra}\n");
         Ok(Config::parse(&text)?.accounts["a"].clone())
     }
 
@@ -172,7 +174,10 @@ mod tests {
         );
         assert_eq!(server(&a, Service::Imap).unwrap().port, 993);
         assert_eq!(server(&a, Service::Pop).unwrap().port, 995);
-        let a = account("smtp_port = 465\nimap_host = \"127.0.0.1\"\nimap_port = 1143\nimap_tls = \"none\"").unwrap();
+        let a = account(
+            "smtp_port = 465\nimap_host = \"127.0.0.1\"\nimap_port = 1143\nimap_tls = \"none\"",
+        )
+        .unwrap();
         assert_eq!(server(&a, Service::Smtp).unwrap().tls, TlsMode::Tls);
         let imap = server(&a, Service::Imap).unwrap();
         assert_eq!(imap.to_string(), "127.0.0.1:1143 (no TLS)");

@@ -31,7 +31,9 @@ pub struct TestMail<'a> {
 /// `250 2.0.0 OK queued`: a reply as one line.
 pub fn reply_text(r: &Response) -> String {
     let lines: Vec<&str> = r.message().collect();
-    format!("{} {}", r.code(), lines.join(" / ")).trim().to_string()
+    format!("{} {}", r.code(), lines.join(" / "))
+        .trim()
+        .to_string()
 }
 
 fn lettre_error(srv: &Server, what: &str, e: &lettre::transport::smtp::Error) -> anyhow::Error {
@@ -51,14 +53,22 @@ pub fn open(srv: &Server) -> Result<SmtpConnection> {
             let tls = params()?;
             let conn = SmtpConnection::connect(addr, Some(TIMEOUT), &hello, Some(&tls), None)
                 .map_err(|e| lettre_error(srv, "connecting with TLS to", &e))?;
-            step("smtp", "connect", format!("connected to {}:{}", srv.host, srv.port));
+            step(
+                "smtp",
+                "connect",
+                format!("connected to {}:{}", srv.host, srv.port),
+            );
             step("smtp", "tls", "implicit TLS, certificate verified");
             conn
         }
         TlsMode::Starttls | TlsMode::None => {
             let conn = SmtpConnection::connect(addr, Some(TIMEOUT), &hello, None, None)
                 .map_err(|e| lettre_error(srv, "connecting to", &e))?;
-            step("smtp", "connect", format!("connected to {}:{}", srv.host, srv.port));
+            step(
+                "smtp",
+                "connect",
+                format!("connected to {}:{}", srv.host, srv.port),
+            );
             conn
         }
     };
@@ -78,7 +88,11 @@ pub fn open(srv: &Server) -> Result<SmtpConnection> {
             step("smtp", "tls", "STARTTLS done, certificate verified");
             step("smtp", "ehlo", conn.server_info());
         }
-        TlsMode::None => step("smtp", "tls", "none (plain text; test servers on this machine only)"),
+        TlsMode::None => step(
+            "smtp",
+            "tls",
+            "none (plain text; test servers on this machine only)",
+        ),
         TlsMode::Tls => {}
     }
     Ok(conn)
@@ -108,13 +122,25 @@ pub fn authenticate(
     token: &str,
     mech: Mech,
 ) -> Result<()> {
-    if mech == Mech::Xoauth2 && !conn.server_info().supports_auth_mechanism(Mechanism::Xoauth2) {
-        step("smtp", "auth", "the server does not advertise AUTH XOAUTH2 (trying anyway)");
+    if mech == Mech::Xoauth2
+        && !conn
+            .server_info()
+            .supports_auth_mechanism(Mechanism::Xoauth2)
+    {
+        step(
+            "smtp",
+            "auth",
+            "the server does not advertise AUTH XOAUTH2 (trying anyway)",
+        );
     }
     step(
         "smtp",
         "auth",
-        format!("AUTH {} as {user} with token {}", mech.name(), fingerprint(token)),
+        format!(
+            "AUTH {} as {user} with token {}",
+            mech.name(),
+            fingerprint(token)
+        ),
     );
     match conn.command(auth_command(mech, user, token, srv)?) {
         Ok(r) if r.has_code(334) => {
@@ -145,14 +171,18 @@ pub fn authenticate(
 }
 
 pub fn build_message(mail: &TestMail) -> Result<Message> {
-    let from = mail
-        .from
-        .parse()
-        .map_err(|e| usage(format!("`{}` is not a usable sender address: {e}", mail.from)))?;
-    let to = mail
-        .to
-        .parse()
-        .map_err(|e| usage(format!("`{}` is not a usable address for --to: {e}", mail.to)))?;
+    let from = mail.from.parse().map_err(|e| {
+        usage(format!(
+            "`{}` is not a usable sender address: {e}",
+            mail.from
+        ))
+    })?;
+    let to = mail.to.parse().map_err(|e| {
+        usage(format!(
+            "`{}` is not a usable address for --to: {e}",
+            mail.to
+        ))
+    })?;
     Message::builder()
         .from(from)
         .to(to)

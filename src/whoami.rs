@@ -145,7 +145,9 @@ mod tests {
 
     #[test]
     fn reads_jwt_claims_and_ignores_opaque_tokens() {
-        let t = jwt(r#"{"upn":"a@x.com","scp":"IMAP.AccessAsUser.All SMTP.Send","exp":0,"roles":["r1","r2"],"secret_thing":1}"#);
+        let t = jwt(
+            r#"{"upn":"a@x.com","scp":"IMAP.AccessAsUser.All SMTP.Send","exp":0,"roles":["r1","r2"],"secret_thing":1}"#,
+        );
         let claims = jwt_claims(&t).unwrap();
         let lines = describe_claims(&claims);
         assert_eq!(
@@ -170,7 +172,11 @@ mod tests {
         assert_eq!(lines.len(), 3);
         let names = identities(&lines);
         assert_eq!(user_mismatch(Some("ALICE@x.com"), &names), None);
-        assert!(user_mismatch(Some("bob@x.com"), &names).unwrap().contains("alice@x.com"));
+        assert!(
+            user_mismatch(Some("bob@x.com"), &names)
+                .unwrap()
+                .contains("alice@x.com")
+        );
         assert_eq!(user_mismatch(None, &names), None);
         assert_eq!(user_mismatch(Some("bob@x.com"), &[]), None);
     }

@@ -96,7 +96,9 @@ pub fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
         }
     }
     Err(server(match last {
-        Some(e) => format!("cannot connect to {host}:{port}: {e}. Check the host, the port and the network."),
+        Some(e) => format!(
+            "cannot connect to {host}:{port}: {e}. Check the host, the port and the network."
+        ),
         None => format!("{host} has no address"),
     }))
 }
@@ -104,10 +106,18 @@ pub fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
 /// Open the connection as the server wants it; reports the connect and TLS steps.
 pub fn open(proto: &str, srv: &Server) -> Result<Conn> {
     let tcp = connect_tcp(&srv.host, srv.port)?;
-    step(proto, "connect", format!("connected to {}:{}", srv.host, srv.port));
+    step(
+        proto,
+        "connect",
+        format!("connected to {}:{}", srv.host, srv.port),
+    );
     match srv.tls {
         TlsMode::None => {
-            step(proto, "tls", "none (plain text; test servers on this machine only)");
+            step(
+                proto,
+                "tls",
+                "none (plain text; test servers on this machine only)",
+            );
             Ok(Conn::new(Box::new(tcp)))
         }
         TlsMode::Tls => {
@@ -134,7 +144,10 @@ pub fn open(proto: &str, srv: &Server) -> Result<Conn> {
 }
 
 /// The TLS handshake, finished before any protocol line so its failures read as TLS failures.
-pub fn handshake(host: &str, mut tcp: TcpStream) -> Result<StreamOwned<ClientConnection, TcpStream>> {
+pub fn handshake(
+    host: &str,
+    mut tcp: TcpStream,
+) -> Result<StreamOwned<ClientConnection, TcpStream>> {
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| server(format!("`{host}` is not a valid TLS server name")))?;
     let mut conn = ClientConnection::new(tls_config()?, name).context("cannot start TLS")?;
