@@ -1,38 +1,9 @@
 //! mailtoken: OAuth2 access tokens for mail clients. This file only parses and dispatches.
 
-mod cli;
-mod commands;
-mod config;
-mod doctor;
-mod error;
-mod flows;
-mod gitcred;
-mod graph;
-mod http;
-mod imap;
-mod jwt;
-mod lock;
-mod log;
-mod mailcmd;
-#[cfg(test)]
-mod man;
-mod mech;
-mod oauth;
-mod output;
-mod pop;
-mod provider;
-mod sasl;
-mod servers;
-mod smtp;
-mod store;
-mod time;
-mod token;
-mod whoami;
-mod wire;
-
 use clap::Parser;
 
-use cli::{Cli, Command};
+use mailtoken::cli::{Cli, Command};
+use mailtoken::{commands, config, error, log, mailcmd};
 
 fn main() {
     let cli = Cli::parse();
