@@ -163,6 +163,18 @@ pub struct LoginArgs {
     #[arg(long)]
     pub no_open: bool,
 
+    /// Device flow: also open the verification page in the system browser
+    #[arg(long)]
+    pub open: bool,
+
+    /// Device flow: do not draw the verification address as a QR code
+    #[arg(long)]
+    pub no_qr: bool,
+
+    /// Device flow: do not put the user code on the clipboard
+    #[arg(long)]
+    pub no_copy: bool,
+
     /// Browser flow: paste the address the browser was sent to, instead of listening for it
     #[arg(long)]
     pub paste: bool,

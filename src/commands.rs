@@ -60,6 +60,9 @@ pub fn login(paths: &Paths, args: &LoginArgs) -> Result<()> {
     let options = flows::LoginOptions {
         flow,
         open_browser: !args.no_open,
+        open_device_page: args.open,
+        qr: !args.no_qr,
+        copy_code: !args.no_copy,
         paste: args.paste,
         timeout: Duration::from_secs(args.timeout),
     };

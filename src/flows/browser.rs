@@ -3,7 +3,6 @@
 
 use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -257,7 +256,7 @@ pub fn login(
         }
         Some(listener) => {
             if options.open_browser {
-                open_browser(&url);
+                super::open_browser(&url);
             }
             eprintln!(
                 "Waiting up to {} for the browser to come back to {redirect_uri} (Ctrl-C to cancel)...",
@@ -375,24 +374,6 @@ fn read_target(stream: &mut TcpStream) -> Option<String> {
     match (parts.next(), parts.next()) {
         (Some("GET"), Some(target)) => Some(target.to_string()),
         _ => None,
-    }
-}
-
-/// Best effort: on a machine without a desktop, the printed URL is the way in.
-fn open_browser(url: &str) {
-    let opener = if cfg!(target_os = "macos") {
-        "open"
-    } else {
-        "xdg-open"
-    };
-    let started = Command::new(opener)
-        .arg(url)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn();
-    if started.is_err() {
-        eprintln!("(Could not start `{opener}`: open the address above yourself.)");
     }
 }
 

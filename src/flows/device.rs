@@ -14,6 +14,8 @@ use crate::store::AccessToken;
 use crate::time;
 use crate::token::AccountRef;
 
+use super::LoginOptions;
+
 /// RFC 8628 section 3.5: each `slow_down` adds five seconds to the polling interval.
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 /// When the server does not say, RFC 8628 says poll every five seconds.
@@ -100,6 +102,7 @@ pub fn login(
     http: &Http,
     acct: &AccountRef,
     endpoints: &Endpoints,
+    options: &LoginOptions,
 ) -> Result<(AccessToken, Option<String>)> {
     let AccountRef { name, account, .. } = *acct;
     let device_endpoint = endpoints.device_authorization.as_deref().ok_or_else(|| {
@@ -114,7 +117,24 @@ pub fn login(
         .map_err(|e| e.into_error("starting the device login", account.provider, name))?;
 
     let lifetime = Duration::from_secs(auth.expires_in.unwrap_or(900)).min(MAX_WAIT);
+    let page = auth
+        .verification_uri_complete
+        .as_deref()
+        .unwrap_or(&auth.verification_uri);
+    let tty = std::io::stderr().is_terminal();
+    if options.qr
+        && tty
+        && let Some(code) = qr(page)
+    {
+        eprintln!("{code}");
+    }
     eprintln!("{}", prompt(name, &auth, lifetime));
+    if options.copy_code && copy_to_clipboard(&auth.user_code) {
+        eprintln!("(The code is on the clipboard.)");
+    }
+    if options.open_device_page {
+        super::open_browser(page);
+    }
     let mut clock = Countdown::new(lifetime);
     let mut sent_at = time::now();
     let reply = poll_device(
@@ -132,6 +152,70 @@ pub fn login(
     );
     clock.clear();
     Ok(reply?.into_access(sent_at, &scope))
+}
+
+/// The address as a QR code for a phone's camera, drawn with half-block characters.
+pub fn qr(text: &str) -> Option<String> {
+    use qrcode::render::unicode::Dense1x2;
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    // Light modules drawn dark: terminals are usually light text on dark, and scanners need
+    // the code's dark modules to show up dark.
+    Some(
+        code.render::<Dense1x2>()
+            .dark_color(Dense1x2::Light)
+            .light_color(Dense1x2::Dark)
+            .quiet_zone(true)
+            .build(),
+    )
+}
+
+/// Hand the user code to the desktop's clipboard tool, if one is there. Gives up quietly.
+fn copy_to_clipboard(text: &str) -> bool {
+    let wayland = std::env::var_os("WAYLAND_DISPLAY").is_some();
+    let x11 = std::env::var_os("DISPLAY").is_some();
+    let tools: &[(&str, &[&str])] = if cfg!(target_os = "macos") {
+        &[("pbcopy", &[])]
+    } else if wayland {
+        &[("wl-copy", &[])]
+    } else if x11 {
+        &[
+            ("xclip", &["-selection", "clipboard"]),
+            ("xsel", &["--clipboard", "--input"]),
+        ]
+    } else {
+        &[]
+    };
+    tools
+        .iter()
+        .any(|(tool, args)| run_with_input(tool, args, text))
+}
+
+fn run_with_input(tool: &str, args: &[&str], input: &str) -> bool {
+    use std::process::{Command, Stdio};
+    let Ok(mut child) = Command::new(tool)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    if let Some(mut stdin) = child.stdin.take()
+        && stdin.write_all(input.as_bytes()).is_err()
+    {
+        return false;
+    }
+    // Clipboard tools may stay around to serve the selection; do not wait for them long.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) => sleep(Duration::from_millis(20)),
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 fn prompt(name: &str, auth: &oauth::DeviceAuthorization, lifetime: Duration) -> String {
@@ -250,6 +334,19 @@ mod tests {
         .unwrap();
         assert_eq!(got, "t");
         assert_eq!(clock.sleeps, [2, 2, 7, 7]);
+    }
+
+    #[test]
+    fn qr_code_is_drawn_with_a_quiet_zone() {
+        let code = qr("https://microsoft.com/devicelogin").unwrap();
+        let lines: Vec<&str> = code.lines().collect();
+        // A QR code is 4v+17 modules square, plus a 4-module quiet zone on each side; two rows
+        // of modules share one line of text.
+        let width = lines[0].chars().count();
+        assert_eq!((width - 8 - 17) % 4, 0, "width {width}");
+        assert_eq!(lines.len(), width.div_ceil(2));
+        assert!(lines.iter().all(|l| l.chars().count() == width));
+        assert!(code.contains('▀') || code.contains('▄'));
     }
 
     #[test]

@@ -20,6 +20,12 @@ pub struct LoginOptions {
     pub flow: Option<Flow>,
     /// Start the system browser (browser flow); the URL is printed either way.
     pub open_browser: bool,
+    /// Device flow: open the verification page in the system browser too.
+    pub open_device_page: bool,
+    /// Device flow: draw the verification address as a QR code (on a terminal).
+    pub qr: bool,
+    /// Device flow: put the user code on the clipboard, when there is one.
+    pub copy_code: bool,
     /// Read the redirected URL from stdin instead of listening for it.
     pub paste: bool,
     /// How long to wait for the browser's callback.
@@ -54,7 +60,7 @@ pub fn login(acct: &AccountRef, options: &LoginOptions) -> Result<Tokens> {
         flow = Flow::Browser;
     }
     let (access, refresh) = match flow {
-        Flow::Device => device::login(&http, acct, &endpoints)?,
+        Flow::Device => device::login(&http, acct, &endpoints, options)?,
         Flow::Browser => browser::login(&http, acct, &endpoints, options)?,
         Flow::Credentials => unreachable!("handled above"),
     };
@@ -77,4 +83,22 @@ fn token_endpoint<'a>(name: &str, endpoints: &'a Endpoints) -> Result<&'a str> {
             "account `{name}` has no token_endpoint: set it, or `issuer` for discovery"
         ))
     })
+}
+
+/// Best effort: on a machine without a desktop, the printed URL is the way in.
+pub fn open_browser(url: &str) {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    let started = std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn();
+    if started.is_err() {
+        eprintln!("(Could not start `{opener}`: open the address above yourself.)");
+    }
 }
