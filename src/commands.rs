@@ -10,7 +10,7 @@ use crate::config::{self, Account, Config, Paths};
 use crate::error::usage;
 use crate::output::{self, Sasl};
 use crate::provider::Flow;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::token::{self, AccountRef};
 use crate::{flows, time};
 
@@ -50,7 +50,7 @@ pub fn login(paths: &Paths, args: &LoginArgs) -> Result<()> {
     let name = args.account.as_str();
     let config = Config::load(&paths.config)?;
     let account = config.account(name)?;
-    let store = Store::new(paths.data_dir.clone());
+    let store = paths.store_for(account);
     let flow = match (args.device, args.browser, args.credentials) {
         (true, _, _) => Some(Flow::Device),
         (_, true, _) => Some(Flow::Browser),
@@ -98,7 +98,7 @@ pub fn token(paths: &Paths, args: &TokenArgs) -> Result<()> {
         ));
     }
     let want = token::Want::pick(account, args.resource.as_deref(), &args.scopes)?;
-    let store = Store::new(paths.data_dir.clone());
+    let store = paths.store_for(account);
     let tokens = token::get(
         &AccountRef {
             name: &args.account,
@@ -134,12 +134,11 @@ pub fn status(paths: &Paths, only: Option<&str>) -> Result<()> {
         );
         return Ok(());
     }
-    let store = Store::new(paths.data_dir.clone());
     let now = time::now();
     let mut out = String::new();
     for name in names {
         let account = config.account(name)?;
-        out.push_str(&status_block(name, account, &store, now));
+        out.push_str(&status_block(name, account, &paths.store_for(account), now));
     }
     print!("{out}");
     Ok(())
@@ -155,7 +154,7 @@ fn status_block(name: &str, account: &Account, store: &Store, now: u64) -> Strin
         .unwrap_or_default();
     let mut text = format!(
         "{name} ({provider}{user}, {flow} login)\n  store:         {}\n",
-        store.token_path(name).display()
+        store.location(name)
     );
     let tokens = match store.load(name) {
         Ok(Some(tokens)) => tokens,
@@ -204,9 +203,9 @@ fn status_block(name: &str, account: &Account, store: &Store, now: u64) -> Strin
 
 pub fn logout(paths: &Paths, name: &str) -> Result<()> {
     let config = Config::load(&paths.config)?;
-    config.account(name)?;
-    let store = Store::new(paths.data_dir.clone());
-    let removed = if store.dir().exists() {
+    let account = config.account(name)?;
+    let store = paths.store_for(account);
+    let removed = if store.dir().exists() || account.backend() != Backend::File {
         let _lock = store.lock(name, token::LOCK_TIMEOUT)?;
         store.remove(name)?
     } else {
@@ -238,7 +237,6 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
     } else {
         names.iter().map(String::as_str).collect()
     };
-    let store = Store::new(paths.data_dir.clone());
     let mut worst: Option<anyhow::Error> = None;
     let mut needs_login = Vec::new();
     for name in names {
@@ -247,6 +245,7 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
             eprintln!("{name}: skipped (app-only: no refresh token to keep alive)");
             continue;
         }
+        let store = paths.store_for(account);
         let acct = AccountRef {
             name,
             account,
@@ -317,7 +316,7 @@ pub fn git_credential(paths: &Paths, named: Option<&str>, operation: &str) -> Re
         return Ok(());
     };
     let account = config.account(name)?;
-    let store = Store::new(paths.data_dir.clone());
+    let store = paths.store_for(account);
     let acct = AccountRef {
         name,
         account,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
 use crate::provider::{self, Endpoints, Flow, Provider, Service};
+use crate::store::{Backend, Store};
 use crate::servers::TlsMode;
 
 /// Seconds of life a cached access token must still have to be handed out.
@@ -60,6 +61,15 @@ pub struct Account {
     pub authorization_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_margin: Option<u64>,
+    /// Where the tokens live: "file" (default), "keyring" or "command".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_load_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_save_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_erase_command: Option<String>,
     /// Other scope sets the same refresh token can mint tokens for, by name (Graph, say).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, Vec<String>>,
@@ -90,6 +100,14 @@ pub struct Account {
     pub userinfo_endpoint: Option<String>,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    File,
+    Keyring,
+    Command,
+}
+
 /// Where the config file and the token store are.
 #[derive(Debug, Clone)]
 pub struct Paths {
@@ -113,6 +131,13 @@ impl Paths {
             None => dirs()?.data_dir().to_path_buf(),
         };
         Ok(Paths { config, data_dir })
+    }
+}
+
+impl Paths {
+    /// The token store for `account`, with the backend its config names.
+    pub fn store_for(&self, account: &Account) -> Store {
+        Store::with_backend(self.data_dir.clone(), account.backend())
     }
 }
 
@@ -224,6 +249,20 @@ impl Account {
                 );
             }
         }
+        let commands = self.store_load_command.is_some()
+            || self.store_save_command.is_some()
+            || self.store_erase_command.is_some();
+        match self.store {
+            Some(StoreKind::Command) => {
+                if self.store_load_command.is_none() || self.store_save_command.is_none() {
+                    bail!(
+                        "store = \"command\" needs `store_load_command` (prints the tokens) and `store_save_command` (reads them on stdin)"
+                    );
+                }
+            }
+            _ if commands => bail!("`store_*_command` settings need store = \"command\""),
+            _ => {}
+        }
         for (name, scopes) in &self.resources {
             if scopes.is_empty() {
                 bail!("resource `{name}` has no scopes");
@@ -269,6 +308,19 @@ impl Account {
             provider::app_scopes(self.provider)
         } else {
             provider::service_scopes(self.provider, &self.services)
+        }
+    }
+
+    /// The token store backend the account asks for; `check` made sure it is complete.
+    pub fn backend(&self) -> Backend {
+        match (self.store, &self.store_load_command, &self.store_save_command) {
+            (Some(StoreKind::Keyring), _, _) => Backend::Keyring,
+            (Some(StoreKind::Command), Some(load), Some(save)) => Backend::Command {
+                load: load.clone(),
+                save: save.clone(),
+                erase: self.store_erase_command.clone(),
+            },
+            _ => Backend::File,
         }
     }
 

@@ -441,7 +441,11 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
         let account = &config.accounts[name];
         out.extend(scope_findings(name, account));
         servers.extend(token_server(account));
-        out.extend(stored_findings(dir, name, account, now));
+        if account.backend() == store::Backend::File {
+            out.extend(stored_findings(dir, name, account, now));
+        } else {
+            out.extend(backend_findings(paths, name, account, now));
+        }
     }
     if !servers.is_empty() {
         match Http::new() {
@@ -454,6 +458,24 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
         }
     }
     out
+}
+
+/// Keyring and command stores: no modes or file times to judge, only what they hold.
+fn backend_findings(paths: &Paths, name: &str, account: &Account, now: u64) -> Vec<Finding> {
+    match paths.store_for(account).load(name) {
+        Ok(Some(tokens)) => token_findings(name, account, &tokens, now),
+        Ok(None) if account.flow() == Flow::Credentials => Vec::new(),
+        Ok(None) => vec![
+            Finding::new(Severity::Error, Some(name), "not logged in")
+                .why(format!("{} holds no tokens", paths.store_for(account).location(name)))
+                .fix(format!("`mailtoken login {name}`")),
+        ],
+        Err(e) => vec![
+            Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                .why("no token can be read from the store")
+                .fix("check the store settings of the account"),
+        ],
+    }
 }
 
 fn stored_findings(dir: &Path, name: &str, account: &Account, now: u64) -> Vec<Finding> {

@@ -11,7 +11,7 @@ use crate::http::Http;
 use crate::mech::Mech;
 use crate::provider::{self, Flow, Provider, Service};
 use crate::servers::{self, service_name};
-use crate::store::{AccessToken, Store, fingerprint};
+use crate::store::{AccessToken, fingerprint};
 use crate::token::{self, AccountRef, Want};
 use crate::{graph, imap, pop, smtp, time, whoami};
 
@@ -22,7 +22,7 @@ fn with_account<T>(
 ) -> Result<T> {
     let config = Config::load(&paths.config)?;
     let account = config.account(name)?;
-    let store = Store::new(paths.data_dir.clone());
+    let store = paths.store_for(account);
     f(&AccountRef {
         name,
         account,

@@ -132,13 +132,51 @@ pub fn parse(bytes: &[u8]) -> Result<Tokens> {
     Ok(tokens)
 }
 
+/// Where an account's tokens live. The lock file is always in the data directory, so the
+/// one-refresher guarantee holds whatever keeps the secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// `<data dir>/<account>.json`, 0600, replaced atomically.
+    #[default]
+    File,
+    /// The OS keyring: Secret Service, macOS Keychain, Windows Credential Manager.
+    Keyring,
+    /// User commands (`pass`, `gpg`...): one prints the JSON, one reads it on stdin.
+    Command {
+        load: String,
+        save: String,
+        erase: Option<String>,
+    },
+}
+
+/// The keyring service name; the account name is the keyring "user".
+pub const KEYRING_SERVICE: &str = "mailtoken";
+
 pub struct Store {
     dir: PathBuf,
+    backend: Backend,
 }
 
 impl Store {
+    /// The file store in `dir`.
     pub fn new(dir: PathBuf) -> Store {
-        Store { dir }
+        Store::with_backend(dir, Backend::File)
+    }
+
+    pub fn with_backend(dir: PathBuf, backend: Backend) -> Store {
+        Store { dir, backend }
+    }
+
+    /// Where the account's tokens are, for people to read.
+    pub fn location(&self, account: &str) -> String {
+        match &self.backend {
+            Backend::File => self.token_path(account).display().to_string(),
+            Backend::Keyring => {
+                format!("OS keyring (service `{KEYRING_SERVICE}`, user `{account}`)")
+            }
+            Backend::Command { load, .. } => format!("command `{load}`"),
+        }
     }
 
     pub fn dir(&self) -> &Path {
@@ -162,6 +200,23 @@ impl Store {
     /// The stored tokens, or `None` when the account has never logged in. A file that does not
     /// parse is an error and is left exactly as it is: it may hold the only refresh token.
     pub fn load(&self, account: &str) -> Result<Option<Tokens>> {
+        let bytes = match &self.backend {
+            Backend::File => return self.load_file(account),
+            Backend::Keyring => keyring_load(account)?,
+            Backend::Command { load, .. } => command_load(load)?,
+        };
+        match bytes {
+            None => Ok(None),
+            Some(bytes) => parse(&bytes).map(Some).with_context(|| {
+                format!(
+                    "the tokens in {} are damaged; they were left untouched. Remove them and run `mailtoken login {account}`",
+                    self.location(account)
+                )
+            }),
+        }
+    }
+
+    fn load_file(&self, account: &str) -> Result<Option<Tokens>> {
         let path = self.token_path(account);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -179,6 +234,14 @@ impl Store {
 
     /// Replace the account's tokens atomically: a crash leaves the old file or the new one.
     pub fn save(&self, account: &str, tokens: &Tokens) -> Result<()> {
+        match &self.backend {
+            Backend::File => self.save_file(account, tokens),
+            Backend::Keyring => keyring_save(account, tokens),
+            Backend::Command { save, .. } => command_save(save, tokens),
+        }
+    }
+
+    fn save_file(&self, account: &str, tokens: &Tokens) -> Result<()> {
         self.ensure_dir()?;
         let path = self.token_path(account);
         let json = serde_json::to_vec_pretty(tokens)?;
@@ -200,6 +263,19 @@ impl Store {
 
     /// Forget an account's tokens. Returns whether there was anything to forget.
     pub fn remove(&self, account: &str) -> Result<bool> {
+        match &self.backend {
+            Backend::File => {}
+            Backend::Keyring => return keyring_remove(account),
+            Backend::Command { erase: None, .. } => bail!(
+                "this account stores its tokens through commands but has no `store_erase_command`: remove them yourself"
+            ),
+            Backend::Command {
+                erase: Some(erase), ..
+            } => {
+                run_shell(erase, None)?;
+                return Ok(true);
+            }
+        }
         let path = self.token_path(account);
         match fs::remove_file(&path) {
             Ok(()) => {
@@ -227,6 +303,78 @@ impl Store {
                 .with_context(|| format!("cannot create {}", self.dir.display())),
             Err(e) => Err(e).with_context(|| format!("cannot use {}", self.dir.display())),
         }
+    }
+}
+
+/// Run a user's store command through the shell, feeding `input`; its stdout comes back.
+fn run_shell(cmd: &str, input: Option<&[u8]>) -> Result<Vec<u8>> {
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run store command `{cmd}`"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input)
+            .with_context(|| format!("store command `{cmd}` did not take its input"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("store command `{cmd}` failed"))?;
+    if !out.status.success() {
+        bail!("store command `{cmd}` failed ({})", out.status);
+    }
+    Ok(out.stdout)
+}
+
+/// Empty output means "nothing stored", so `pass show x 2>/dev/null || true` works as a loader.
+fn command_load(cmd: &str) -> Result<Option<Vec<u8>>> {
+    let out = run_shell(cmd, None)?;
+    Ok((!out.iter().all(u8::is_ascii_whitespace)).then_some(out))
+}
+
+fn command_save(cmd: &str, tokens: &Tokens) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(tokens)?;
+    json.push(b'\n');
+    run_shell(cmd, Some(&json)).map(drop)
+}
+
+fn keyring_entry(account: &str) -> Result<keyring::Entry> {
+    keyring::Entry::new(KEYRING_SERVICE, account).map_err(|e| {
+        anyhow::anyhow!(
+            "the OS keyring is not available ({e}). On Linux it needs a running Secret Service              (GNOME Keyring, KeePassXC) on the session D-Bus; or use the file store"
+        )
+    })
+}
+
+fn keyring_load(account: &str) -> Result<Option<Vec<u8>>> {
+    match keyring_entry(account)?.get_password() {
+        Ok(text) => Ok(Some(text.into_bytes())),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!("cannot read `{account}` from the OS keyring: {e}")),
+    }
+}
+
+fn keyring_save(account: &str, tokens: &Tokens) -> Result<()> {
+    let json = serde_json::to_string(tokens)?;
+    keyring_entry(account)?
+        .set_password(&json)
+        .map_err(|e| anyhow::anyhow!("cannot write `{account}` to the OS keyring: {e}"))
+}
+
+fn keyring_remove(account: &str) -> Result<bool> {
+    match keyring_entry(account)?.delete_credential() {
+        Ok(()) => Ok(true),
+        Err(keyring::Error::NoEntry) => Ok(false),
+        Err(e) => Err(anyhow::anyhow!("cannot remove `{account}` from the OS keyring: {e}")),
     }
 }
 
@@ -306,6 +454,38 @@ mod tests {
         rotated.update(Some("graph"), access("g2"), Some("rt-2".into()));
         assert_eq!(rotated.refresh_token.as_deref(), Some("rt-2"));
         assert_eq!(rotated.access_for(None), sample().access_for(None));
+    }
+
+    #[test]
+    fn command_backend_round_trips_through_shell_commands() {
+        let tmp = tempfile::tempdir().unwrap();
+        let file = tmp.path().join("vault");
+        let f = file.display();
+        let store = Store::with_backend(
+            tmp.path().join("data"),
+            Backend::Command {
+                load: format!("cat {f} 2>/dev/null || true"),
+                save: format!("cat > {f}.new && mv {f}.new {f}"),
+                erase: Some(format!("rm -f {f}")),
+            },
+        );
+        assert!(store.load("a").unwrap().is_none());
+        store.save("a", &sample()).unwrap();
+        assert_eq!(store.load("a").unwrap(), Some(sample()));
+        assert!(store.location("a").starts_with("command `cat "));
+        assert!(store.remove("a").unwrap());
+        assert!(store.load("a").unwrap().is_none());
+        let failing = Store::with_backend(
+            tmp.path().to_path_buf(),
+            Backend::Command {
+                load: "echo '{broken'".into(),
+                save: "exit 7".into(),
+                erase: None,
+            },
+        );
+        assert!(format!("{:#}", failing.load("a").unwrap_err()).contains("damaged"));
+        assert!(failing.save("a", &sample()).is_err());
+        assert!(failing.remove("a").is_err());
     }
 
     #[test]

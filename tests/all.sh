@@ -14,3 +14,6 @@ cargo clippy --all-targets --locked -- -D warnings
 
 step "cargo test"
 cargo test --all-targets --locked
+
+step "OS keyring store against a real Secret Service (GNOME Keyring)"
+bash tests/keyring.sh
