@@ -10,8 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
 use crate::provider::{self, Endpoints, Flow, Provider, Service};
-use crate::store::{Backend, Store};
 use crate::servers::TlsMode;
+use crate::store::{Backend, Store};
 
 /// Seconds of life a cached access token must still have to be handed out.
 pub const DEFAULT_REFRESH_MARGIN: u64 = 300;
@@ -253,12 +253,12 @@ impl Account {
             || self.store_save_command.is_some()
             || self.store_erase_command.is_some();
         match self.store {
-            Some(StoreKind::Command) => {
-                if self.store_load_command.is_none() || self.store_save_command.is_none() {
-                    bail!(
-                        "store = \"command\" needs `store_load_command` (prints the tokens) and `store_save_command` (reads them on stdin)"
-                    );
-                }
+            Some(StoreKind::Command)
+                if self.store_load_command.is_none() || self.store_save_command.is_none() =>
+            {
+                bail!(
+                    "store = \"command\" needs `store_load_command` (prints the tokens) and `store_save_command` (reads them on stdin)"
+                );
             }
             _ if commands => bail!("`store_*_command` settings need store = \"command\""),
             _ => {}
@@ -313,7 +313,11 @@ impl Account {
 
     /// The token store backend the account asks for; `check` made sure it is complete.
     pub fn backend(&self) -> Backend {
-        match (self.store, &self.store_load_command, &self.store_save_command) {
+        match (
+            self.store,
+            &self.store_load_command,
+            &self.store_save_command,
+        ) {
             (Some(StoreKind::Keyring), _, _) => Backend::Keyring,
             (Some(StoreKind::Command), Some(load), Some(save)) => Backend::Command {
                 load: load.clone(),

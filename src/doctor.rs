@@ -467,7 +467,10 @@ fn backend_findings(paths: &Paths, name: &str, account: &Account, now: u64) -> V
         Ok(None) if account.flow() == Flow::Credentials => Vec::new(),
         Ok(None) => vec![
             Finding::new(Severity::Error, Some(name), "not logged in")
-                .why(format!("{} holds no tokens", paths.store_for(account).location(name)))
+                .why(format!(
+                    "{} holds no tokens",
+                    paths.store_for(account).location(name)
+                ))
                 .fix(format!("`mailtoken login {name}`")),
         ],
         Err(e) => vec![

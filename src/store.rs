@@ -359,7 +359,9 @@ fn keyring_load(account: &str) -> Result<Option<Vec<u8>>> {
     match keyring_entry(account)?.get_password() {
         Ok(text) => Ok(Some(text.into_bytes())),
         Err(keyring::Error::NoEntry) => Ok(None),
-        Err(e) => Err(anyhow::anyhow!("cannot read `{account}` from the OS keyring: {e}")),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read `{account}` from the OS keyring: {e}"
+        )),
     }
 }
 
@@ -374,7 +376,9 @@ fn keyring_remove(account: &str) -> Result<bool> {
     match keyring_entry(account)?.delete_credential() {
         Ok(()) => Ok(true),
         Err(keyring::Error::NoEntry) => Ok(false),
-        Err(e) => Err(anyhow::anyhow!("cannot remove `{account}` from the OS keyring: {e}")),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot remove `{account}` from the OS keyring: {e}"
+        )),
     }
 }
 
