@@ -260,7 +260,9 @@ impl Account {
                     "store = \"command\" needs `store_load_command` (prints the tokens) and `store_save_command` (reads them on stdin)"
                 );
             }
-            _ if commands => bail!("`store_*_command` settings need store = \"command\""),
+            Some(StoreKind::File | StoreKind::Keyring) | None if commands => {
+                bail!("`store_*_command` settings need store = \"command\"")
+            }
             _ => {}
         }
         for (name, scopes) in &self.resources {

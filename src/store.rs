@@ -153,6 +153,25 @@ pub enum Backend {
 /// The keyring service name; the account name is the keyring "user".
 pub const KEYRING_SERVICE: &str = "mailtoken";
 
+/// A store made ready to take new tokens (see `Store::prepare`). Dropped unused, the temp
+/// file goes away with it.
+pub struct Pending {
+    tmp: Option<tempfile::NamedTempFile>,
+}
+
+/// Random characters in a temp file's name: `.NAME.XXXXXX.tmp`. Stale ones are recognised by
+/// this exact shape, so that `.work.x.XXXXXX.tmp` (account `work.x`) is not taken for `work`'s.
+const TEMP_RAND: usize = 6;
+
+fn is_own_temp(file_name: &str, account: &str) -> bool {
+    file_name
+        .strip_prefix('.')
+        .and_then(|n| n.strip_prefix(account))
+        .and_then(|n| n.strip_prefix('.'))
+        .and_then(|n| n.strip_suffix(".tmp"))
+        .is_some_and(|r| r.len() == TEMP_RAND && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+}
+
 pub struct Store {
     dir: PathBuf,
     backend: Backend,
@@ -241,16 +260,68 @@ impl Store {
         }
     }
 
+    /// Get ready to store new tokens *before* asking the server for them: a rotating server
+    /// revokes the old refresh token as it answers, so a store found unwritable only afterwards
+    /// would lose the login. For files this creates the temp file now. Call it under the lock.
+    pub fn prepare(&self, account: &str) -> Result<Pending> {
+        Ok(Pending {
+            tmp: match self.backend {
+                Backend::File => Some(self.new_temp(account)?),
+                _ => None,
+            },
+        })
+    }
+
+    /// Store the tokens through what `prepare` made ready.
+    pub fn commit(&self, account: &str, pending: Pending, tokens: &Tokens) -> Result<()> {
+        match pending.tmp {
+            Some(tmp) => self.write_file(account, tmp, tokens),
+            None => self.save(account, tokens),
+        }
+    }
+
     fn save_file(&self, account: &str, tokens: &Tokens) -> Result<()> {
+        let tmp = self.new_temp(account)?;
+        self.write_file(account, tmp, tokens)
+    }
+
+    fn new_temp(&self, account: &str) -> Result<tempfile::NamedTempFile> {
         self.ensure_dir()?;
-        let path = self.token_path(account);
-        let json = serde_json::to_vec_pretty(tokens)?;
+        self.remove_stale_temps(account);
         // tempfile creates the file 0600, so the secret is never readable by others.
-        let mut tmp = tempfile::Builder::new()
+        tempfile::Builder::new()
             .prefix(&format!(".{account}."))
+            .rand_bytes(TEMP_RAND)
             .suffix(".tmp")
             .tempfile_in(&self.dir)
-            .with_context(|| format!("cannot create a file in {}", self.dir.display()))?;
+            .with_context(|| format!("cannot create a file in {}", self.dir.display()))
+    }
+
+    /// Temp files of writers that were killed: they hold tokens, and only the lock holder
+    /// writes, so under the lock any that exist are stale. Best effort.
+    fn remove_stale_temps(&self, account: &str) {
+        let Ok(entries) = fs::read_dir(&self.dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry
+                .file_name()
+                .to_str()
+                .is_some_and(|name| is_own_temp(name, account))
+            {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+
+    fn write_file(
+        &self,
+        account: &str,
+        mut tmp: tempfile::NamedTempFile,
+        tokens: &Tokens,
+    ) -> Result<()> {
+        let path = self.token_path(account);
+        let json = serde_json::to_vec_pretty(tokens)?;
         tmp.write_all(&json)?;
         tmp.write_all(b"\n")?;
         tmp.as_file()
@@ -276,6 +347,7 @@ impl Store {
                 return Ok(true);
             }
         }
+        self.remove_stale_temps(account);
         let path = self.token_path(account);
         match fs::remove_file(&path) {
             Ok(()) => {

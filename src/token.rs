@@ -137,6 +137,9 @@ pub fn get(acct: &AccountRef, want: &Want, force: bool) -> Result<AccessToken> {
         );
         return Ok(access.clone());
     }
+    // Made ready before the request: finding the store unwritable after a rotating server
+    // has answered would lose the refresh token it just revoked.
+    let pending = store.prepare(name)?;
     let (access, rotated) = if app_only {
         fetch_app_only(acct, want)?
     } else {
@@ -153,7 +156,7 @@ pub fn get(acct: &AccountRef, want: &Want, force: bool) -> Result<AccessToken> {
     );
     let mut updated = current;
     updated.update(key, access.clone(), rotated);
-    store.save(name, &updated)?;
+    store.commit(name, pending, &updated)?;
     Ok(access)
 }
 
