@@ -32,3 +32,20 @@ fn man_pages_match_the_cli() {
         "man pages out of date with the CLI: {stale:?}; run `bash man/build.sh` and commit the result"
     );
 }
+
+#[test]
+fn config_man_page_example_parses() {
+    let page = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("man/mailtoken.toml.5"),
+    )
+    .unwrap();
+    let example = page
+        .split(".SH EXAMPLE\n.nf\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n.fi").next())
+        .expect("an EXAMPLE section");
+    let toml = example.replace("\\-", "-");
+    let config = crate::config::Config::parse(&toml).unwrap();
+    assert_eq!(config.accounts.len(), 2);
+    assert!(config.accounts["work"].resources.contains_key("graph"));
+}
