@@ -67,10 +67,18 @@ pub fn authorization_url(req: &AuthRequest) -> Result<String> {
         if let Some(hint) = req.login_hint {
             q.append_pair("login_hint", hint);
         }
-        if req.provider == Provider::Google {
+        match req.provider {
             // Without these Google hands out a refresh token only on the very first consent.
-            q.append_pair("access_type", "offline")
-                .append_pair("prompt", "consent");
+            Provider::Google => {
+                q.append_pair("access_type", "offline")
+                    .append_pair("prompt", "consent");
+            }
+            // OpenID Connect Core 11: a server ignores offline_access unless consent is
+            // prompted for. Microsoft issues refresh tokens without it.
+            Provider::Generic if req.scope.split(' ').any(|s| s == "offline_access") => {
+                q.append_pair("prompt", "consent");
+            }
+            _ => {}
         }
     }
     Ok(url.into())
@@ -462,5 +470,16 @@ mod tests {
         })
         .unwrap();
         assert!(!url.contains("access_type"));
+        assert!(!url.contains("prompt="));
+        let generic = |scope| {
+            authorization_url(&AuthRequest {
+                provider: Provider::Generic,
+                scope,
+                ..req
+            })
+            .unwrap()
+        };
+        assert!(generic("mail offline_access").contains("prompt=consent"));
+        assert!(!generic("mail").contains("prompt="));
     }
 }
