@@ -1,0 +1,394 @@
+#!/usr/bin/env bash
+# End-to-end suite: mailtoken against a real OAuth2/OIDC server (oidc-provider) and a real
+# mail server (Dovecot checking bearer tokens by introspection), driven by real mail clients
+# (curl, msmtp, mutt, mbsync) configured from the contrib/ files users copy.
+#
+#   bash tests/e2e/run.sh            run every check; exit 1 if one failed
+#   bash tests/e2e/run.sh --serve    start the servers and wait (Ctrl-C stops them)
+#
+# Needs root (apt-get, and Dovecot starts as root then drops privileges), Node 20 and npm.
+# Everything listens on 127.0.0.1; all state is in one temp dir, removed at the end unless
+# E2E_KEEP=1. The last line is "e2e: N passed, M failed".
+set -euo pipefail
+
+source "$(dirname "$0")/lib.sh"
+
+MODE=run
+case ${1:-} in
+  --serve) MODE=serve ;;
+  "") ;;
+  *) die "usage: bash tests/e2e/run.sh [--serve]" ;;
+esac
+
+PASSED=0
+FAILED=0
+SKIPPED=0
+RESULTS=()
+
+cleanup() {
+  local rc=$?
+  if [[ -n ${E2E_DIR:-} && -S $E2E_DIR/tmux.sock ]]; then
+    tmux -S "$E2E_DIR/tmux.sock" kill-server 2>/dev/null || true
+  fi
+  e2e_stop_all
+  if [[ -n ${E2E_DIR:-} && -d $E2E_DIR ]]; then
+    # Keep the logs of a failed run to look at; otherwise leave nothing behind.
+    if [[ ${E2E_KEEP:-} == 1 || ($MODE == run && $rc != 0) ]]; then
+      say "e2e: state and logs kept in $E2E_DIR"
+    else
+      rm -rf "$E2E_DIR"
+    fi
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# Run one check in a subshell with errexit on (a check function fails at its first failing
+# command), its output in a log file that is shown when it fails. Exit 77 means SKIP.
+check() {
+  local title=$1 fn=$2 t0 rc log
+  log="$E2E_DIR/logs/check-$fn.log"
+  t0=$(now)
+  set +e
+  (
+    set -e
+    "$fn"
+  ) >"$log" 2>&1
+  rc=$?
+  set -e
+  local t
+  t=$(elapsed "$t0")
+  if ((rc == 0)); then
+    PASSED=$((PASSED + 1))
+    RESULTS+=("PASS  ${t}s  $title")
+    printf 'PASS  %6ss  %s\n' "$t" "$title"
+  elif ((rc == 77)); then
+    SKIPPED=$((SKIPPED + 1))
+    RESULTS+=("SKIP  ${t}s  $title: $(tail -n 1 "$log")")
+    printf 'SKIP  %6ss  %s: %s\n' "$t" "$title" "$(tail -n 1 "$log")"
+  else
+    FAILED=$((FAILED + 1))
+    RESULTS+=("FAIL  ${t}s  $title")
+    printf 'FAIL  %6ss  %s\n' "$t" "$title"
+    sed 's/^/      | /' "$log" | tail -n 40
+  fi
+}
+
+# Fail the current check with a message.
+fail() {
+  say "FAILED: $*"
+  exit 1
+}
+
+# Copy a contrib file and substitute the example values for the test servers, then prove
+# the substitution really happened (a changed contrib file must not silently test nothing).
+contrib_copy() {
+  local src="$E2E_ROOT/contrib/$1" dst=$2
+  shift 2
+  sed "$@" "$src" >"$dst"
+  if grep -nE 'office365|you@example\.com|mailtoken token work' "$dst"; then
+    fail "contrib/$(basename "$src"): the lines above were not adapted to the test servers"
+  fi
+}
+
+
+# Seconds until the stored access token of an account is due for a refresh (may be < 0).
+seconds_until_due() {
+  local exp
+  exp=$(store_field "$1" expires_at)
+  echo $((exp - E2E_MARGIN - $(date +%s)))
+}
+
+# --- the checks --------------------------------------------------------------------------
+
+check_device_login() {
+  device_login e2e
+  local token
+  token=$(mailtoken token e2e)
+  [[ -n $token ]] || fail "empty token"
+  say "introspection: $(introspect "$token")"
+  imap_login "$token" || fail "IMAP (curl --oauth2-bearer) refused a fresh token"
+  say "curl IMAP login with the token: ok"
+  # The SASL strings mailtoken prints for scripts, sent as they are.
+  imap_sasl XOAUTH2 "$(mailtoken token e2e --format xoauth2)" || fail "XOAUTH2 string refused"
+  imap_sasl OAUTHBEARER "$(mailtoken token e2e --format oauthbearer --host 127.0.0.1 --port "$IMAP_PORT")" ||
+    fail "OAUTHBEARER string refused"
+  say "AUTHENTICATE XOAUTH2 and OAUTHBEARER with mailtoken's --format strings: ok"
+  imap_login_refused "${token}x" || fail "IMAP did not refuse a wrong token"
+  imap_login_refused "$token" bob@example.test || fail "IMAP did not refuse alice's token for bob"
+  say "wrong token and wrong user refused: ok"
+  # mailtoken's own IMAP client, both mechanisms.
+  mailtoken check e2e --imap
+  mailtoken check e2e --imap --mech oauthbearer
+}
+
+check_refresh_rotation() {
+  local at1 rt1 at2 rt2 wait refreshes
+  at1=$(mailtoken token e2e)
+  rt1=$(store_field e2e refresh_token)
+  [[ -n $rt1 ]] || fail "no refresh token stored after the device login"
+  # Past the access token's real expiry (not just into the refresh margin).
+  wait=$(($(store_field e2e expires_at) - $(date +%s) + 1))
+  say "waiting ${wait}s for the access token to expire"
+  ((wait > 0 && wait <= E2E_AT_TTL + 2)) && sleep "$wait"
+  imap_login_refused "$at1" || fail "Dovecot did not refuse the expired access token"
+  say "expired token refused by Dovecot: ok"
+  refreshes=$(grant_count refresh_token)
+  at2=$(mailtoken token e2e)
+  rt2=$(store_field e2e refresh_token)
+  [[ $at2 != "$at1" ]] || fail "mailtoken printed the expired token"
+  [[ $(grant_count refresh_token) == $((refreshes + 1)) ]] || fail "expected exactly one refresh grant"
+  [[ -n $rt2 && $rt2 != "$rt1" ]] || fail "the refresh token was not rotated in the store"
+  imap_login "$at2" || fail "IMAP refused the refreshed token"
+  say "refreshed (one refresh grant), new refresh token stored, IMAP login ok"
+  # The old refresh token is dead at the provider.
+  local reply
+  reply=$(curl -sS --max-time 10 -w ' HTTP %{http_code}' -d grant_type=refresh_token \
+    -d client_id=mailtoken-e2e --data-urlencode "refresh_token=$rt1" "$ISSUER/token")
+  say "old refresh token: $reply"
+  [[ $reply == *invalid_grant*"HTTP 400" ]] || fail "the provider did not refuse the old refresh token"
+  # Replaying a rotated refresh token makes oidc-provider revoke the whole grant (reuse
+  # detection, RFC 9700 4.14.2): mailtoken must now say a new login is needed (exit 3).
+  local rc=0
+  mailtoken token e2e --force-refresh >/dev/null 2>"$E2E_DIR/tmp/revoked.err" || rc=$?
+  say "after reuse detection: mailtoken token --force-refresh exit $rc: $(cat "$E2E_DIR/tmp/revoked.err")"
+  ((rc == 3)) || fail "expected exit 3 (login needed) once the grant is revoked, got $rc"
+  [[ $(store_field e2e refresh_token) == "$rt2" ]] || fail "the store changed after a refused refresh"
+  # Log in again for the checks that follow.
+  device_login e2e
+  imap_login "$(mailtoken token e2e)" || fail "IMAP refused the token of the new login"
+}
+
+check_msmtp() {
+  contrib_copy msmtprc "$HOME/.msmtprc" "${CONTRIB_SED[@]}" -e "s/^port 587$/port $SUBMISSION_PORT/"
+  chmod 600 "$HOME/.msmtprc"
+  local subject="e2e msmtp $RANDOM$RANDOM"
+  printf 'From: %s\nTo: %s\nSubject: %s\n\nSent by msmtp with a token from mailtoken.\n' \
+    "$E2E_USER" "$E2E_USER" "$subject" |
+    timeout 60 msmtp -a work "$E2E_USER" || {
+    cat "$HOME/.msmtp.log" || true
+    fail "msmtp could not send"
+  }
+  say "msmtp log: $(tail -n 1 "$HOME/.msmtp.log")"
+  imap_read_back "$subject" | grep -F "Subject: $subject"
+  echo "$subject" >"$E2E_DIR/tmp/msmtp-subject"
+}
+
+check_send_test() {
+  # (Not `mailtoken --help | grep -q`: with pipefail, grep quitting early could fail the pipe.)
+  local help
+  help=$(mailtoken --help)
+  if [[ $help != *send-test* ]]; then
+    say "SKIP: mailtoken has no send-test command yet"
+    exit 77
+  fi
+  local subject="e2e send-test $RANDOM$RANDOM"
+  timeout 60 mailtoken send-test e2e --to "$E2E_USER" --subject "$subject"
+  imap_read_back "$subject" | grep -F "Subject: $subject"
+  subject="e2e send-test oauthbearer $RANDOM$RANDOM"
+  timeout 60 mailtoken send-test e2e --to "$E2E_USER" --subject "$subject" --mech oauthbearer
+  imap_read_back "$subject" | grep -F "Subject: $subject"
+}
+
+check_mutt() {
+  local rc="$HOME/.muttrc"
+  contrib_copy muttrc "$rc" "${CONTRIB_SED[@]}" \
+    -e "s#imaps://127\.0\.0\.1:993/#imaps://127.0.0.1:$IMAPS_PORT/#" \
+    -e "s#@127\.0\.0\.1:587/#@127.0.0.1:$SUBMISSION_PORT/#"
+  grep -q "imaps://127.0.0.1:$IMAPS_PORT/" "$rc" || fail "muttrc: IMAP URL not adapted"
+  # Test-only additions: trust the test CA; no caches in $HOME; no mailbox prompts.
+  cat >>"$rc" <<EOF
+set ssl_ca_certificates_file = "$E2E_DIR/tls/ca.pem"
+set header_cache = ""
+set message_cachedir = ""
+set record = ""
+set postpone = no
+set move = no
+EOF
+  # 1. Send with mutt's batch mode through SMTP submission (XOAUTH2 with the token).
+  local subject="e2e mutt $RANDOM$RANDOM"
+  echo "Sent by mutt in batch mode with a token from mailtoken." |
+    timeout 60 mutt -F "$rc" -s "$subject" -- "$E2E_USER" || fail "mutt could not send"
+  imap_read_back "$subject" | grep -F "Subject: $subject"
+  say "mutt sent a message through SMTP submission: ok"
+  # 2. Open the INBOX in a real terminal (tmux) and look for both messages on the screen.
+  local tmux_sock="$E2E_DIR/tmux.sock" msmtp_subject
+  msmtp_subject=$(cat "$E2E_DIR/tmp/msmtp-subject" 2>/dev/null || echo "$subject")
+  tmux -S "$tmux_sock" new-session -d -x 200 -y 50 "TERM=xterm mutt -F '$rc'; sleep 5"
+  local screen="" i
+  for i in $(seq 60); do
+    screen=$(tmux -S "$tmux_sock" capture-pane -p 2>/dev/null || true)
+    [[ $screen == *"$subject"* && $screen == *"$msmtp_subject"* ]] && break
+    sleep 0.5
+  done
+  tmux -S "$tmux_sock" send-keys q 2>/dev/null || true
+  echo "$screen" | grep -v '^\s*$' | head -n 20
+  [[ $screen == *"$subject"* ]] || fail "mutt's INBOX does not show \"$subject\""
+  [[ $screen == *"$msmtp_subject"* ]] || fail "mutt's INBOX does not show \"$msmtp_subject\""
+  tmux -S "$tmux_sock" kill-server 2>/dev/null || true
+  say "mutt opened the INBOX over IMAPS with XOAUTH2: ok"
+}
+
+check_mbsync() {
+  local rc="$HOME/.mbsyncrc" maildir="$HOME/Mail/work"
+  contrib_copy mbsyncrc "$rc" "${CONTRIB_SED[@]}" -e "s/^Port 993$/Port $IMAPS_PORT/"
+  grep -q "^Port $IMAPS_PORT$" "$rc" || fail "mbsyncrc: port not adapted"
+  mkdir -p "$maildir"
+  timeout 60 mbsync -V work || fail "mbsync failed"
+  # The message msmtp sent in check 3; or, if that check failed, any message of this run.
+  local subject="e2e "
+  [[ -f $E2E_DIR/tmp/msmtp-subject ]] && subject=$(cat "$E2E_DIR/tmp/msmtp-subject")
+  grep -rlF "Subject: $subject" "$maildir/INBOX" || fail "no \"$subject\" message in $maildir/INBOX"
+  say "mbsync synced the INBOX to $maildir over IMAPS with XOAUTH2: ok"
+}
+
+check_storm() {
+  local n=16 wait before
+  # Make sure there is a stored token, then wait until it is due for a refresh.
+  mailtoken token e2e >/dev/null
+  wait=$(seconds_until_due e2e)
+  say "waiting $((wait + 1))s until the access token is due"
+  ((wait + 1 <= E2E_AT_TTL)) || fail "implausible wait ${wait}s"
+  ((wait >= 0)) && sleep $((wait + 1))
+  before=$(grant_count refresh_token)
+  local dir="$E2E_DIR/tmp/storm" i
+  mkdir -p "$dir"
+  for i in $(seq "$n"); do
+    (
+      token=$(mailtoken token e2e) || exit 1
+      printf '%s\n' "$token" >"$dir/$i.token"
+      imap_login "$token" && touch "$dir/$i.ok"
+    ) >"$dir/$i.log" 2>&1 &
+  done
+  wait
+  local oks tokens refreshes
+  oks=$(find "$dir" -name '*.ok' | wc -l)
+  tokens=$(cat "$dir"/*.token 2>/dev/null | sort -u | wc -l)
+  refreshes=$(($(grant_count refresh_token) - before))
+  say "$n clients: $oks IMAP logins ok, $tokens distinct token(s), $refreshes refresh grant(s)"
+  ((oks == n)) || {
+    cat "$dir"/*.log
+    fail "not every IMAP login succeeded"
+  }
+  ((tokens == 1)) || fail "the clients got different tokens"
+  [[ $(cat "$dir/1.token") == "$(store_field e2e access_token)" ]] || fail "the printed token is not the stored one"
+  ((refreshes == 1)) || fail "the provider saw $refreshes refresh grants, expected exactly 1"
+}
+
+check_browser_login() {
+  local log="$E2E_DIR/logs/login-e2e2"
+  timeout 90 mailtoken login e2e2 --browser --no-open >"$log.out" 2>"$log.err" &
+  local pid=$!
+  # The address is printed before mailtoken starts to wait for the redirect.
+  wait_for 20 grep -q "$ISSUER/auth?" "$log.err" || {
+    kill "$pid" 2>/dev/null || true
+    cat "$log.err"
+    fail "mailtoken printed no authorization URL"
+  }
+  local url
+  url=$(grep -o "$ISSUER/auth?[^[:space:]]*" "$log.err" | head -n 1)
+  [[ $url == *code_challenge=*code_challenge_method=S256* ]] || fail "no PKCE in $url"
+  say "authorization URL: $url"
+  node "$E2E_HERE/approve.mjs" "$url" --login "$E2E_USER" --password "$E2E_PASSWORD" || {
+    kill "$pid" 2>/dev/null || true
+    fail "the approver could not complete the login"
+  }
+  wait "$pid" || {
+    cat "$log.err"
+    fail "mailtoken login --browser failed"
+  }
+  cat "$log.err"
+  local token
+  token=$(mailtoken token e2e2)
+  say "introspection: $(introspect "$token")"
+  imap_login "$token" || fail "IMAP refused the browser-flow token"
+  say "IMAP login with the browser-flow token: ok"
+  if [[ -z $(store_field e2e2 refresh_token) ]]; then
+    say "NOTE: no refresh token from the browser flow (the provider drops offline_access without prompt=consent)"
+  fi
+}
+
+check_client_credentials() {
+  mailtoken login e2e-app
+  local token reply
+  token=$(mailtoken token e2e-app)
+  reply=$(introspect "$token")
+  say "introspection: $reply"
+  [[ $reply == *'"active":true'* ]] || fail "introspection says the app token is not active"
+  [[ $reply == *'"client_id":"mailtoken-e2e-app"'* ]] || fail "the token is not the app's"
+  # An app-only token has no mail user: Dovecot refuses it for alice.
+  imap_login_refused "$token" || fail "Dovecot did not refuse an app-only token for a user"
+  # And a wrong client secret gives no token.
+  local rc=0
+  E2E_APP_SECRET=wrong mailtoken token e2e-app --force-refresh >/dev/null 2>"$E2E_DIR/tmp/app.err" || rc=$?
+  say "wrong client secret: exit $rc: $(cat "$E2E_DIR/tmp/app.err")"
+  # invalid_client: the configured secret is wrong, a config error (2) or a new login (3).
+  ((rc == 2 || rc == 3)) || fail "expected exit 2 or 3 for a wrong client secret, got $rc"
+}
+
+# --- main --------------------------------------------------------------------------------
+
+T_START=$(now)
+e2e_install_packages
+e2e_install_node
+e2e_build
+e2e_start_all
+# The example values of the contrib files, and what they become for the test servers.
+CONTRIB_SED=(
+  -e "s/you@example\.com/$E2E_USER/g"
+  -e "s/outlook\.office365\.com/127.0.0.1/g"
+  -e "s/smtp\.office365\.com/127.0.0.1/g"
+  -e "s/mailtoken token work/mailtoken token e2e/g"
+  -e "s#/etc/ssl/certs/ca-certificates\.crt#$E2E_DIR/tls/ca.pem#g"
+)
+
+if [[ $MODE == serve ]]; then
+  cat <<EOF
+
+The e2e servers are running (Ctrl-C stops them and removes $E2E_DIR):
+
+  OAuth2/OIDC issuer   $ISSUER   (grant counts: $ISSUER/_e2e/grants)
+  IMAP                 127.0.0.1:$IMAP_PORT (plain), 127.0.0.1:$IMAPS_PORT (TLS)
+  SMTP submission      127.0.0.1:$SUBMISSION_PORT (STARTTLS optional)
+  TLS CA certificate   $E2E_DIR/tls/ca.pem
+  test user            $E2E_USER / $E2E_PASSWORD (the login page of the OAuth server)
+  access tokens live   ${E2E_AT_TTL}s; refresh_margin = $E2E_MARGIN
+
+mailtoken config: $MAILTOKEN_CONFIG
+  accounts: e2e (device flow), e2e2 (browser flow), e2e-app (client credentials)
+
+In another shell:
+  source $E2E_DIR/env.sh
+  mailtoken login e2e          # open the printed URL, sign in as $E2E_USER
+  mailtoken token e2e
+  curl -u '$E2E_USER:' --oauth2-bearer "\$(mailtoken token e2e)" imap://127.0.0.1:$IMAP_PORT/
+  mailtoken send-test e2e --to $E2E_USER
+Or approve a device login without a browser:
+  node $E2E_HERE/approve.mjs URL --user-code CODE --login $E2E_USER --password $E2E_PASSWORD
+Logs: $E2E_DIR/logs/
+EOF
+  # Wait for Ctrl-C (or SIGTERM); `wait` returns at once on a signal, and the EXIT trap
+  # stops the servers and this sleep.
+  sleep infinity &
+  E2E_PIDS+=($!)
+  wait $!
+fi
+
+say "e2e: servers up in $(elapsed "$T_START")s (state in $E2E_DIR)"
+check "1. device login; IMAP XOAUTH2/OAUTHBEARER with the token; wrong token refused" check_device_login
+check "2. refresh after expiry with rotation; old refresh token refused" check_refresh_rotation
+check "3. msmtp with contrib/msmtprc sends; read back over IMAP" check_msmtp
+check "4. mailtoken send-test delivers; read back over IMAP" check_send_test
+check "5a. mutt with contrib/muttrc sends (SMTP) and opens the INBOX (IMAPS)" check_mutt
+check "5b. mbsync with contrib/mbsyncrc syncs the INBOX to a Maildir" check_mbsync
+check "6. 16 concurrent clients at expiry: one refresh grant, every login ok" check_storm
+check "7a. browser login (authorization code + PKCE, loopback redirect); IMAP login" check_browser_login
+check "7b. client credentials (client_secret_env); token active at introspection" check_client_credentials
+
+echo
+printf '%s\n' "${RESULTS[@]}"
+echo "total $(elapsed "$T_START")s"
+if ((SKIPPED > 0)); then echo "($SKIPPED skipped)"; fi
+echo "e2e: $PASSED passed, $FAILED failed"
+((FAILED == 0))
