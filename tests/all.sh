@@ -17,4 +17,6 @@ cargo test --all-targets --locked
 
 step "OS keyring store against a real Secret Service (GNOME Keyring)"
 bash tests/keyring.sh
-step "end-to-end: real OAuth2 server, Dovecot and mail clients (tests/e2e/run.sh)"; bash tests/e2e/run.sh
+
+step "end-to-end: real OAuth2 server, Dovecot and mail clients"
+bash tests/e2e/run.sh

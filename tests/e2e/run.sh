@@ -304,9 +304,10 @@ check_browser_login() {
   say "introspection: $(introspect "$token")"
   imap_login "$token" || fail "IMAP refused the browser-flow token"
   say "IMAP login with the browser-flow token: ok"
-  if [[ -z $(store_field e2e2 refresh_token) ]]; then
-    say "NOTE: no refresh token from the browser flow (the provider drops offline_access without prompt=consent)"
-  fi
+  # OIDC servers drop offline_access unless consent is prompted for: the login must still be
+  # renewable, or it would end with the first access token.
+  [[ -n $(store_field e2e2 refresh_token) ]] || fail "the browser login stored no refresh token"
+  say "the browser login stored a refresh token"
 }
 
 check_client_credentials() {
