@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 
 use crate::cli::{AddArgs, LoginArgs, TokenArgs};
 use crate::config::{self, Account, Config, Paths};
-use crate::error::usage;
+use crate::error::{Kind, usage};
 use crate::output::{self, Sasl};
 use crate::provider::Flow;
 use crate::store::{Backend, Store};
@@ -237,7 +237,8 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
     } else {
         names.iter().map(String::as_str).collect()
     };
-    let mut worst: Option<anyhow::Error> = None;
+    // None: all went well; Some(None): a local failure; Some(Some(kind)): the worst kind.
+    let mut worst: Option<Option<Kind>> = None;
     let mut needs_login = Vec::new();
     for name in names {
         let account = config.account(name)?;
@@ -258,47 +259,24 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
                 time::format_utc(access.expires_at)
             ),
             Err(err) => {
-                let code = crate::error::exit_code(&err);
                 eprintln!("{name}: FAILED: {err:#}");
-                if code == crate::error::EXIT_LOGIN {
+                let kind = crate::error::kind(&err);
+                if kind == Some(Kind::LoginNeeded) {
                     needs_login.push(name);
                 }
-                let worse = worst
-                    .as_ref()
-                    .is_none_or(|w| rank(code) > rank(crate::error::exit_code(w)));
-                if worse {
-                    worst = Some(err);
-                }
+                worst = worst.max(Some(kind));
             }
         }
     }
     if !needs_login.is_empty() {
         eprintln!("A new login is needed for: {}", needs_login.join(", "));
     }
+    let summary = "some accounts could not be refreshed (see above)";
     match worst {
         None => Ok(()),
-        Some(err) => Err(crate::error::failure(
-            kind_of(crate::error::exit_code(&err)),
-            "some accounts could not be refreshed (see above)",
-        )),
-    }
-}
-
-/// Which failure matters most to the person reading a timer's status.
-fn rank(code: i32) -> u8 {
-    match code {
-        crate::error::EXIT_LOGIN => 4,
-        crate::error::EXIT_USAGE => 3,
-        crate::error::EXIT_SERVER => 2,
-        _ => 1,
-    }
-}
-
-fn kind_of(code: i32) -> crate::error::Kind {
-    match code {
-        crate::error::EXIT_LOGIN => crate::error::Kind::LoginNeeded,
-        crate::error::EXIT_USAGE => crate::error::Kind::Usage,
-        _ => crate::error::Kind::Server,
+        Some(Some(kind)) => Err(crate::error::failure(kind, summary)),
+        // A local failure (a damaged store) is not worth retrying like a network one.
+        Some(None) => Err(anyhow::anyhow!(summary)),
     }
 }
 

@@ -9,14 +9,15 @@ pub const EXIT_USAGE: i32 = 2;
 pub const EXIT_LOGIN: i32 = 3;
 pub const EXIT_SERVER: i32 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Ordered by how much a person needs to act: a login needed matters most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
+    /// The network or the server failed; trying again later may work.
+    Server,
     /// Bad flags or a config that cannot work as written.
     Usage,
     /// The stored grant is missing or refused: a human has to log in again.
     LoginNeeded,
-    /// The network or the server failed; trying again later may work.
-    Server,
 }
 
 impl Kind {
@@ -65,11 +66,16 @@ pub fn server(message: impl Into<String>) -> anyhow::Error {
     failure(Kind::Server, message)
 }
 
-/// The exit code for an error: the first `Failure` found in its chain decides.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
+/// The kind of an error: the first `Failure` found in its chain decides; None for the rest.
+pub fn kind(err: &anyhow::Error) -> Option<Kind> {
     err.chain()
         .find_map(|e| e.downcast_ref::<Failure>())
-        .map_or(EXIT_FAILURE, |f| f.kind.exit_code())
+        .map(|f| f.kind)
+}
+
+/// The exit code for an error.
+pub fn exit_code(err: &anyhow::Error) -> i32 {
+    kind(err).map_or(EXIT_FAILURE, Kind::exit_code)
 }
 
 #[cfg(test)]
