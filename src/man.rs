@@ -35,10 +35,9 @@ fn man_pages_match_the_cli() {
 
 #[test]
 fn config_man_page_example_parses() {
-    let page = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("man/mailtoken.toml.5"),
-    )
-    .unwrap();
+    let page =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("man/mailtoken.toml.5"))
+            .unwrap();
     let example = page
         .split(".SH EXAMPLE\n.nf\n")
         .nth(1)
