@@ -159,7 +159,7 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text)?;
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
         for (name, account) in &config.accounts {
             check_account_name(name)?;
             account
@@ -186,6 +186,20 @@ impl Config {
             .or(self.refresh_margin)
             .unwrap_or(DEFAULT_REFRESH_MARGIN)
     }
+}
+
+/// Where a TOML error is, and what it is, without toml's quote of the offending line: that line
+/// may hold a secret (`client_secret = "..."` is an unknown key, and a common first guess).
+fn toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let place = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("line {line}, column {column}: ")
+        });
+    anyhow::anyhow!("{}{}", place.unwrap_or_default(), e.message().trim())
 }
 
 /// Account names become file names in the store, so keep them to a safe alphabet.

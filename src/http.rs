@@ -1,4 +1,7 @@
 //! The HTTP client, built only when a request is actually due (never on the cached path).
+//!
+//! `MAILTOKEN_HTTP_TIMEOUT=SECS` (1 to 60) replaces the 30 s request timeout, and caps the
+//! 10 s connect timeout: tests use it to see a stalled server given up on in a second or two.
 
 use std::io::Read;
 use std::time::Duration;
@@ -6,10 +9,13 @@ use std::time::Duration;
 use anyhow::Result;
 use reqwest::blocking::{Client, RequestBuilder};
 
-use crate::error::server;
+use crate::error::{server, usage};
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// See the module documentation. At most 60 s, so that the connect and request timeouts
+/// together stay below the lock timeout that other processes wait for a refresher.
+pub const TIMEOUT_ENV: &str = "MAILTOKEN_HTTP_TIMEOUT";
 /// OAuth replies are a few kilobytes; anything past this is not one.
 pub const MAX_BODY: usize = 1 << 20;
 
@@ -35,9 +41,10 @@ impl Http {
     pub fn new() -> Result<Http> {
         // Several crates may pick a rustls provider; ours is ring. An Err only means one is set.
         let _ = rustls::crypto::ring::default_provider().install_default();
+        let (connect, request) = timeouts(std::env::var(TIMEOUT_ENV).ok().as_deref())?;
         let client = Client::builder()
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(connect)
+            .timeout(request)
             // A token endpoint that redirects is misconfigured; following it would resend secrets.
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("mailtoken/", env!("CARGO_PKG_VERSION")))
@@ -101,6 +108,22 @@ impl Http {
     }
 }
 
+/// The connect and request timeouts, from the value of `MAILTOKEN_HTTP_TIMEOUT` if set.
+fn timeouts(setting: Option<&str>) -> Result<(Duration, Duration)> {
+    let Some(text) = setting else {
+        return Ok((CONNECT_TIMEOUT, REQUEST_TIMEOUT));
+    };
+    match text.trim().parse::<u64>() {
+        Ok(secs @ 1..=60) => {
+            let request = Duration::from_secs(secs);
+            Ok((CONNECT_TIMEOUT.min(request), request))
+        }
+        _ => Err(usage(format!(
+            "{TIMEOUT_ENV}=`{text}` is not a number of seconds from 1 to 60"
+        ))),
+    }
+}
+
 fn send(request: RequestBuilder, url: &str) -> Result<Reply> {
     let response = request.send().map_err(|e| {
         let what = if e.is_timeout() {
@@ -159,4 +182,23 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     parts.join(": ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timeout_setting_is_checked() {
+        assert_eq!(timeouts(None).unwrap(), (CONNECT_TIMEOUT, REQUEST_TIMEOUT));
+        let two = Duration::from_secs(2);
+        assert_eq!(timeouts(Some("2")).unwrap(), (two, two));
+        let sixty = Duration::from_secs(60);
+        assert_eq!(timeouts(Some(" 60 ")).unwrap(), (CONNECT_TIMEOUT, sixty));
+        for bad in ["0", "61", "-1", "1.5", "soon", ""] {
+            let err = timeouts(Some(bad)).unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_USAGE);
+            assert!(err.to_string().contains(TIMEOUT_ENV), "{err}");
+        }
+    }
 }

@@ -8,7 +8,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
 use crate::config::Account;
-use crate::error::{Kind, failure, server, usage};
+use crate::error::{Kind, failure, server};
 use crate::http::{Http, Reply};
 use crate::jwt;
 use crate::provider::{self, Endpoints, Provider};
@@ -412,8 +412,7 @@ pub fn endpoints(http: &Http, account: &Account) -> Result<Endpoints> {
                     reply.status
                 )));
             }
-            let found = provider::parse_discovery(issuer, &reply.body)
-                .map_err(|e| usage(format!("{e:#}")))?;
+            let found = provider::parse_discovery(issuer, &reply.body)?;
             endpoints = endpoints.or(found);
         }
     }

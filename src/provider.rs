@@ -1,6 +1,6 @@
 //! Provider presets: endpoints and mail scopes for Microsoft, Google and generic servers.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
@@ -205,13 +205,20 @@ pub struct Discovery {
     pub authorization_endpoint: Option<String>,
 }
 
+/// A document that does not parse is the server's trouble (exit 4, like any malformed reply);
+/// one naming another issuer means `issuer` is set wrong (exit 2).
 pub fn parse_discovery(issuer: &str, body: &[u8]) -> Result<Endpoints> {
-    let doc: Discovery = serde_json::from_slice(body)
-        .with_context(|| format!("the OIDC discovery document of `{issuer}` is not valid JSON"))?;
+    let doc: Discovery = serde_json::from_slice(body).map_err(|e| {
+        crate::error::server(format!(
+            "the OIDC discovery document of `{issuer}` is not valid JSON: {e}"
+        ))
+    })?;
     if let Some(found) = &doc.issuer
         && found.trim_end_matches('/') != issuer.trim_end_matches('/')
     {
-        bail!("the discovery document names issuer `{found}`, not `{issuer}`: check `issuer`");
+        return Err(usage(format!(
+            "the discovery document names issuer `{found}`, not `{issuer}`: check `issuer`"
+        )));
     }
     Ok(Endpoints {
         device_authorization: doc.device_authorization_endpoint,
@@ -280,8 +287,12 @@ mod tests {
         let body = br#"{"issuer":"https://id.example.com","token_endpoint":"https://id.example.com/t","device_authorization_endpoint":"https://id.example.com/d"}"#;
         let e = parse_discovery("https://id.example.com/", body).unwrap();
         assert_eq!(e.token.as_deref(), Some("https://id.example.com/t"));
-        assert!(parse_discovery("https://other.example.com", body).is_err());
-        assert!(parse_discovery("https://id.example.com", b"<html>").is_err());
+        let exit = |r: Result<Endpoints>| crate::error::exit_code(&r.unwrap_err());
+        assert_eq!(exit(parse_discovery("https://other.example.com", body)), 2);
+        assert_eq!(
+            exit(parse_discovery("https://id.example.com", b"<html>")),
+            4
+        );
         assert_eq!(
             discovery_url("https://id.example.com/"),
             "https://id.example.com/.well-known/openid-configuration"

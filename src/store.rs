@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -280,6 +280,20 @@ impl Store {
         }
     }
 
+    /// Whether new tokens could be stored now (no lock needed): checked before an interactive
+    /// login, so that nobody approves a login whose tokens cannot be kept.
+    pub fn check_writable(&self) -> Result<()> {
+        if self.backend != Backend::File {
+            return Ok(());
+        }
+        self.ensure_dir()?;
+        tempfile::Builder::new()
+            .prefix(".mailtoken-probe.")
+            .tempfile_in(&self.dir)
+            .map(drop)
+            .with_context(|| format!("cannot create a file in {}", self.dir.display()))
+    }
+
     fn save_file(&self, account: &str, tokens: &Tokens) -> Result<()> {
         let tmp = self.new_temp(account)?;
         self.write_file(account, tmp, tokens)
@@ -455,10 +469,24 @@ fn keyring_remove(account: &str) -> Result<bool> {
 }
 
 /// Like OpenSSH with private keys, but forgiving: tighten a token file others can read and say so.
+/// A file someone else owns is refused outright: they could have written it (their refresh
+/// token, so your mail client would read their mail or send as them), and replacing it would
+/// hand the file to us behind their back.
 fn check_private(path: &Path) -> Result<()> {
     let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "the token file {} belongs to uid {}, not to you (uid {me}); mailtoken does not use \
+             token files other users own. If it is yours, `chown` it; otherwise move it aside \
+             and log in again",
+            path.display(),
+            meta.uid()
+        );
     }
     if meta.permissions().mode() & 0o077 != 0 {
         warn_fix_mode(path, 0o600)?;

@@ -48,6 +48,7 @@ pub fn login(acct: &AccountRef, options: &LoginOptions) -> Result<Tokens> {
             .load(name)?
             .ok_or_else(|| anyhow::anyhow!("the app-only token was not stored"));
     }
+    store.check_writable()?;
     let http = Http::new()?;
     let endpoints = oauth::endpoints(&http, account)?;
     // A generic server without a device endpoint can still do the browser flow.

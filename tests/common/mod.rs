@@ -13,7 +13,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -122,6 +122,57 @@ pub const HTML_BODY: &str = "<!DOCTYPE html><html><head><title>502 Bad Gateway</
 <body><h1>Bad Gateway</h1><p>upstream unavailable</p></body></html>";
 pub const SERVER_ERROR_BODY: &str = "Internal Server Error";
 
+/// A fault the server answers one kind of request with, instead of its normal answer, for as
+/// long as it is set (see `FakeServer::set_fault`). The request is recorded but not acted on:
+/// a faulted refresh rotates nothing, a faulted code exchange spends no code.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Hold the connection this long without answering, then close it.
+    Stall(Duration),
+    /// Any status, with a body of this content type.
+    Reply {
+        status: u16,
+        content_type: &'static str,
+        body: String,
+    },
+    /// A redirect to `path` on this server. 307 and 308 tell a client to resend the POST
+    /// body, secrets included, so following one would be a leak.
+    Redirect { status: u16, path: &'static str },
+    /// Announce the whole body in Content-Length, send the first `sent` bytes, close.
+    CloseMidReply { sent: usize },
+    /// Announce the whole body, send half of it, then go silent for this long.
+    StallMidReply(Duration),
+}
+
+impl Fault {
+    pub fn json(status: u16, body: &str) -> Fault {
+        Fault::Reply {
+            status,
+            content_type: "application/json",
+            body: body.to_string(),
+        }
+    }
+
+    pub fn text(status: u16, content_type: &'static str, body: &str) -> Fault {
+        Fault::Reply {
+            status,
+            content_type,
+            body: body.to_string(),
+        }
+    }
+
+    /// A well-formed token reply padded past 1 MiB: no OAuth reply is that large.
+    pub fn huge() -> Fault {
+        let padding = "A".repeat(1_100_000);
+        Fault::json(
+            200,
+            &format!(
+                r#"{{"access_token":"huge-at-secret","token_type":"Bearer","expires_in":3600,"padding":"{padding}"}}"#
+            ),
+        )
+    }
+}
+
 struct Script {
     polls: VecDeque<Poll>,
     /// Answer when the poll queue is empty (keeps a broken client from polling forever).
@@ -161,6 +212,7 @@ struct State {
     issued_access: Vec<String>,
     next_at: u64,
     next_rt: u64,
+    faults: HashMap<Kind, Fault>,
 }
 
 struct Shared {
@@ -169,6 +221,8 @@ struct Shared {
     /// the socket down and unblock a read that is waiting on an idle client.
     conns: Mutex<Vec<(JoinHandle<()>, Option<TcpStream>)>>,
     stop: AtomicBool,
+    /// Connections accepted and not yet finished.
+    active: AtomicUsize,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -213,9 +267,11 @@ impl FakeServer {
                 issued_access: Vec::new(),
                 next_at: 1,
                 next_rt: 1,
+                faults: HashMap::new(),
             }),
             conns: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
         });
         let accept = {
             let shared = Arc::clone(&shared);
@@ -300,6 +356,33 @@ impl FakeServer {
             },
         );
         code
+    }
+
+    /// Answer every request of `kind` with `fault` until `clear_fault(kind)`.
+    pub fn set_fault(&self, kind: Kind, fault: Fault) {
+        self.state().faults.insert(kind, fault);
+    }
+
+    pub fn clear_fault(&self, kind: Kind) {
+        self.state().faults.remove(&kind);
+    }
+
+    /// Wait (at most `timeout`) until no connection has been open for 15 ms (the accept loop
+    /// polls every 2 ms). A client killed
+    /// right after writing its request leaves it in the socket, and the server still acts on
+    /// it: call this before asking what the server saw.
+    pub fn wait_idle(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut quiet_since = Instant::now();
+        while Instant::now() < deadline {
+            if self.shared.active.load(Ordering::SeqCst) != 0 {
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= Duration::from_millis(15) {
+                return;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        panic!("the fake server was still busy after {timeout:?}");
     }
 
     pub fn set_app_auth(&self, auth: AppAuth) {
@@ -390,9 +473,17 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Ok((stream, _)) => {
                 let clone = stream.try_clone().ok();
                 let shared2 = Arc::clone(&shared);
-                let spawned = thread::Builder::new()
-                    .name("fake-oauth-conn".into())
-                    .spawn(move || handle_connection(stream, &shared2));
+                shared.active.fetch_add(1, Ordering::SeqCst);
+                let spawned =
+                    thread::Builder::new()
+                        .name("fake-oauth-conn".into())
+                        .spawn(move || {
+                            handle_connection(stream, &shared2);
+                            shared2.active.fetch_sub(1, Ordering::SeqCst);
+                        });
+                if spawned.is_err() {
+                    shared.active.fetch_sub(1, Ordering::SeqCst);
+                }
                 if let Ok(h) = spawned {
                     let mut conns = lock(&shared.conns);
                     conns.retain(|(h, _)| !h.is_finished());
@@ -628,6 +719,14 @@ struct Response {
     content_type: &'static str,
     body: String,
     delay: Duration,
+    /// Extra header lines (a redirect's Location).
+    headers: Vec<(&'static str, String)>,
+    /// Send only this many bytes of the body (Content-Length still announces all of it).
+    send_only: Option<usize>,
+    /// After what was sent, stay silent this long before closing.
+    stall_after: Duration,
+    /// Send nothing at all (after `delay`).
+    silent: bool,
 }
 
 impl Response {
@@ -636,7 +735,7 @@ impl Response {
             status,
             content_type: "application/json",
             body: v.to_string(),
-            delay: Duration::ZERO,
+            ..Response::empty()
         }
     }
 
@@ -652,9 +751,65 @@ impl Response {
             status,
             content_type,
             body: body.to_string(),
-            delay: Duration::ZERO,
+            ..Response::empty()
         }
     }
+
+    fn empty() -> Response {
+        Response {
+            status: 200,
+            content_type: "text/plain",
+            body: String::new(),
+            delay: Duration::ZERO,
+            headers: Vec::new(),
+            send_only: None,
+            stall_after: Duration::ZERO,
+            silent: false,
+        }
+    }
+
+    fn from_fault(fault: &Fault, host: &str) -> Response {
+        match fault {
+            Fault::Stall(d) => Response {
+                delay: *d,
+                silent: true,
+                ..Response::empty()
+            },
+            Fault::Reply {
+                status,
+                content_type,
+                body,
+            } => Response::text(*status, content_type, body),
+            Fault::Redirect { status, path } => Response {
+                status: *status,
+                headers: vec![("Location", format!("http://{host}{path}"))],
+                ..Response::empty()
+            },
+            Fault::CloseMidReply { sent } => Response {
+                send_only: Some(*sent),
+                ..Response::json(200, token_like_reply())
+            },
+            Fault::StallMidReply(d) => {
+                let full = Response::json(200, token_like_reply());
+                Response {
+                    send_only: Some(full.body.len() / 2),
+                    stall_after: *d,
+                    ..full
+                }
+            }
+        }
+    }
+}
+
+/// A complete-looking token reply whose tokens no test expects to see stored or printed.
+fn token_like_reply() -> serde_json::Value {
+    serde_json::json!({
+        "access_token": "partial-at-secret-0123456789",
+        "token_type": "Bearer",
+        "expires_in": 3600,
+        "refresh_token": "partial-rt-secret-0123456789",
+        "scope": SCOPE,
+    })
 }
 
 fn reason(status: u16) -> &'static str {
@@ -663,23 +818,46 @@ fn reason(status: u16) -> &'static str {
         400 => "Bad Request",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        302 => "Found",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
         428 => "Precondition Required",
         500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
         _ => "Unknown",
     }
 }
 
 fn write_response(stream: &mut TcpStream, resp: &Response) -> std::io::Result<()> {
-    let head = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+    if resp.silent {
+        return Ok(());
+    }
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
         resp.status,
         reason(resp.status),
         resp.content_type,
         resp.body.len()
     );
+    for (name, value) in &resp.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
     stream.write_all(head.as_bytes())?;
-    stream.write_all(resp.body.as_bytes())?;
+    let body = resp.body.as_bytes();
+    stream.write_all(&body[..resp.send_only.unwrap_or(body.len()).min(body.len())])?;
     stream.flush()
+}
+
+/// Sleep `d` in small steps, cut short when the server is dropped.
+fn pause(shared: &Shared, d: Duration) {
+    let until = Instant::now() + d;
+    while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
+        thread::sleep(
+            Duration::from_millis(5).min(until.saturating_duration_since(Instant::now())),
+        );
+    }
 }
 
 fn handle_connection(mut stream: TcpStream, shared: &Shared) {
@@ -693,13 +871,9 @@ fn handle_connection(mut stream: TcpStream, shared: &Shared) {
         Err(e) => Response::text(400, "text/plain", &format!("bad request: {e}")),
     };
     // Scripted delay, in small steps so dropping the server cuts it short.
-    let until = Instant::now() + resp.delay;
-    while Instant::now() < until && !shared.stop.load(Ordering::SeqCst) {
-        thread::sleep(
-            Duration::from_millis(5).min(until.saturating_duration_since(Instant::now())),
-        );
-    }
+    pause(shared, resp.delay);
     let _ = write_response(&mut stream, &resp);
+    pause(shared, resp.stall_after);
     let _ = stream.shutdown(Shutdown::Write);
     // Drain whatever the client might still send so close() does not RST,
     // bounded by the read timeout and a small byte budget.
@@ -850,6 +1024,9 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
         .cloned()
         .unwrap_or_else(|| SCOPE.to_string());
     let client_ok = form.get("client_id").is_some_and(|c| !c.is_empty());
+    if let Some(fault) = st.faults.get(&kind) {
+        return Response::from_fault(fault, req.header("host").unwrap_or("127.0.0.1"));
+    }
     match kind {
         Kind::Other => {
             if path == "/device" || path == "/token" {
@@ -1365,4 +1542,100 @@ pub fn post_form(addr: SocketAddr, path: &str, form: &[(&str, &str)]) -> (u16, S
         body.len()
     );
     raw_request(addr, raw.as_bytes())
+}
+
+/// A child whose stderr is followed line by line while it runs and whose stdin stays open:
+/// for logins where the test reads the prompt and then answers (pastes an address).
+pub struct Interactive {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    err: Option<JoinHandle<String>>,
+    out: Option<JoinHandle<String>>,
+    started: Instant,
+}
+
+impl Interactive {
+    pub fn spawn(mut cmd: Command) -> Interactive {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mailtoken");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let err = thread::spawn(move || {
+            use std::io::BufRead;
+            let (mut all, mut line) = (String::new(), String::new());
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                line.clear();
+            }
+            all
+        });
+        let mut stdout = child.stdout.take().unwrap();
+        let out = thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stdout.read_to_string(&mut all);
+            all
+        });
+        Interactive {
+            child,
+            lines,
+            err: Some(err),
+            out: Some(out),
+            started: Instant::now(),
+        }
+    }
+
+    /// The first stderr line containing `needle`; panics after `timeout`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {needle:?} on stderr within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Write one line to stdin and close it.
+    pub fn type_line(&mut self, line: &str) {
+        let mut stdin = self.child.stdin.take().expect("stdin already closed");
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// Wait for the exit, at most `timeout` from the start; kill and panic past it.
+    pub fn wait(mut self, timeout: Duration) -> RunResult {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if self.started.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("mailtoken did not finish within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        drop(self.child.stdin.take());
+        RunResult {
+            code: status.code(),
+            stdout: self.out.take().unwrap().join().unwrap(),
+            stderr: self.err.take().unwrap().join().unwrap(),
+            elapsed: self.started.elapsed(),
+        }
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }

@@ -1,0 +1,98 @@
+//! What must hold for any input to mailtoken's parsers. Shared by the cargo-fuzz targets
+//! (fuzz/fuzz_targets) and the bounded property test that runs in `cargo test`
+//! (tests/parsers.rs), so a crash found by either is a crash for both.
+//!
+//! Beyond "no panic": a token file that parses survives being written and read back, and an
+//! error about a server reply never quotes the reply (it may hold a token). Seeds put
+//! `MARKER` where secrets go to check the latter.
+
+#![allow(dead_code)]
+
+use mailtoken::flows::browser::{self, Callback};
+use mailtoken::http::Reply;
+use mailtoken::{config, oauth, provider, store};
+
+/// Stands for a secret in seed inputs.
+pub const MARKER: &str = "SEKRETMARK";
+
+pub fn config(data: &[u8]) {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let _ = config::Config::parse(text);
+    }
+}
+
+pub fn token_file(data: &[u8]) {
+    if let Ok(tokens) = store::parse(data) {
+        let saved = serde_json::to_vec_pretty(&tokens).expect("serialise parsed tokens");
+        let again = store::parse(&saved).expect("a saved token file must load again");
+        assert_eq!(again, tokens, "tokens changed on a save and load");
+    }
+}
+
+/// First byte: the HTTP status (and content type); the rest: the body.
+pub fn oauth_reply(data: &[u8]) {
+    let Some((&first, body)) = data.split_first() else {
+        return;
+    };
+    let status = [200, 200, 400, 401, 428, 500, 502, 503][usize::from(first % 8)];
+    let content_type = if first & 0x80 == 0 {
+        "application/json"
+    } else {
+        "text/html"
+    };
+    let reply = Reply {
+        status,
+        content_type: content_type.into(),
+        body: body.to_vec(),
+    };
+    match oauth::parse_reply::<oauth::TokenReply>(&reply, "refreshing") {
+        Ok(Ok(token)) => {
+            let _ = token.into_access(u64::MAX - 5, "scope");
+        }
+        // The server's own error words are shown by design.
+        Ok(Err(_)) => {}
+        Err(e) => assert!(
+            !format!("{e:#}").contains(MARKER),
+            "quoted the reply: {e:#}"
+        ),
+    }
+    match oauth::parse_reply::<oauth::DeviceAuthorization>(&reply, "starting") {
+        Ok(_) => {}
+        Err(e) => assert!(
+            !format!("{e:#}").contains(MARKER),
+            "quoted the reply: {e:#}"
+        ),
+    }
+}
+
+pub fn discovery(data: &[u8]) {
+    if let Ok(endpoints) = provider::parse_discovery("https://id.example.com", data) {
+        for url in [
+            endpoints.token,
+            endpoints.device_authorization,
+            endpoints.authorization,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let _ = provider::check_endpoint_url("token_endpoint", &url);
+        }
+    }
+}
+
+pub fn callback(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let _ = browser::Redirect::parse(text);
+    if let Ok(Some(reply)) = browser::parse_callback(text, "/cb", "st4te") {
+        // Nothing is accepted without the state of the login in progress.
+        assert!(
+            text.contains("st4te"),
+            "accepted without the state: {text:?}"
+        );
+        if let Callback::Code(code) = reply {
+            assert!(!code.is_empty());
+        }
+    }
+}
