@@ -148,16 +148,12 @@ pub struct LoginArgs {
     pub account: String,
 
     /// Use the device flow: a URL and a code to enter in any browser, on any device
-    #[arg(long, conflicts_with_all = ["browser", "credentials"])]
+    #[arg(long, conflicts_with = "browser")]
     pub device: bool,
 
     /// Use the browser flow (authorization code + PKCE, redirect caught on 127.0.0.1)
-    #[arg(long, conflicts_with = "credentials")]
-    pub browser: bool,
-
-    /// Use client credentials (app-only: fetch a token with the app's secret or certificate)
     #[arg(long)]
-    pub credentials: bool,
+    pub browser: bool,
 
     /// Browser flow: print the address but do not start a browser
     #[arg(long)]

@@ -51,12 +51,18 @@ pub fn login(paths: &Paths, args: &LoginArgs) -> Result<()> {
     let config = Config::load(&paths.config)?;
     let account = config.account(name)?;
     let store = paths.store_for(account);
-    let flow = match (args.device, args.browser, args.credentials) {
-        (true, _, _) => Some(Flow::Device),
-        (_, true, _) => Some(Flow::Browser),
-        (_, _, true) => Some(Flow::Credentials),
+    // App-only accounts are set up in the config (flow = "credentials"), not per login: `token`
+    // must know to fetch without a refresh token.
+    let flow = match (args.device, args.browser) {
+        (true, _) => Some(Flow::Device),
+        (_, true) => Some(Flow::Browser),
         _ => None,
     };
+    if flow.is_some() && account.flow() == Flow::Credentials {
+        return Err(usage(format!(
+            "account `{name}` is app-only (flow = \"credentials\"): it has no user login; `mailtoken login {name}` fetches its token"
+        )));
+    }
     let options = flows::LoginOptions {
         flow,
         open_browser: !args.no_open,
