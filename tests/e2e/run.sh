@@ -87,7 +87,7 @@ contrib_copy() {
   local src="$E2E_ROOT/contrib/$1" dst=$2
   shift 2
   sed "$@" "$src" >"$dst"
-  if grep -nE 'office365|you@example\.com|mailtoken token work' "$dst"; then
+  if grep -nE 'office365|you@example\.com|you%40example\.com|mailtoken token work|"token", "work"|^ACCOUNT=work|--account work' "$dst"; then
     fail "contrib/$(basename "$src"): the lines above were not adapted to the test servers"
   fi
 }
@@ -328,6 +328,123 @@ check_client_credentials() {
   ((rc == 2 || rc == 3)) || fail "expected exit 2 or 3 for a wrong client secret, got $rc"
 }
 
+# The subject of the message msmtp sent in check 3; or, if that check failed, any message of
+# this run.
+test_subject() {
+  if [[ -f $E2E_DIR/tmp/msmtp-subject ]]; then cat "$E2E_DIR/tmp/msmtp-subject"; else echo "e2e "; fi
+}
+
+check_getmail() {
+  # getmail6's default place: $XDG_CONFIG_HOME/getmail/getmailrc.
+  local dir="$XDG_CONFIG_HOME/getmail" maildir="$HOME/Mail/getmail" subject
+  mkdir -p "$dir" "$maildir"/{cur,new,tmp}
+  # Test-only: the suite runs as root and getmail refuses to deliver as root, so it delivers
+  # as nobody (a user runs getmail as themselves and needs no `user`).
+  contrib_copy getmailrc "$dir/getmailrc" "${CONTRIB_SED[@]}" -e "s/^port = 993$/port = $IMAPS_PORT/" \
+    -e 's#^path = ~/Mail/work/$#path = ~/Mail/getmail/\nuser = nobody#'
+  grep -q "^port = $IMAPS_PORT$" "$dir/getmailrc" || fail "getmailrc: port not adapted"
+  grep -q "^ca_certs = $E2E_DIR/tls/ca.pem$" "$dir/getmailrc" || fail "getmailrc: ca_certs not adapted"
+  chown -R nobody:nogroup "$maildir"
+  # ca_certs makes getmail check the certificate: with the system CAs it must refuse ours.
+  sed "s#^ca_certs = .*#ca_certs = /etc/ssl/certs/ca-certificates.crt#" "$dir/getmailrc" >"$dir/wrong-ca"
+  local out rc=0
+  out=$(timeout 60 getmail --rcfile wrong-ca 2>&1) || rc=$?
+  say "getmail with the system CAs: exit $rc: $out"
+  [[ $out == *CERTIFICATE_VERIFY_FAILED* ]] || fail "getmail did not check the server certificate"
+  timeout 60 getmail -v || fail "getmail failed"
+  subject=$(test_subject)
+  grep -rlF "Subject: $subject" "$maildir/new" || fail "no \"$subject\" message in $maildir/new"
+  say "getmail retrieved the INBOX into $maildir over IMAPS with XOAUTH2: ok"
+}
+
+check_offlineimap() {
+  local rc="$HOME/.offlineimaprc" maildir="$HOME/Mail/offlineimap" subject
+  # Test-only: trust the test CA (the user's value is OS-DEFAULT, the system CAs); a Maildir
+  # of its own, apart from mbsync's.
+  contrib_copy offlineimaprc "$rc" "${CONTRIB_SED[@]}" -e "s/^remoteport = 993$/remoteport = $IMAPS_PORT/" \
+    -e "s#^sslcacertfile = OS-DEFAULT\$#sslcacertfile = $E2E_DIR/tls/ca.pem#" \
+    -e 's#^localfolders = ~/Mail/work$#localfolders = ~/Mail/offlineimap#'
+  grep -q "^remoteport = $IMAPS_PORT$" "$rc" || fail "offlineimaprc: port not adapted"
+  grep -q "^sslcacertfile = $E2E_DIR/tls/ca.pem$" "$rc" || fail "offlineimaprc: CA not adapted"
+  timeout 90 offlineimap -o -u basic || fail "offlineimap failed"
+  subject=$(test_subject)
+  grep -rlF "Subject: $subject" "$maildir/INBOX" || fail "no \"$subject\" message in $maildir/INBOX"
+  say "offlineimap synced the INBOX to $maildir over IMAPS with XOAUTH2: ok"
+}
+
+check_fetchmail() {
+  local script="$E2E_DIR/bin/fetchmail-oauth" out="$E2E_DIR/tmp/fetchmail.bsmtp" subject version
+  # Test-only: trust the test CA (a user's fetchmail uses the system CAs).
+  contrib_copy fetchmail-oauth "$script" "${CONTRIB_SED[@]}" -e "s/ port 993 / port $IMAPS_PORT /" \
+    -e "s#^  ssl sslcertck\$#  ssl sslcertck sslcertfile \"$E2E_DIR/tls/ca.pem\"#"
+  grep -q " port $IMAPS_PORT " "$script" || fail "fetchmail-oauth: port not adapted"
+  grep -q "sslcertfile \"$E2E_DIR/tls/ca.pem\"" "$script" || fail "fetchmail-oauth: CA not adapted"
+  chmod 755 "$script"
+  version=$(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^+ ]*\).*/\1/p')
+  # -V: fetchmail parses the run-control file and shows it, and fetches nothing.
+  local parsed rc=0
+  parsed=$(timeout 60 fetchmail-oauth -V --nosyslog 2>&1) || rc=$?
+  if [[ $parsed == *"syntax error at oauthbearer"* ]]; then
+    say "fetchmail $version has no OAUTHBEARER/XOAUTH2 (\"syntax error at oauthbearer\"; needs 6.5)"
+    exit 77
+  fi
+  ((rc == 0)) || {
+    echo "$parsed"
+    fail "fetchmail could not parse the run-control file (exit $rc)"
+  }
+  # Deliver into a BSMTP file, keep the messages on the server, fetch seen ones too.
+  timeout 90 fetchmail-oauth -v --nosyslog --keep --all --bsmtp "$out" || fail "fetchmail failed"
+  subject=$(test_subject)
+  grep -F "Subject: $subject" "$out" || fail "no \"$subject\" message in $out"
+  say "fetchmail $version fetched over IMAPS with OAUTHBEARER: ok"
+}
+
+check_aerc() {
+  local conf="$XDG_CONFIG_HOME/aerc/accounts.conf" subject
+  mkdir -p "$(dirname "$conf")"
+  contrib_copy aerc-accounts.conf "$conf" "${CONTRIB_SED[@]}" \
+    -e "s/@127\.0\.0\.1:993\$/@127.0.0.1:$IMAPS_PORT/" -e "s/@127\.0\.0\.1:587\$/@127.0.0.1:$SUBMISSION_PORT/"
+  grep -q "@127.0.0.1:$IMAPS_PORT$" "$conf" || fail "aerc accounts.conf: IMAP port not adapted"
+  chmod 600 "$conf"
+  subject=$(test_subject)
+  # aerc is a Go program: SSL_CERT_FILE makes it trust the test CA (test-only).
+  local tmux_sock="$E2E_DIR/tmux.sock" screen="" i
+  tmux -S "$tmux_sock" new-session -d -x 200 -y 50 \
+    "SSL_CERT_FILE='$E2E_DIR/tls/ca.pem' TERM=xterm-256color aerc 2>'$E2E_DIR/logs/aerc.err'; sleep 5"
+  for i in $(seq 60); do
+    screen=$(tmux -S "$tmux_sock" capture-pane -p 2>/dev/null || true)
+    [[ $screen == *"$subject"* ]] && break
+    sleep 0.5
+  done
+  tmux -S "$tmux_sock" send-keys ':quit' Enter 2>/dev/null || true
+  echo "$screen" | grep -v '^\s*$' | head -n 20
+  tmux -S "$tmux_sock" kill-server 2>/dev/null || true
+  [[ $screen == *"$subject"* ]] || fail "aerc's INBOX does not show \"$subject\""
+  say "aerc opened the INBOX over IMAPS with XOAUTH2 (source-cred-cmd): ok"
+}
+
+check_git_send_email() {
+  local cfg="$E2E_DIR/tmp/gitconfig" repo="$E2E_DIR/tmp/git-repo" subject="e2e git send-email $RANDOM$RANDOM"
+  contrib_copy gitconfig "$cfg" "${CONTRIB_SED[@]}" -e "s/\b587\b/$SUBMISSION_PORT/g"
+  grep -q "smtp://127.0.0.1:$SUBMISSION_PORT" "$cfg" || fail "gitconfig: credential URL not adapted"
+  # Test-only: trust the test CA (git send-email uses the system CAs by default).
+  sed -i "/^\tsmtpAuth = /a \\\tsmtpSSLCertPath = $E2E_DIR/tls/ca.pem" "$cfg"
+  export GIT_CONFIG_GLOBAL=$cfg GIT_CONFIG_NOSYSTEM=1
+  export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=$E2E_USER GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=$E2E_USER
+  git init -q "$repo"
+  git -C "$repo" commit -q --allow-empty -m "$subject"
+  local out rc=0
+  out=$(cd "$repo" && timeout 60 git send-email --confirm=never --suppress-cc=all --to "$E2E_USER" -1 2>&1) || rc=$?
+  echo "$out"
+  if ((rc != 0)) && [[ $out == *"No SASL mechanism found"* ]] &&
+    ! perl -MAuthen::SASL::Perl::XOAUTH2 -e 1 2>/dev/null; then
+    say "Authen::SASL $(perl -MAuthen::SASL -e 'print $Authen::SASL::VERSION') has no XOAUTH2 (\"No SASL mechanism found\" after STARTTLS)"
+    exit 77
+  fi
+  ((rc == 0)) || fail "git send-email failed (exit $rc)"
+  imap_read_back "$subject" | grep -F "Subject: [PATCH] $subject"
+}
+
 # --- main --------------------------------------------------------------------------------
 
 T_START=$(now)
@@ -342,6 +459,11 @@ CONTRIB_SED=(
   -e "s/smtp\.office365\.com/127.0.0.1/g"
   -e "s/mailtoken token work/mailtoken token e2e/g"
   -e "s#/etc/ssl/certs/ca-certificates\.crt#$E2E_DIR/tls/ca.pem#g"
+  # The same, as the other contrib files spell them.
+  -e "s/you%40example\.com/${E2E_USER/@/%40}/g"
+  -e 's/"token", "work"/"token", "e2e"/g'
+  -e 's/^ACCOUNT=work$/ACCOUNT=e2e/'
+  -e 's/--account work/--account e2e/g'
 )
 
 if [[ $MODE == serve ]]; then
@@ -386,6 +508,11 @@ check "5b. mbsync with contrib/mbsyncrc syncs the INBOX to a Maildir" check_mbsy
 check "6. 16 concurrent clients at expiry: one refresh grant, every login ok" check_storm
 check "7a. browser login (authorization code + PKCE, loopback redirect); IMAP login" check_browser_login
 check "7b. client credentials (client_secret_env); token active at introspection" check_client_credentials
+check "8a. getmail6 with contrib/getmailrc retrieves the INBOX into a Maildir (IMAPS)" check_getmail
+check "8b. offlineimap with contrib/offlineimaprc syncs the INBOX to a Maildir (IMAPS)" check_offlineimap
+check "8c. fetchmail with contrib/fetchmail-oauth fetches (IMAPS, auth oauthbearer)" check_fetchmail
+check "8d. aerc with contrib/aerc-accounts.conf opens the INBOX (IMAPS, xoauth2) in tmux" check_aerc
+check "8e. git send-email with contrib/gitconfig sends (SMTP STARTTLS, XOAUTH2)" check_git_send_email
 
 echo
 printf '%s\n' "${RESULTS[@]}"
