@@ -86,6 +86,19 @@ pub struct OAuthError {
 }
 
 impl OAuthError {
+    /// The error with any secret value from `sent` replaced in its description.
+    pub fn redacted(mut self, sent: &[(&str, &str)]) -> OAuthError {
+        if let Some(desc) = &mut self.error_description {
+            for (key, value) in sent {
+                // Short values (a user code, say) would blank out ordinary words.
+                if SECRET_FIELDS.contains(key) && value.len() >= 8 {
+                    *desc = desc.replace(value, "[redacted]");
+                }
+            }
+        }
+        self
+    }
+
     /// Microsoft's AADSTS number, from `error_codes` or the description.
     pub fn aadsts(&self) -> Option<u64> {
         if let Some(code) = self.error_codes.first() {
@@ -192,6 +205,28 @@ impl OAuthError {
     }
 }
 
+/// Form fields whose values are secrets: never to be shown, even when a server echoes them.
+const SECRET_FIELDS: [&str; 6] = [
+    "refresh_token",
+    "client_secret",
+    "client_assertion",
+    "code",
+    "code_verifier",
+    "device_code",
+];
+
+/// POST a form to a token endpoint and parse the answer. A server's error text that quotes a
+/// secret we sent (some echo the refresh token back) has it blanked out.
+fn post<T: DeserializeOwned>(
+    http: &Http,
+    url: &str,
+    form: &[(&str, &str)],
+    what: &str,
+) -> Result<Result<T, OAuthError>> {
+    let reply = http.post_form(url, form)?;
+    Ok(parse_reply(&reply, what)?.map_err(|e| e.redacted(form)))
+}
+
 /// The parsed reply: the success body, or the server's OAuth error.
 pub fn parse_reply<T: DeserializeOwned>(
     reply: &Reply,
@@ -202,6 +237,13 @@ pub fn parse_reply<T: DeserializeOwned>(
     {
         err.status = reply.status;
         return Ok(Err(err));
+    }
+    if (300..400).contains(&reply.status) {
+        // Following it would resend the form, secrets included, wherever it points.
+        return Err(server(format!(
+            "{what} failed: the server answered with a redirect (HTTP {}), which mailtoken does not follow. Check the endpoint: it must be the final address.",
+            reply.status
+        )));
     }
     if !reply.is_success() {
         return Err(server(format!(
@@ -316,8 +358,7 @@ pub fn refresh(
     if !scope.is_empty() {
         form.push(("scope", scope));
     }
-    let reply = http.post_form(token_endpoint, &form)?;
-    parse_reply(&reply, "refreshing the access token")
+    post(http, token_endpoint, &form, "refreshing the access token")
 }
 
 /// RFC 6749 section 4.1.3, with the PKCE verifier of RFC 7636.
@@ -336,8 +377,12 @@ pub fn exchange_code(
         ("code_verifier", verifier),
     ];
     client.add_to(&mut form);
-    let reply = http.post_form(token_endpoint, &form)?;
-    parse_reply(&reply, "exchanging the authorization code")
+    post(
+        http,
+        token_endpoint,
+        &form,
+        "exchanging the authorization code",
+    )
 }
 
 /// RFC 6749 section 4.4: an app-only token, no user involved.
@@ -349,8 +394,7 @@ pub fn client_credentials(
 ) -> Result<Result<TokenReply, OAuthError>> {
     let mut form = vec![("grant_type", "client_credentials"), ("scope", scope)];
     client.add_to(&mut form);
-    let reply = http.post_form(token_endpoint, &form)?;
-    parse_reply(&reply, "fetching an app-only token")
+    post(http, token_endpoint, &form, "fetching an app-only token")
 }
 
 /// RFC 8628 section 3.2. Google says `verification_url`; the RFC says `verification_uri`.
@@ -376,8 +420,7 @@ pub fn device_authorize(
 ) -> Result<Result<DeviceAuthorization, OAuthError>> {
     let mut form = vec![("scope", scope)];
     client.add_to(&mut form);
-    let reply = http.post_form(endpoint, &form)?;
-    parse_reply(&reply, "starting the device login")
+    post(http, endpoint, &form, "starting the device login")
 }
 
 pub fn device_poll(
@@ -391,8 +434,7 @@ pub fn device_poll(
         ("device_code", device_code),
     ];
     client.add_to(&mut form);
-    let reply = http.post_form(token_endpoint, &form)?;
-    parse_reply(&reply, "completing the device login")
+    post(http, token_endpoint, &form, "completing the device login")
 }
 
 /// The account's endpoints: explicit settings, then presets, then OIDC discovery for an
@@ -498,6 +540,25 @@ mod tests {
         assert!(
             err.to_string().contains("missing field `access_token`"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn echoed_secrets_are_blanked_out_of_error_text() {
+        let e = OAuthError {
+            status: 400,
+            error: "invalid_grant".into(),
+            error_description: Some("refresh token rt-0123456789 is revoked (client cid)".into()),
+            error_codes: vec![],
+        }
+        .redacted(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", "rt-0123456789"),
+            ("client_id", "cid"),
+        ]);
+        assert_eq!(
+            e.error_description.as_deref(),
+            Some("refresh token [redacted] is revoked (client cid)")
         );
     }
 
