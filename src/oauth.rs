@@ -541,6 +541,9 @@ mod tests {
             err.to_string().contains("missing field `access_token`"),
             "{err}"
         );
+        let err = parse_reply::<TokenReply>(&reply(307, ""), "refreshing").unwrap_err();
+        assert!(err.to_string().contains("does not follow"), "{err}");
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_SERVER);
     }
 
     #[test]
