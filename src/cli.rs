@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::mech::Mech;
+use crate::mail::sasl::Mech;
 use crate::output::Format;
 use crate::provider::{Flow, Provider, Service};
 

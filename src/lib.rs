@@ -1,32 +1,43 @@
-//! mailtoken's library: everything but argument dispatch, so that tests, benchmarks and fuzz
-//! targets can call the same code the binary runs.
+//! mailtoken: OAuth2 access tokens for mail programs. The library is everything but argument
+//! dispatch, so that tests, benchmarks and fuzz targets call the code the binary runs.
+//!
+//! # Map
+//!
+//! Layers, lowest first; a module uses only the ones above it in this list.
+//!
+//! - `error`, `log`, `time`, `shell`, `http`: the failure kinds behind the exit codes, verbose
+//!   logging and the fingerprints that stand in for secrets, clock helpers, the one place that
+//!   starts other programs, and the bounded HTTP client.
+//! - `provider`: presets for Microsoft, Google and generic servers (endpoints, scopes, mail
+//!   servers).
+//! - `store`: where tokens live (file, keyring, commands: `store/file.rs` writes atomically)
+//!   and the per-account lock (`store/lock.rs`) that makes one process the refresher.
+//! - `config`: the TOML file, its validation rules (`config/validate.rs`), and
+//!   `config::open`, the one way to get an account ready for use ([`config::OpenAccount`]).
+//! - `oauth`: requests to the token endpoint and their replies (`oauth/token_endpoint.rs`:
+//!   refresh, code exchange, device polling), error replies made into advice, discovery, JWT
+//!   client assertions.
+//! - `mail`: mail servers, SASL XOAUTH2/OAUTHBEARER (`mail/sasl.rs`), and the IMAP, POP, SMTP
+//!   and Graph clients.
+//! - `flows`: first logins: device code, browser with PKCE (and its loopback listener in
+//!   `flows/callback.rs`), app-only client credentials.
+//! - `token`: the broker. `token::get` is the whole lock-and-refresh protocol in one function:
+//!   cached token, else lock, re-read, refresh once, store, hand out.
+//! - `output`, `cli`, `commands`: what `token` prints, the command line, and one thin handler
+//!   per subcommand.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
-pub mod doctor;
 pub mod error;
 pub mod flows;
-pub mod gitcred;
-pub mod graph;
 pub mod http;
-pub mod imap;
-pub mod jwt;
-pub mod lock;
 pub mod log;
-pub mod mailcmd;
-#[cfg(test)]
-mod man;
-pub mod mech;
+pub mod mail;
 pub mod oauth;
 pub mod output;
-pub mod pop;
 pub mod provider;
-pub mod sasl;
-pub mod servers;
-pub mod smtp;
+pub mod shell;
 pub mod store;
 pub mod time;
 pub mod token;
-pub mod whoami;
-pub mod wire;

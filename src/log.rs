@@ -1,4 +1,4 @@
-//! `--verbose` diagnostics on stderr. Callers pass fingerprints, never secrets.
+//! `--verbose` diagnostics on stderr, and the fingerprints that stand in for secrets there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,3 +20,24 @@ macro_rules! debug {
     };
 }
 pub(crate) use debug;
+
+/// A short, stable tag for a secret so logs can tell tokens apart without showing them.
+pub fn fingerprint(secret: &str) -> String {
+    // FNV-1a: fixed, dependency-free, and one-way enough for an 8-hex-digit tag.
+    let hash = secret.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    format!("#{:08x}", hash >> 32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fingerprints_differ_and_hide_the_secret() {
+        assert_ne!(fingerprint("a"), fingerprint("b"));
+        assert_eq!(fingerprint("a"), fingerprint("a"));
+        assert!(!fingerprint("secret-token").contains("secret"));
+    }
+}

@@ -3,27 +3,28 @@
 use clap::Parser;
 
 use mailtoken::cli::{Cli, Command};
-use mailtoken::{commands, config, error, log, mailcmd};
+use mailtoken::commands::{doctor, git, setup, status, token, verify, whoami};
+use mailtoken::{config, error, log};
 
 fn main() {
     let cli = Cli::parse();
     log::set_verbose(cli.verbose);
     let result =
         config::Paths::resolve(cli.config, cli.data_dir).and_then(|paths| match cli.command {
-            Command::Add(args) => commands::add(&paths, args),
-            Command::Login(args) => commands::login(&paths, &args),
-            Command::Token(args) => commands::token(&paths, &args),
-            Command::Status { account } => commands::status(&paths, account.as_deref()),
-            Command::Logout { account } => commands::logout(&paths, &account),
-            Command::Completions { shell } => commands::completions(shell),
-            Command::Refresh { accounts, all } => commands::refresh(&paths, &accounts, all),
+            Command::Add(args) => setup::add(&paths, args),
+            Command::Login(args) => setup::login(&paths, &args),
+            Command::Token(args) => token::print(&paths, &args),
+            Command::Status { account } => status::run(&paths, account.as_deref()),
+            Command::Logout { account } => setup::logout(&paths, &account),
+            Command::Completions { shell } => setup::completions(shell),
+            Command::Refresh { accounts, all } => token::refresh(&paths, &accounts, all),
             Command::GitCredential { account, operation } => {
-                commands::git_credential(&paths, account.as_deref(), &operation)
+                git::run(&paths, account.as_deref(), &operation)
             }
-            Command::SendTest(args) => mailcmd::send_test(&paths, &args),
-            Command::Check(args) => mailcmd::check(&paths, &args),
-            Command::Whoami { account } => mailcmd::whoami(&paths, &account),
-            Command::Doctor { account } => mailcmd::doctor(&paths, account.as_deref()),
+            Command::SendTest(args) => verify::send_test(&paths, &args),
+            Command::Check(args) => verify::check(&paths, &args),
+            Command::Whoami { account } => whoami::run(&paths, &account),
+            Command::Doctor { account } => doctor::run(&paths, account.as_deref()),
         });
     if let Err(err) = result {
         eprintln!("mailtoken: {err:#}");

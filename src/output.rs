@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::error::usage;
-use crate::sasl;
+use crate::mail::sasl;
 use crate::store::AccessToken;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -24,18 +24,25 @@ pub struct Sasl<'a> {
     pub port: Option<u16>,
 }
 
+/// A format that needs a user without one is refused before any network request.
+pub fn require_user(format: Format, sasl: &Sasl) -> Result<()> {
+    match (format, sasl.user) {
+        (Format::Xoauth2 | Format::Oauthbearer, None) => Err(usage(
+            "this format needs a user: set `user` in the account or pass --user",
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The exact text for stdout, without the final newline.
 pub fn render(format: Format, tokens: &AccessToken, sasl: &Sasl) -> Result<String> {
-    let user = || {
-        sasl.user.ok_or_else(|| {
-            usage("this format needs a user: set `user` in the account or pass --user")
-        })
-    };
+    require_user(format, sasl)?;
+    let user = || sasl.user.unwrap_or_default();
     Ok(match format {
         Format::Raw => tokens.access_token.clone(),
-        Format::Xoauth2 => sasl::xoauth2(user()?, &tokens.access_token),
+        Format::Xoauth2 => sasl::xoauth2(user(), &tokens.access_token),
         Format::Oauthbearer => {
-            sasl::oauthbearer(user()?, sasl.host, sasl.port, &tokens.access_token)
+            sasl::oauthbearer(user(), sasl.host, sasl.port, &tokens.access_token)
         }
         Format::Json => serde_json::json!({
             "access_token": tokens.access_token,
@@ -45,11 +52,6 @@ pub fn render(format: Format, tokens: &AccessToken, sasl: &Sasl) -> Result<Strin
         })
         .to_string(),
     })
-}
-
-/// Formats that need a user, so a missing one is reported before any network request.
-pub fn needs_user(format: Format) -> bool {
-    matches!(format, Format::Xoauth2 | Format::Oauthbearer)
 }
 
 #[cfg(test)]

@@ -22,6 +22,26 @@ pub enum Service {
     Pop,
 }
 
+impl Service {
+    /// The name in settings and messages: `imap`, `pop`, `smtp`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Imap => "imap",
+            Service::Pop => "pop",
+            Service::Smtp => "smtp",
+        }
+    }
+
+    /// Implicit TLS for IMAP and POP, submission with STARTTLS for SMTP.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Service::Imap => 993,
+            Service::Pop => 995,
+            Service::Smtp => 587,
+        }
+    }
+}
+
 /// How the first login happens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +108,32 @@ impl Endpoints {
             authorization: self.authorization.or(other.authorization),
         }
     }
+
+    /// The token endpoint, or the error that says how to give one.
+    pub fn need_token(&self, account: &str) -> Result<&str> {
+        need(&self.token, "token_endpoint", account, "")
+    }
+
+    pub fn need_authorization(&self, account: &str) -> Result<&str> {
+        need(&self.authorization, "authorization_endpoint", account, "")
+    }
+
+    pub fn need_device_authorization(&self, account: &str) -> Result<&str> {
+        need(
+            &self.device_authorization,
+            "device_authorization_endpoint",
+            account,
+            ", or use `--browser`",
+        )
+    }
+}
+
+fn need<'a>(url: &'a Option<String>, key: &str, account: &str, or: &str) -> Result<&'a str> {
+    url.as_deref().ok_or_else(|| {
+        usage(format!(
+            "account `{account}` has no {key}: set it, or `issuer` for discovery{or}"
+        ))
+    })
 }
 
 pub fn preset_endpoints(provider: Provider, tenant: Option<&str>) -> Endpoints {
@@ -180,51 +226,18 @@ pub fn check_endpoint_url(what: &str, url: &str) -> Result<()> {
     }
 }
 
+/// Whether a URL points at this machine.
 pub fn is_loopback(url: &reqwest::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
-        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
-        None => false,
-    }
+    url.host_str().is_some_and(is_loopback_host)
 }
 
-/// Where OIDC discovery looks for an issuer's metadata (RFC 8414 / OpenID Connect Discovery).
-pub fn discovery_url(issuer: &str) -> String {
-    format!(
-        "{}/.well-known/openid-configuration",
-        issuer.trim_end_matches('/')
-    )
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Discovery {
-    pub issuer: Option<String>,
-    pub token_endpoint: Option<String>,
-    pub device_authorization_endpoint: Option<String>,
-    pub authorization_endpoint: Option<String>,
-}
-
-/// A document that does not parse is the server's trouble (exit 4, like any malformed reply);
-/// one naming another issuer means `issuer` is set wrong (exit 2).
-pub fn parse_discovery(issuer: &str, body: &[u8]) -> Result<Endpoints> {
-    let doc: Discovery = serde_json::from_slice(body).map_err(|e| {
-        crate::error::server(format!(
-            "the OIDC discovery document of `{issuer}` is not valid JSON: {e}"
-        ))
-    })?;
-    if let Some(found) = &doc.issuer
-        && found.trim_end_matches('/') != issuer.trim_end_matches('/')
-    {
-        return Err(usage(format!(
-            "the discovery document names issuer `{found}`, not `{issuer}`: check `issuer`"
-        )));
-    }
-    Ok(Endpoints {
-        device_authorization: doc.device_authorization_endpoint,
-        token: doc.token_endpoint,
-        authorization: doc.authorization_endpoint,
-    })
+/// `localhost`, `127.x.y.z`, `::1` or `[::1]`: a host on this machine.
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 #[cfg(test)]
@@ -280,22 +293,5 @@ mod tests {
         assert!(check_endpoint_url("token_endpoint", "http://10.0.0.1/t").is_err());
         assert!(check_endpoint_url("token_endpoint", "ftp://example.com/t").is_err());
         assert!(check_endpoint_url("token_endpoint", "not a url").is_err());
-    }
-
-    #[test]
-    fn discovery_fills_endpoints_and_checks_the_issuer() {
-        let body = br#"{"issuer":"https://id.example.com","token_endpoint":"https://id.example.com/t","device_authorization_endpoint":"https://id.example.com/d"}"#;
-        let e = parse_discovery("https://id.example.com/", body).unwrap();
-        assert_eq!(e.token.as_deref(), Some("https://id.example.com/t"));
-        let exit = |r: Result<Endpoints>| crate::error::exit_code(&r.unwrap_err());
-        assert_eq!(exit(parse_discovery("https://other.example.com", body)), 2);
-        assert_eq!(
-            exit(parse_discovery("https://id.example.com", b"<html>")),
-            4
-        );
-        assert_eq!(
-            discovery_url("https://id.example.com/"),
-            "https://id.example.com/.well-known/openid-configuration"
-        );
     }
 }

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::error::{Kind, usage};
+use crate::config::OpenAccount;
+use crate::error::Kind;
 use crate::http::Http;
 use crate::oauth::{self, OAuthError, TokenReply};
 use crate::provider::Endpoints;
+use crate::shell;
 use crate::store::AccessToken;
 use crate::time;
-use crate::token::AccountRef;
 
 use super::LoginOptions;
 
@@ -75,8 +76,8 @@ pub fn poll_device<T>(
     }
 }
 
-/// Turn a device-poll reply into a step: pending and slow_down are not errors.
-fn step(
+/// What a device-poll reply means: pending and slow_down are not errors.
+fn poll_outcome(
     reply: Result<TokenReply, OAuthError>,
     provider: crate::provider::Provider,
     name: &str,
@@ -100,17 +101,13 @@ fn step(
 /// Log in with the device flow: show a URL and a code, wait for the person to approve.
 pub fn login(
     http: &Http,
-    acct: &AccountRef,
+    acct: &OpenAccount,
     endpoints: &Endpoints,
     options: &LoginOptions,
 ) -> Result<(AccessToken, Option<String>)> {
-    let AccountRef { name, account, .. } = *acct;
-    let device_endpoint = endpoints.device_authorization.as_deref().ok_or_else(|| {
-        usage(format!(
-            "account `{name}` has no device_authorization_endpoint: set it, or `issuer` for discovery, or use `--browser`"
-        ))
-    })?;
-    let token_endpoint = super::token_endpoint(name, endpoints)?;
+    let OpenAccount { name, account, .. } = acct;
+    let device_endpoint = endpoints.need_device_authorization(name)?;
+    let token_endpoint = endpoints.need_token(name)?;
     let client = oauth::Client::for_account(account, token_endpoint)?;
     let scope = account.scopes()?.join(" ");
     let auth = oauth::device_authorize(http, device_endpoint, &client, &scope)?
@@ -143,7 +140,7 @@ pub fn login(
         &mut clock,
         || {
             sent_at = time::now();
-            step(
+            poll_outcome(
                 oauth::device_poll(http, token_endpoint, &client, &auth.device_code)?,
                 account.provider,
                 name,
@@ -185,37 +182,10 @@ fn copy_to_clipboard(text: &str) -> bool {
     } else {
         &[]
     };
+    // Clipboard tools may stay around to serve the selection; do not wait for them long.
     tools
         .iter()
-        .any(|(tool, args)| run_with_input(tool, args, text))
-}
-
-fn run_with_input(tool: &str, args: &[&str], input: &str) -> bool {
-    use std::process::{Command, Stdio};
-    let Ok(mut child) = Command::new(tool)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-    else {
-        return false;
-    };
-    if let Some(mut stdin) = child.stdin.take()
-        && stdin.write_all(input.as_bytes()).is_err()
-    {
-        return false;
-    }
-    // Clipboard tools may stay around to serve the selection; do not wait for them long.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
-            Ok(None) => sleep(Duration::from_millis(20)),
-            Err(_) => return false,
-        }
-    }
-    true
+        .any(|(tool, args)| shell::feed(tool, args, text, Duration::from_secs(2)))
 }
 
 fn prompt(name: &str, auth: &oauth::DeviceAuthorization, lifetime: Duration) -> String {
@@ -402,7 +372,7 @@ mod tests {
     #[test]
     fn denial_and_expiry_end_the_login() {
         let err = |e: &str| {
-            step(
+            poll_outcome(
                 Err(OAuthError {
                     status: 400,
                     error: e.into(),

@@ -1,19 +1,21 @@
-//! First logins, by the flow the account needs. Each flow returns the tokens; storing them
-//! happens here, once, under the account lock.
+//! First logins, by the flow the account needs: device code, browser with PKCE, or app-only.
+//! Each flow returns the tokens; storing them happens here, once, under the account lock.
 
+pub mod app_only;
 pub mod browser;
+pub mod callback;
 pub mod device;
 
 use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::error::usage;
+use crate::config::OpenAccount;
 use crate::http::Http;
 use crate::oauth;
-use crate::provider::{Endpoints, Flow};
-use crate::store::Tokens;
-use crate::token::{self, AccountRef, LOCK_TIMEOUT};
+use crate::provider::Flow;
+use crate::shell;
+use crate::store::{LOCK_TIMEOUT, Tokens};
 
 pub struct LoginOptions {
     /// Overrides the account's flow.
@@ -33,20 +35,16 @@ pub struct LoginOptions {
 }
 
 /// Log in and store the new grant, replacing whatever the account had.
-pub fn login(acct: &AccountRef, options: &LoginOptions) -> Result<Tokens> {
-    let AccountRef {
+pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
+    let OpenAccount {
         name,
         account,
         store,
         ..
-    } = *acct;
+    } = acct;
     let mut flow = options.flow.unwrap_or_else(|| account.flow());
     if flow == Flow::Credentials {
-        // App-only tokens need no person: fetching one proves the setup and fills the cache.
-        token::get(acct, &token::Want::own(account)?, true)?;
-        return store
-            .load(name)?
-            .ok_or_else(|| anyhow::anyhow!("the app-only token was not stored"));
+        return app_only::login(acct);
     }
     store.check_writable()?;
     let http = Http::new()?;
@@ -78,14 +76,6 @@ pub fn login(acct: &AccountRef, options: &LoginOptions) -> Result<Tokens> {
     Ok(tokens)
 }
 
-fn token_endpoint<'a>(name: &str, endpoints: &'a Endpoints) -> Result<&'a str> {
-    endpoints.token.as_deref().ok_or_else(|| {
-        usage(format!(
-            "account `{name}` has no token_endpoint: set it, or `issuer` for discovery"
-        ))
-    })
-}
-
 /// Best effort: on a machine without a desktop, the printed URL is the way in.
 pub fn open_browser(url: &str) {
     let opener = if cfg!(target_os = "macos") {
@@ -93,13 +83,7 @@ pub fn open_browser(url: &str) {
     } else {
         "xdg-open"
     };
-    let started = std::process::Command::new(opener)
-        .arg(url)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn();
-    if started.is_err() {
+    if !shell::launch(opener, &[url]) {
         eprintln!("(Could not start `{opener}`: open the address above yourself.)");
     }
 }

@@ -66,7 +66,7 @@ pub fn oauth_reply(data: &[u8]) {
 }
 
 pub fn discovery(data: &[u8]) {
-    if let Ok(endpoints) = provider::parse_discovery("https://id.example.com", data) {
+    if let Ok(endpoints) = oauth::discovery::parse("https://id.example.com", data) {
         for url in [
             endpoints.token,
             endpoints.device_authorization,

@@ -1,0 +1,706 @@
+//! `doctor`: look for setup problems without changing anything. Each finding says what is
+//! wrong, why it matters, and how to fix it. The checks are plain functions; `run` gathers
+//! their inputs (files, modes, one HEAD request per token server for the clock).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+
+use crate::config::{Account, Config, OpenAccount, Paths};
+use crate::http::Http;
+use crate::oauth::discovery;
+use crate::provider::{self, Flow, Provider};
+use crate::store::{self, Tokens};
+use crate::time;
+
+/// Microsoft revokes a refresh token unused for this long.
+pub const MICROSOFT_INACTIVITY: u64 = 90 * 86_400;
+/// Warn this long before that.
+pub const INACTIVITY_WARNING: u64 = 14 * 86_400;
+/// Clock skew that tokens tolerate (JWT `nbf`/`exp` checks allow about five minutes).
+pub const SKEW_ERROR: u64 = 300;
+pub const SKEW_WARNING: u64 = 60;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub severity: Severity,
+    pub account: Option<String>,
+    pub what: String,
+    pub why: String,
+    pub fix: String,
+}
+
+impl Finding {
+    fn new(severity: Severity, account: Option<&str>, what: impl Into<String>) -> Finding {
+        Finding {
+            severity,
+            account: account.map(str::to_string),
+            what: what.into(),
+            why: String::new(),
+            fix: String::new(),
+        }
+    }
+
+    fn why(mut self, why: impl Into<String>) -> Finding {
+        self.why = why.into();
+        self
+    }
+
+    fn fix(mut self, fix: impl Into<String>) -> Finding {
+        self.fix = fix.into();
+        self
+    }
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let level = match self.severity {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        };
+        match &self.account {
+            Some(a) => writeln!(f, "{level} [{a}]: {}", self.what)?,
+            None => writeln!(f, "{level}: {}", self.what)?,
+        }
+        if !self.why.is_empty() {
+            writeln!(f, "  why: {}", self.why)?;
+        }
+        if !self.fix.is_empty() {
+            writeln!(f, "  fix: {}", self.fix)?;
+        }
+        Ok(())
+    }
+}
+
+/// A config that does not load, with the line: TOML errors carry one, account checks name
+/// the account, whose `[accounts.NAME]` header we find.
+pub fn config_error(path: &Path, text: &str, error: &str) -> Finding {
+    let mut what = format!("{} does not load: {error}", path.display());
+    if !error.contains("line ")
+        && let Some(name) = error
+            .split("account `")
+            .nth(1)
+            .and_then(|r| r.split('`').next())
+        && let Some(line) = header_line(text, name)
+    {
+        what = format!("{} line {line}: {error}", path.display());
+    }
+    Finding::new(Severity::Error, None, what)
+        .why("no command can use the accounts until the file loads")
+        .fix("correct the file at that line (`mailtoken` reads TOML; unknown keys are refused)")
+}
+
+fn header_line(text: &str, name: &str) -> Option<usize> {
+    let plain = format!("[accounts.{name}]");
+    let quoted = format!("[accounts.\"{name}\"]");
+    text.lines()
+        .position(|l| {
+            let l = l.trim();
+            l == plain || l == quoted
+        })
+        .map(|i| i + 1)
+}
+
+/// Token store modes: the directory private (0700), token files private (0600).
+pub fn mode_finding(path: &Path, mode: u32, is_dir: bool) -> Option<Finding> {
+    if mode & 0o077 == 0 {
+        return None;
+    }
+    let want = if is_dir { 0o700 } else { 0o600 };
+    Some(
+        Finding::new(
+            Severity::Error,
+            None,
+            format!(
+                "{} is accessible to other users (mode {:03o})",
+                path.display(),
+                mode & 0o777
+            ),
+        )
+        .why("token files hold refresh tokens: anyone who reads one can read your mail")
+        .fix(format!(
+            "chmod {want:o} {}; if others may have read it, log in again to replace the tokens",
+            path.display()
+        )),
+    )
+}
+
+/// Flow and scopes that contradict each other, and scopes a provider needs or refuses.
+pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let Ok(scopes) = account.scopes() else {
+        return out;
+    };
+    let flow = account.flow();
+    let app_only_scope = scopes.iter().find(|s| s.ends_with("/.default"));
+    let n = Some(name);
+    match (flow, app_only_scope) {
+        (Flow::Device | Flow::Browser, Some(scope)) => out.push(
+            Finding::new(
+                Severity::Warning,
+                n,
+                format!("scope `{scope}` is an app-only (/.default) scope, but the login is a user login ({flow:?})"),
+            )
+            .why("with a user login, /.default grants whatever delegated permissions the app registration lists, which is rarely what was meant")
+            .fix("for a user mailbox use delegated scopes (services = [\"imap\", \"smtp\"]); for app-only access set flow = \"credentials\""),
+        ),
+        (Flow::Credentials, None) => out.push(
+            Finding::new(
+                Severity::Error,
+                n,
+                "flow = \"credentials\" (app-only) with delegated scopes",
+            )
+            .why("client credentials can only ask for RESOURCE/.default scopes; delegated ones are refused")
+            .fix(format!(
+                "use scopes = [\"{}\"] (or the Graph one), or a user flow (device/browser)",
+                provider::MICROSOFT_APP_SCOPE
+            )),
+        ),
+        _ => {}
+    }
+    let has_offline = scopes.iter().any(|s| s == "offline_access");
+    if flow == Flow::Credentials && has_offline {
+        out.push(
+            Finding::new(Severity::Error, n, "offline_access with client credentials")
+                .why("app-only logins get no refresh token; the server refuses the scope")
+                .fix("remove offline_access from `scopes`"),
+        );
+    }
+    if account.provider == Provider::Microsoft && flow != Flow::Credentials && !has_offline {
+        out.push(
+            Finding::new(
+                Severity::Error,
+                n,
+                "offline_access is missing from the scopes",
+            )
+            .why("without it Microsoft sends no refresh token, so the login lasts about an hour")
+            .fix("add \"offline_access\" to `scopes` (or use `services`), then log in again"),
+        );
+    }
+    if account.provider == Provider::Google && has_offline {
+        out.push(
+            Finding::new(
+                Severity::Error,
+                n,
+                "offline_access in the scopes of a Google account",
+            )
+            .why("Google does not know this scope and refuses the login")
+            .fix("remove it: Google sends refresh tokens without it"),
+        );
+    }
+    if account.provider == Provider::Google && flow == Flow::Device {
+        out.push(
+            Finding::new(Severity::Error, n, "Google account with the device flow")
+                .why("Google does not allow the Gmail scope on its device flow")
+                .fix("set flow = \"browser\" (or remove `flow`)"),
+        );
+    }
+    if account.user.is_none() {
+        out.push(
+            Finding::new(Severity::Warning, n, "no `user` in the account")
+                .why("IMAP/SMTP XOAUTH2 and OAUTHBEARER need the mailbox address")
+                .fix("add user = \"you@example.com\" to the account"),
+        );
+    }
+    out
+}
+
+/// What the stored login says: logged in, renewable, the scopes granted.
+pub fn token_findings(name: &str, account: &Account, tokens: &Tokens, now: u64) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let n = Some(name);
+    if account.flow() == Flow::Credentials {
+        return out;
+    }
+    if tokens.refresh_token.is_none() {
+        let expired = tokens.access.as_ref().is_none_or(|a| a.expires_at <= now);
+        let f = Finding::new(
+            if expired { Severity::Error } else { Severity::Warning },
+            n,
+            if expired {
+                "the access token expired and there is no refresh token".to_string()
+            } else {
+                "there is no refresh token".to_string()
+            },
+        )
+        .why("without one, a new login is needed every time the access token expires")
+        .fix(format!(
+            "make sure the scopes allow refresh (offline_access for Microsoft), then `mailtoken login {name}`"
+        ));
+        out.push(f);
+    }
+    if let (Some(granted), Ok(wanted)) = (
+        tokens.access.as_ref().and_then(|a| a.scope.as_deref()),
+        account.scopes(),
+    ) {
+        let granted: BTreeSet<String> = granted
+            .split_whitespace()
+            .map(str::to_ascii_lowercase)
+            .collect();
+        // Servers answer with the permissions behind /.default, and Microsoft names Graph
+        // permissions without their resource URL: compare the full scope or its last part.
+        let was_granted = |s: &str| {
+            let s = s.to_ascii_lowercase();
+            let short = s.rsplit('/').next().unwrap_or(&s).to_string();
+            granted.contains(&s) || granted.contains(&short)
+        };
+        let missing: Vec<&String> = wanted
+            .iter()
+            .filter(|s| {
+                !matches!(
+                    s.as_str(),
+                    "offline_access" | "openid" | "profile" | "email"
+                )
+            })
+            .filter(|s| !s.ends_with("/.default") && !was_granted(s))
+            .collect();
+        if !missing.is_empty() {
+            out.push(
+                Finding::new(
+                    Severity::Warning,
+                    n,
+                    format!(
+                        "the stored token was not granted {}",
+                        missing.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                    ),
+                )
+                .why("the config asks for scopes the last login did not get (changed config, or consent not given)")
+                .fix(format!("`mailtoken login {name}` again (an admin may have to grant consent)")),
+            );
+        }
+    }
+    out
+}
+
+/// Microsoft drops a refresh token that has not been used for 90 days. The token file is
+/// rewritten each time the refresh token is used, so its age is the time since last use.
+pub fn inactivity_finding(name: &str, last_used: Option<u64>, now: u64) -> Option<Finding> {
+    let n = Some(name);
+    let Some(last) = last_used else {
+        return Some(
+            Finding::new(Severity::Warning, n, "when the refresh token was last used is unknown")
+                .why("Microsoft revokes refresh tokens unused for 90 days; the store keeps no refreshed_at time and the file's time is unreadable")
+                .fix(format!("run `mailtoken token {name} --force-refresh` now and then (e.g. from cron)")),
+        );
+    };
+    let age = now.saturating_sub(last);
+    let days = age / 86_400;
+    if age >= MICROSOFT_INACTIVITY {
+        Some(
+            Finding::new(
+                Severity::Error,
+                n,
+                format!("the refresh token was last used {days} days ago"),
+            )
+            .why("Microsoft revokes refresh tokens unused for 90 days: it has most likely expired")
+            .fix(format!(
+                "`mailtoken login {name}`; afterwards use the account at least monthly"
+            )),
+        )
+    } else if age + INACTIVITY_WARNING >= MICROSOFT_INACTIVITY {
+        Some(
+            Finding::new(
+                Severity::Warning,
+                n,
+                format!("the refresh token was last used {days} days ago"),
+            )
+            .why(format!(
+                "Microsoft revokes refresh tokens unused for 90 days: {} days left",
+                (MICROSOFT_INACTIVITY - age) / 86_400
+            ))
+            .fix(format!(
+                "`mailtoken token {name} --force-refresh` renews it now"
+            )),
+        )
+    } else {
+        None
+    }
+}
+
+pub fn skew_finding(url: &str, local: u64, server_date: &str) -> Option<Finding> {
+    let Some(remote) = time::parse_http_date(server_date) else {
+        return Some(
+            Finding::new(
+                Severity::Warning,
+                None,
+                format!("cannot read the clock of {url} (Date: {server_date})"),
+            )
+            .why("the clock check needs the server's Date header")
+            .fix("none needed if `mailtoken token` works"),
+        );
+    };
+    let skew = local.abs_diff(remote);
+    if skew < SKEW_WARNING {
+        return None;
+    }
+    let ahead = if local > remote { "ahead of" } else { "behind" };
+    Some(
+        Finding::new(
+            if skew >= SKEW_ERROR { Severity::Error } else { Severity::Warning },
+            None,
+            format!("this machine's clock is {} {ahead} {url}", time::format_span(skew)),
+        )
+        .why("tokens carry issue and expiry times: a wrong clock makes them look expired or not yet valid, and refreshes happen at the wrong moment")
+        .fix("turn on time synchronisation (e.g. `timedatectl set-ntp true`)"),
+    )
+}
+
+/// The URL whose server clock matters: the token endpoint, or the issuer's discovery document.
+fn token_server(account: &Account) -> Option<String> {
+    account
+        .configured_endpoints()
+        .token
+        .or_else(|| account.issuer.as_deref().map(discovery::url))
+}
+
+/// Gather and check. Reads only: no file is created, moved or chmod-ed.
+pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let text = match std::fs::read_to_string(&paths.config) {
+        Ok(text) => text,
+        Err(e) => {
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    None,
+                    format!("cannot read the config {}: {e}", paths.config.display()),
+                )
+                .why("the accounts are defined there")
+                .fix("create it with `mailtoken add NAME --provider ... --client-id ...`, or pass --config"),
+            );
+            return out;
+        }
+    };
+    let config = match Config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(config_error(&paths.config, &text, &format!("{e:#}")));
+            return out;
+        }
+    };
+    let names: Vec<&String> = match only {
+        Some(name) => match config.accounts.get_key_value(name) {
+            Some((k, _)) => vec![k],
+            None => {
+                out.push(
+                    Finding::new(Severity::Error, Some(name), "no such account in the config")
+                        .fix("check the name with `mailtoken status`"),
+                );
+                return out;
+            }
+        },
+        None => config.accounts.keys().collect(),
+    };
+
+    let dir = &paths.data_dir;
+    // No store yet is fine here: each account below then says it is not logged in.
+    if let Ok(meta) = std::fs::metadata(dir) {
+        out.extend(mode_finding(dir, meta.permissions().mode(), true));
+    }
+    let now = time::now();
+    let mut servers = BTreeSet::new();
+    for name in names {
+        let acct = match config.open(paths, name) {
+            Ok(acct) => acct,
+            Err(e) => {
+                out.push(Finding::new(Severity::Error, Some(name), format!("{e:#}")));
+                continue;
+            }
+        };
+        out.extend(scope_findings(name, &acct.account));
+        servers.extend(token_server(&acct.account));
+        if *acct.store.backend() == store::Backend::File {
+            out.extend(stored_findings(&acct, now));
+        } else {
+            out.extend(backend_findings(&acct, now));
+        }
+    }
+    if !servers.is_empty() {
+        match Http::new() {
+            Ok(http) => {
+                for url in servers {
+                    out.extend(clock_finding(&http, &url, now));
+                }
+            }
+            Err(e) => out.push(Finding::new(Severity::Warning, None, format!("{e:#}"))),
+        }
+    }
+    out
+}
+
+/// Keyring and command stores: no modes or file times to judge, only what they hold.
+fn backend_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
+    let OpenAccount {
+        name,
+        account,
+        store,
+        ..
+    } = acct;
+    match store.load(name) {
+        Ok(Some(tokens)) => token_findings(name, account, &tokens, now),
+        Ok(None) if account.flow() == Flow::Credentials => Vec::new(),
+        Ok(None) => vec![
+            Finding::new(Severity::Error, Some(name), "not logged in")
+                .why(format!("{} holds no tokens", store.location(name)))
+                .fix(format!("`mailtoken login {name}`")),
+        ],
+        Err(e) => vec![
+            Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                .why("no token can be read from the store")
+                .fix("check the store settings of the account"),
+        ],
+    }
+}
+
+fn stored_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
+    let OpenAccount {
+        name,
+        account,
+        store,
+        ..
+    } = acct;
+    let mut out = Vec::new();
+    let path = store.token_path(name);
+    let (bytes, meta) = match (std::fs::read(&path), std::fs::metadata(&path)) {
+        (Ok(b), Ok(m)) => (b, m),
+        _ if account.flow() == Flow::Credentials => return out,
+        _ => {
+            out.push(
+                Finding::new(Severity::Error, Some(name), "not logged in")
+                    .why(format!("there is no token file {}", path.display()))
+                    .fix(format!("`mailtoken login {name}`")),
+            );
+            return out;
+        }
+    };
+    if let Some(mut f) = mode_finding(&path, meta.permissions().mode(), false) {
+        f.account = Some(name.to_string());
+        out.push(f);
+    }
+    let tokens = match store::parse(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    Some(name),
+                    format!("the token file {} is damaged: {e:#}", path.display()),
+                )
+                .why("no token can be read from it")
+                .fix(format!(
+                    "move it aside (it may hold the only refresh token) and `mailtoken login {name}`"
+                )),
+            );
+            return out;
+        }
+    };
+    out.extend(token_findings(name, account, &tokens, now));
+    if account.provider == Provider::Microsoft && tokens.refresh_token.is_some() {
+        let written = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        out.extend(inactivity_finding(name, written, now));
+    }
+    out
+}
+
+fn clock_finding(http: &Http, url: &str, now: u64) -> Option<Finding> {
+    match http.server_date(url) {
+        Ok(Some(date)) => skew_finding(url, now, &date),
+        Ok(None) => None,
+        Err(e) => Some(
+            Finding::new(
+                Severity::Warning,
+                None,
+                format!("cannot check the clock against {url}"),
+            )
+            .why(format!("{e:#}"))
+            .fix("check the network and the endpoint; `mailtoken token` needs to reach it to refresh"),
+        ),
+    }
+}
+
+pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
+    let findings = gather(paths, only);
+    let mut out = format!(
+        "config {}\nstore  {}\n",
+        paths.config.display(),
+        paths.data_dir.display()
+    );
+    for f in &findings {
+        out.push_str(&format!("\n{f}"));
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings.len() - errors;
+    if findings.is_empty() {
+        out.push_str("\nNo problems found.\n");
+    } else {
+        out.push_str(&format!("\n{errors} error(s), {warnings} warning(s).\n"));
+    }
+    print!("{out}");
+    if errors > 0 {
+        return Err(anyhow!(
+            "doctor found {errors} error(s): fix them as described above"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account(toml: &str) -> Account {
+        let text = format!("[accounts.a]\nclient_id = \"x\"\nuser = \"u@x.com\"\n{toml}\n");
+        Config::parse(&text).unwrap().accounts["a"].clone()
+    }
+
+    fn whats(f: &[Finding]) -> Vec<String> {
+        f.iter().map(|f| f.what.clone()).collect()
+    }
+
+    #[test]
+    fn clock_skew_levels() {
+        let date = "Sun, 06 Nov 1994 08:49:37 GMT";
+        let t = 784_111_777;
+        assert_eq!(skew_finding("u", t + 10, date), None);
+        assert_eq!(
+            skew_finding("u", t + 120, date).unwrap().severity,
+            Severity::Warning
+        );
+        let f = skew_finding("u", t - 3600, date).unwrap();
+        assert_eq!(f.severity, Severity::Error);
+        assert!(f.what.contains("1 h 0 min behind"), "{}", f.what);
+        assert_eq!(
+            skew_finding("u", t, "junk").unwrap().severity,
+            Severity::Warning
+        );
+    }
+
+    #[test]
+    fn microsoft_needs_offline_access_and_flows_match_scopes() {
+        let ok = account("provider = \"microsoft\"");
+        assert!(
+            scope_findings("a", &ok).is_empty(),
+            "{:?}",
+            scope_findings("a", &ok)
+        );
+        let no_offline = account(
+            "provider = \"microsoft\"\nscopes = [\"https://outlook.office.com/IMAP.AccessAsUser.All\"]",
+        );
+        assert_eq!(
+            whats(&scope_findings("a", &no_offline)),
+            ["offline_access is missing from the scopes"]
+        );
+        let default_with_user_flow = account(
+            "provider = \"microsoft\"\nscopes = [\"https://outlook.office365.com/.default\", \"offline_access\"]",
+        );
+        let f = scope_findings("a", &default_with_user_flow);
+        assert_eq!(f.len(), 1);
+        assert!(f[0].what.contains("app-only"), "{:?}", f);
+        let generic_app_delegated = account(
+            "provider = \"generic\"\nflow = \"credentials\"\ntoken_endpoint = \"https://t\"\nclient_secret_env = \"S\"\nscopes = [\"mail\", \"offline_access\"]",
+        );
+        let f = whats(&scope_findings("a", &generic_app_delegated));
+        assert!(f.iter().any(|w| w.contains("delegated")), "{f:?}");
+        assert!(
+            f.iter().any(|w| w.contains("offline_access with client")),
+            "{f:?}"
+        );
+        let google = account(
+            "provider = \"google\"\nflow = \"device\"\nscopes = [\"https://mail.google.com/\", \"offline_access\"]",
+        );
+        assert_eq!(scope_findings("a", &google).len(), 2);
+    }
+
+    #[test]
+    fn stored_tokens() {
+        let a = account("provider = \"microsoft\"");
+        let t = |json: &str| store::parse(json.as_bytes()).unwrap();
+        let good = t(
+            r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send"}"#,
+        );
+        assert!(token_findings("a", &a, &good, 200).is_empty());
+        let expired_no_rt =
+            t(r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100}"#);
+        let f = token_findings("a", &a, &expired_no_rt, 200);
+        assert_eq!(f[0].severity, Severity::Error);
+        assert_eq!(
+            token_findings("a", &a, &expired_no_rt, 50)[0].severity,
+            Severity::Warning
+        );
+        let narrow = t(
+            r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"https://outlook.office.com/IMAP.AccessAsUser.All"}"#,
+        );
+        let f = token_findings("a", &a, &narrow, 0);
+        assert!(f[0].what.contains("SMTP.Send"), "{f:?}");
+        let graph = account(
+            "provider = \"microsoft\"\nscopes = [\"https://graph.microsoft.com/Mail.Send\", \"offline_access\"]",
+        );
+        let short = t(
+            r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"Mail.Send openid"}"#,
+        );
+        assert!(token_findings("a", &graph, &short, 0).is_empty());
+    }
+
+    #[test]
+    fn inactivity() {
+        let day = 86_400;
+        let now = 1000 * day;
+        assert_eq!(inactivity_finding("a", Some(now - 10 * day), now), None);
+        assert_eq!(
+            inactivity_finding("a", Some(now - 80 * day), now)
+                .unwrap()
+                .severity,
+            Severity::Warning
+        );
+        assert_eq!(
+            inactivity_finding("a", Some(now - 95 * day), now)
+                .unwrap()
+                .severity,
+            Severity::Error
+        );
+        assert!(
+            inactivity_finding("a", None, now)
+                .unwrap()
+                .what
+                .contains("unknown")
+        );
+    }
+
+    #[test]
+    fn config_errors_name_the_line() {
+        let text = "[accounts.good]\nprovider = \"google\"\nclient_id = \"x\"\n\n[accounts.bad]\nprovider = \"google\"\nclient_id = \"\"\n";
+        let err = format!("{:#}", Config::parse(text).unwrap_err());
+        let f = config_error(Path::new("c.toml"), text, &err);
+        assert!(f.what.contains("c.toml line 5"), "{}", f.what);
+        let text = "[accounts.a]\nprovider = \"google\"\nclinet_id = \"x\"\n";
+        let err = format!("{:#}", Config::parse(text).unwrap_err());
+        let f = config_error(Path::new("c.toml"), text, &err);
+        assert!(f.what.contains("line 3"), "{}", f.what);
+    }
+
+    #[test]
+    fn modes() {
+        assert!(mode_finding(Path::new("/d"), 0o700, true).is_none());
+        let f = mode_finding(Path::new("/d/a.json"), 0o100644, false).unwrap();
+        assert!(
+            f.what.contains("mode 644") && f.fix.contains("chmod 600"),
+            "{f:?}"
+        );
+    }
+}

@@ -1,0 +1,107 @@
+//! Setting an account up and taking it down: `add`, `login`, `logout`, and `completions`.
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::cli::{AddArgs, LoginArgs};
+use crate::config::{self, Account, Paths};
+use crate::error::usage;
+use crate::flows;
+use crate::provider::Flow;
+use crate::store::{Backend, LOCK_TIMEOUT};
+use crate::time;
+
+pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
+    let args = *args;
+    let account = Account {
+        provider: args.provider,
+        user: args.user,
+        client_id: args.client_id,
+        tenant: args.tenant,
+        services: args.services,
+        scopes: args.scopes,
+        flow: args.flow,
+        client_secret_env: args.client_secret_env,
+        client_secret_file: args.client_secret_file,
+        client_secret_command: args.client_secret_command,
+        client_certificate: args.client_certificate,
+        client_key: args.client_key,
+        redirect_uri: args.redirect_uri,
+        issuer: args.issuer,
+        device_authorization_endpoint: args.device_authorization_endpoint,
+        token_endpoint: args.token_endpoint,
+        authorization_endpoint: args.authorization_endpoint,
+        ..Account::default()
+    };
+    config::append_account(&paths.config, &args.account, &account)?;
+    eprintln!(
+        "Added account `{}` to {}.\nNext: mailtoken login {}",
+        args.account,
+        paths.config.display(),
+        args.account
+    );
+    Ok(())
+}
+
+pub fn login(paths: &Paths, args: &LoginArgs) -> Result<()> {
+    let acct = config::open(paths, &args.account)?;
+    let name = acct.name.as_str();
+    // App-only accounts are set up in the config (flow = "credentials"), not per login: `token`
+    // must know to fetch without a refresh token.
+    let flow = match (args.device, args.browser) {
+        (true, _) => Some(Flow::Device),
+        (_, true) => Some(Flow::Browser),
+        _ => None,
+    };
+    if flow.is_some() && acct.account.flow() == Flow::Credentials {
+        return Err(usage(format!(
+            "account `{name}` is app-only (flow = \"credentials\"): it has no user login; `mailtoken login {name}` fetches its token"
+        )));
+    }
+    let options = flows::LoginOptions {
+        flow,
+        open_browser: !args.no_open,
+        open_device_page: args.open,
+        qr: !args.no_qr,
+        copy_code: !args.no_copy,
+        paste: args.paste,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let tokens = flows::login(&acct, &options)?;
+    let until = tokens
+        .access_for(None)
+        .or_else(|| tokens.resources.values().next())
+        .map(|a| time::format_utc(a.expires_at))
+        .unwrap_or_default();
+    eprintln!(
+        "Logged in account `{name}`. Access token valid until {until}; `mailtoken token {name}` prints it."
+    );
+    Ok(())
+}
+
+pub fn logout(paths: &Paths, name: &str) -> Result<()> {
+    let acct = config::open(paths, name)?;
+    let store = &acct.store;
+    let removed = if store.dir().exists() || *store.backend() != Backend::File {
+        let _lock = store.lock(name, LOCK_TIMEOUT)?;
+        store.remove(name)?
+    } else {
+        false
+    };
+    if removed {
+        eprintln!(
+            "Forgot the tokens of `{name}`. The refresh token stays valid at the provider until it \
+             expires or you revoke the app's access there."
+        );
+    } else {
+        eprintln!("Account `{name}` had no stored tokens.");
+    }
+    Ok(())
+}
+
+pub fn completions(shell: clap_complete::Shell) -> Result<()> {
+    let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
+    clap_complete::generate(shell, &mut command, "mailtoken", &mut std::io::stdout());
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! `status`: each account's login state and token lifetimes, on stdout, never a secret.
+
+use anyhow::Result;
+
+use crate::config::{Account, Config, Paths};
+use crate::provider::Flow;
+use crate::store::Store;
+use crate::time;
+
+pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
+    let config = Config::load(&paths.config)?;
+    let names: Vec<&str> = match only {
+        Some(name) => {
+            config.account(name)?;
+            vec![name]
+        }
+        None => config.accounts.keys().map(String::as_str).collect(),
+    };
+    if names.is_empty() {
+        eprintln!(
+            "No accounts in {}. Add one with `mailtoken add`.",
+            paths.config.display()
+        );
+        return Ok(());
+    }
+    let now = time::now();
+    let mut out = String::new();
+    for name in names {
+        let acct = config.open(paths, name)?;
+        out.push_str(&status_block(name, &acct.account, &acct.store, now));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+fn status_block(name: &str, account: &Account, store: &Store, now: u64) -> String {
+    let provider = format!("{:?}", account.provider).to_lowercase();
+    let flow = format!("{:?}", account.flow()).to_lowercase();
+    let user = account
+        .user
+        .as_deref()
+        .map(|u| format!(", {u}"))
+        .unwrap_or_default();
+    let mut text = format!(
+        "{name} ({provider}{user}, {flow} login)\n  store:         {}\n",
+        store.location(name)
+    );
+    let tokens = match store.load(name) {
+        Ok(Some(tokens)) => tokens,
+        Ok(None) if account.flow() == Flow::Credentials => {
+            text.push_str("  logged in:     app-only; a token is fetched on first use\n");
+            return text;
+        }
+        Ok(None) => {
+            text.push_str(&format!(
+                "  logged in:     no (run `mailtoken login {name}`)\n"
+            ));
+            return text;
+        }
+        Err(e) => {
+            text.push_str(&format!("  logged in:     unknown: {e:#}\n"));
+            return text;
+        }
+    };
+    let refresh = match (&tokens.refresh_token, account.flow()) {
+        (_, Flow::Credentials) => "none needed (app-only)",
+        (Some(_), _) => "stored (renews access tokens when needed)",
+        (None, _) => "none: a new login is needed once the access token expires",
+    };
+    text.push_str(&format!(
+        "  logged in:     yes\n  refresh token: {refresh}\n"
+    ));
+    let own = tokens.access_for(None).map(|a| ("access token:  ", a));
+    let others = tokens.resources.values().map(|a| ("other token:   ", a));
+    for (label, access) in own.into_iter().chain(others) {
+        let life = if access.expires_at > now {
+            format!(
+                "valid until {} (for {})",
+                time::format_utc(access.expires_at),
+                time::format_span(access.expires_at - now)
+            )
+        } else {
+            format!("expired {} ago", time::format_span(now - access.expires_at))
+        };
+        text.push_str(&format!(
+            "  {label}{life}\n                 scope: {}\n",
+            access.scope.as_deref().unwrap_or("-")
+        ));
+    }
+    text
+}

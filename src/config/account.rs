@@ -1,0 +1,309 @@
+//! One account's settings as written in the config, what follows from them (flow, scopes,
+//! endpoints, store), its client secret, and which of its tokens a caller wants.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::error::usage;
+use crate::provider::{self, Endpoints, Flow, Provider, Service};
+use crate::shell;
+use crate::store::Backend;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Account {
+    pub provider: Provider,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    pub client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<Service>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_env: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_secret_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flow: Option<Flow>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redirect_uri: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub device_authorization_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub authorization_endpoint: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_margin: Option<u64>,
+    /// Where the tokens live: "file" (default), "keyring" or "command".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_load_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_save_command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store_erase_command: Option<String>,
+    /// Other scope sets the same refresh token can mint tokens for, by name (Graph, say).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, Vec<String>>,
+    /// Mail servers for `check` and `send-test`, over the provider presets (see mail/servers.rs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub imap_tls: Option<TlsMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pop_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pop_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pop_tls: Option<TlsMode>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_host: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_port: Option<u16>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp_tls: Option<TlsMode>,
+    /// Microsoft Graph base URL [default: https://graph.microsoft.com]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub graph_url: Option<String>,
+    /// OpenID Connect userinfo endpoint, for `whoami`
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub userinfo_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    File,
+    Keyring,
+    Command,
+}
+
+/// How a connection is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// Plain connection upgraded with STARTTLS (SMTP submission on 587)
+    Starttls,
+    /// TLS from the first byte (993, 995, 465)
+    Tls,
+    /// No TLS at all: only for test servers on this machine
+    None,
+}
+
+impl Account {
+    pub fn flow(&self) -> Flow {
+        self.flow
+            .unwrap_or_else(|| provider::default_flow(self.provider))
+    }
+
+    /// The account's own scopes: explicit ones, or the preset for its services and flow.
+    pub fn scopes(&self) -> Result<Vec<String>> {
+        if !self.scopes.is_empty() {
+            Ok(self.scopes.clone())
+        } else if self.flow() == Flow::Credentials {
+            provider::app_scopes(self.provider)
+        } else {
+            provider::service_scopes(self.provider, &self.services)
+        }
+    }
+
+    /// The token store backend the account asks for; `validate` made sure it is complete.
+    pub fn backend(&self) -> Backend {
+        match (
+            self.store,
+            &self.store_load_command,
+            &self.store_save_command,
+        ) {
+            (Some(StoreKind::Keyring), _, _) => Backend::Keyring,
+            (Some(StoreKind::Command), Some(load), Some(save)) => Backend::Command {
+                load: load.clone(),
+                save: save.clone(),
+                erase: self.store_erase_command.clone(),
+            },
+            _ => Backend::File,
+        }
+    }
+
+    /// The account's own settings for one mail service: host, port, TLS mode.
+    pub fn mail_overrides(&self, service: Service) -> (Option<&str>, Option<u16>, Option<TlsMode>) {
+        match service {
+            Service::Imap => (self.imap_host.as_deref(), self.imap_port, self.imap_tls),
+            Service::Pop => (self.pop_host.as_deref(), self.pop_port, self.pop_tls),
+            Service::Smtp => (self.smtp_host.as_deref(), self.smtp_port, self.smtp_tls),
+        }
+    }
+
+    pub fn redirect_uri(&self) -> &str {
+        self.redirect_uri
+            .as_deref()
+            .unwrap_or_else(|| provider::default_redirect_uri(self.provider))
+    }
+
+    /// Endpoints from explicit settings, then from the provider preset. Discovery (for an
+    /// `issuer`) fills what is still missing, at the moment a request is due.
+    pub fn configured_endpoints(&self) -> Endpoints {
+        Endpoints {
+            device_authorization: self.device_authorization_endpoint.clone(),
+            token: self.token_endpoint.clone(),
+            authorization: self.authorization_endpoint.clone(),
+        }
+        .or(provider::preset_endpoints(
+            self.provider,
+            self.tenant.as_deref(),
+        ))
+    }
+
+    /// The client secret, if the account has one. Read only when a request needs it, never
+    /// from argv, never logged.
+    pub fn client_secret(&self) -> Result<Option<String>> {
+        if let Some(var) = &self.client_secret_env {
+            let value = std::env::var(var).map_err(|_| {
+                usage(format!(
+                    "client_secret_env names `{var}`, but that variable is not set"
+                ))
+            })?;
+            return Ok(Some(value.trim().to_string()));
+        }
+        if let Some(path) = &self.client_secret_file {
+            let path = expand_home(path);
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!("cannot read the client secret from {}", path.display())
+            })?;
+            return Ok(Some(first_line(&text)?));
+        }
+        if let Some(cmd) = &self.client_secret_command {
+            let out = shell::run("client_secret_command", cmd, None)?;
+            let text = String::from_utf8(out)
+                .context("client_secret_command printed something that is not UTF-8")?;
+            return Ok(Some(first_line(&text)?));
+        }
+        Ok(None)
+    }
+}
+
+fn first_line(text: &str) -> Result<String> {
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        bail!("the client secret is empty");
+    }
+    Ok(line.to_string())
+}
+
+fn expand_home(path: &Path) -> PathBuf {
+    match (path.strip_prefix("~"), std::env::var_os("HOME")) {
+        (Ok(rest), Some(home)) => PathBuf::from(home).join(rest),
+        _ => path.to_path_buf(),
+    }
+}
+
+/// Which access token is wanted: the account's own (`key` None) or one for other scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Want {
+    pub key: Option<String>,
+    pub scopes: Vec<String>,
+}
+
+impl Want {
+    pub fn own(account: &Account) -> Result<Want> {
+        Ok(Want {
+            key: None,
+            scopes: account.scopes()?,
+        })
+    }
+
+    /// From `--resource NAME` or `--scope S...`; either may name the account's own scopes.
+    pub fn pick(account: &Account, resource: Option<&str>, scopes: &[String]) -> Result<Want> {
+        let mut wanted = match resource {
+            Some(name) => account.resources.get(name).cloned().ok_or_else(|| {
+                let known: Vec<&str> = account.resources.keys().map(String::as_str).collect();
+                usage(format!(
+                    "the account has no resource `{name}` (known: {}); add it under [accounts.NAME.resources]",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ))
+            })?,
+            None if scopes.is_empty() => return Want::own(account),
+            None => scopes.to_vec(),
+        };
+        // Microsoft only returns a refresh token (often a rotated one) when asked for it.
+        if account.provider == Provider::Microsoft
+            && account.flow() != Flow::Credentials
+            && !wanted.iter().any(|s| s == "offline_access")
+        {
+            wanted.push("offline_access".into());
+        }
+        let own = account.scopes()?;
+        if same_scopes(&wanted, &own) {
+            return Want::own(account);
+        }
+        Ok(Want {
+            key: Some(wanted.join(" ")),
+            scopes: wanted,
+        })
+    }
+}
+
+fn same_scopes(a: &[String], b: &[String]) -> bool {
+    let mut a: Vec<&String> = a.iter().collect();
+    let mut b: Vec<&String> = b.iter().collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn microsoft() -> Account {
+        let config = Config::parse(
+            r#"
+[accounts.work]
+provider = "microsoft"
+client_id = "id"
+[accounts.work.resources]
+graph = ["https://graph.microsoft.com/Mail.Send"]
+"#,
+        )
+        .unwrap();
+        config.accounts["work"].clone()
+    }
+
+    #[test]
+    fn named_resources_get_their_own_key_with_offline_access() {
+        let a = microsoft();
+        let w = Want::pick(&a, Some("graph"), &[]).unwrap();
+        assert_eq!(
+            w.key.as_deref(),
+            Some("https://graph.microsoft.com/Mail.Send offline_access")
+        );
+        assert!(Want::pick(&a, Some("nope"), &[]).is_err());
+        assert_eq!(Want::pick(&a, None, &[]).unwrap(), Want::own(&a).unwrap());
+    }
+
+    #[test]
+    fn asking_for_the_own_scopes_in_any_order_is_the_own_token() {
+        let a = microsoft();
+        let mut own = a.scopes().unwrap();
+        own.reverse();
+        assert_eq!(Want::pick(&a, None, &own).unwrap().key, None);
+    }
+}

@@ -1,0 +1,257 @@
+//! The TOML config file: where files live, loading and checking the accounts, and opening one.
+
+mod account;
+mod validate;
+mod write;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+pub use account::{Account, StoreKind, TlsMode, Want};
+pub use validate::validate_account_name;
+pub use write::{account_toml, append_account};
+
+use crate::error::usage;
+use crate::store::Store;
+
+/// Seconds of life a cached access token must still have to be handed out.
+pub const DEFAULT_REFRESH_MARGIN: u64 = 300;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub refresh_margin: Option<u64>,
+    #[serde(default)]
+    pub accounts: BTreeMap<String, Account>,
+}
+
+/// Where the config file and the token store are.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl Paths {
+    /// Explicit paths (flags or environment, already merged by clap) win over the XDG defaults.
+    pub fn resolve(config: Option<PathBuf>, data_dir: Option<PathBuf>) -> Result<Paths> {
+        let dirs = || {
+            directories::ProjectDirs::from("", "", "mailtoken")
+                .context("cannot find your home directory: pass --config and --data-dir explicitly")
+        };
+        let config = match config {
+            Some(p) => p,
+            None => dirs()?.config_dir().join("config.toml"),
+        };
+        let data_dir = match data_dir {
+            Some(p) => p,
+            None => dirs()?.data_dir().to_path_buf(),
+        };
+        Ok(Paths { config, data_dir })
+    }
+}
+
+/// One account, ready to use: its settings, its token store and its refresh margin. Every
+/// command gets one from `open` (or `Config::open`), the one place that puts it together.
+#[derive(Debug, Clone)]
+pub struct OpenAccount {
+    pub name: String,
+    pub account: Account,
+    pub store: Store,
+    /// Seconds of life a cached access token must still have to be handed out.
+    pub margin: u64,
+}
+
+/// Load the config and open the account `name` in it.
+pub fn open(paths: &Paths, name: &str) -> Result<OpenAccount> {
+    Config::load(&paths.config)?.open(paths, name)
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(usage(format!(
+                    "no config file at {}: add an account with `mailtoken add NAME --provider ... --user ... --client-id ...`",
+                    path.display()
+                )));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("cannot read {}", path.display()));
+            }
+        };
+        Config::parse(&text).map_err(|e| usage(format!("{}: {e:#}", path.display())))
+    }
+
+    pub fn parse(text: &str) -> Result<Config> {
+        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        for (name, account) in &config.accounts {
+            validate_account_name(name)?;
+            account
+                .validate()
+                .with_context(|| format!("account `{name}`"))?;
+        }
+        Ok(config)
+    }
+
+    pub fn account(&self, name: &str) -> Result<&Account> {
+        self.accounts.get(name).ok_or_else(|| {
+            let known: Vec<&str> = self.accounts.keys().map(String::as_str).collect();
+            usage(if known.is_empty() {
+                format!("no account `{name}`: the config has no accounts yet; add one with `mailtoken add`")
+            } else {
+                format!("no account `{name}` in the config (known: {})", known.join(", "))
+            })
+        })
+    }
+
+    /// The account `name` with its store and margin.
+    pub fn open(&self, paths: &Paths, name: &str) -> Result<OpenAccount> {
+        let account = self.account(name)?;
+        Ok(OpenAccount {
+            name: name.to_string(),
+            store: Store::with_backend(paths.data_dir.clone(), account.backend()),
+            margin: self.refresh_margin(account),
+            account: account.clone(),
+        })
+    }
+
+    /// Every account in the config, opened, in name order.
+    pub fn open_all(&self, paths: &Paths) -> Result<Vec<OpenAccount>> {
+        self.accounts
+            .keys()
+            .map(|name| self.open(paths, name))
+            .collect()
+    }
+
+    pub fn refresh_margin(&self, account: &Account) -> u64 {
+        account
+            .refresh_margin
+            .or(self.refresh_margin)
+            .unwrap_or(DEFAULT_REFRESH_MARGIN)
+    }
+}
+
+/// Where a TOML error is, and what it is, without toml's quote of the offending line: that line
+/// may hold a secret (`client_secret = "..."` is an unknown key, and a common first guess).
+fn toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
+    let place = e
+        .span()
+        .and_then(|span| text.get(..span.start))
+        .map(|before| {
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            format!("line {line}, column {column}: ")
+        });
+    anyhow::anyhow!("{}{}", place.unwrap_or_default(), e.message().trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provider::Provider;
+
+    const SAMPLE: &str = r#"
+refresh_margin = 120
+
+[accounts.work]
+provider = "microsoft"
+user = "me@example.com"
+client_id = "11111111-2222-3333-4444-555555555555"
+tenant = "organizations"
+services = ["imap", "smtp"]
+
+[accounts.test]
+provider = "generic"
+client_id = "cli"
+token_endpoint = "http://127.0.0.1:9/token"
+scopes = ["mail"]
+refresh_margin = 10
+"#;
+
+    #[test]
+    fn parses_accounts_and_margins() {
+        let c = Config::parse(SAMPLE).unwrap();
+        let work = c.account("work").unwrap();
+        assert_eq!(work.provider, Provider::Microsoft);
+        assert_eq!(c.refresh_margin(work), 120);
+        assert_eq!(c.refresh_margin(c.account("test").unwrap()), 10);
+        assert!(
+            work.configured_endpoints()
+                .token
+                .unwrap()
+                .contains("/organizations/")
+        );
+        let err = c.account("nope").unwrap_err().to_string();
+        assert!(err.contains("known: test, work"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_types_name_the_line() {
+        let err = Config::parse(
+            "[accounts.a]\nprovider = \"google\"\nclient_id = \"x\"\nclinet_secret_env = \"X\"\n",
+        )
+        .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(msg.contains("clinet_secret_env"), "{msg}");
+        let err = Config::parse("refresh_margin = \"soon\"").unwrap_err();
+        assert!(format!("{err:#}").contains("line 1"));
+    }
+
+    #[test]
+    fn rejects_configs_that_cannot_work() {
+        let cases = [
+            "[accounts.a]\nprovider = \"generic\"\nclient_id = \"x\"\nscopes = [\"s\"]\n",
+            "[accounts.a]\nprovider = \"generic\"\nclient_id = \"x\"\ntoken_endpoint = \"https://x/t\"\n",
+            "[accounts.a]\nprovider = \"google\"\nclient_id = \"x\"\ntenant = \"common\"\n",
+            "[accounts.a]\nprovider = \"google\"\nclient_id = \"\"\n",
+            "[accounts.a]\nprovider = \"google\"\nclient_id = \"x\"\ntoken_endpoint = \"http://example.com/t\"\n",
+            "[accounts.a]\nprovider = \"google\"\nclient_id = \"x\"\nclient_secret_env = \"A\"\nclient_secret_file = \"/b\"\n",
+            "[accounts.\"../x\"]\nprovider = \"google\"\nclient_id = \"x\"\n",
+        ];
+        for case in cases {
+            assert!(Config::parse(case).is_err(), "accepted:\n{case}");
+        }
+    }
+
+    #[test]
+    fn appended_account_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/config.toml");
+        let account = Config::parse(SAMPLE).unwrap().accounts["work"].clone();
+        append_account(&path, "work", &account).unwrap();
+        append_account(&path, "other.me", &account).unwrap();
+        let again = append_account(&path, "work", &account).unwrap_err();
+        assert!(again.to_string().contains("already exists"));
+        let c = Config::load(&path).unwrap();
+        assert_eq!(c.accounts.len(), 2);
+        assert_eq!(
+            c.accounts["other.me"].tenant.as_deref(),
+            Some("organizations")
+        );
+    }
+
+    #[test]
+    fn secret_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let mut a = Config::parse(SAMPLE).unwrap().accounts["test"].clone();
+        assert_eq!(a.client_secret().unwrap(), None);
+        a.client_secret_file = Some(file);
+        assert_eq!(a.client_secret().unwrap().as_deref(), Some("s3cret"));
+        a.client_secret_file = None;
+        a.client_secret_command = Some("printf 'from-cmd\\n'".into());
+        assert_eq!(a.client_secret().unwrap().as_deref(), Some("from-cmd"));
+        a.client_secret_command = Some("exit 3".into());
+        assert!(a.client_secret().is_err());
+        a.client_secret_command = None;
+        a.client_secret_env = Some("MAILTOKEN_TEST_SURELY_UNSET".into());
+        assert!(a.client_secret().is_err());
+    }
+}

@@ -1,0 +1,241 @@
+//! The config rules that need no network: a config that breaks one cannot work at all. Each
+//! rule is a named function; `Account::validate` runs them in order and reports the first.
+
+use anyhow::{Context, Result, bail};
+
+use super::{Account, StoreKind, TlsMode};
+use crate::provider::{self, Flow, Provider, Service};
+
+/// Account names become file names in the store, so keep them to a safe alphabet.
+pub fn validate_account_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
+    if !ok {
+        bail!(
+            "`{name}` is not a usable account name: use letters, digits and . _ - @ (not starting with a dot)"
+        );
+    }
+    Ok(())
+}
+
+type Rule = fn(&Account) -> Result<()>;
+
+/// In the order they are reported.
+const RULES: &[Rule] = &[
+    client_id_is_set,
+    one_secret_source,
+    certificate_and_key_together,
+    app_only_has_credentials,
+    redirect_uri_is_loopback,
+    store_settings_match,
+    resources_have_scopes,
+    tenant_is_microsofts,
+    scopes_are_known,
+    mail_servers_are_safe,
+    api_urls_are_safe,
+    generic_has_token_endpoint,
+    oauth_urls_are_safe,
+];
+
+impl Account {
+    /// Every rule, in order; the first broken one is the error.
+    pub fn validate(&self) -> Result<()> {
+        RULES.iter().try_for_each(|rule| rule(self))
+    }
+
+    fn secret_sources(&self) -> usize {
+        [
+            self.client_secret_env.is_some(),
+            self.client_secret_file.is_some(),
+            self.client_secret_command.is_some(),
+        ]
+        .iter()
+        .filter(|s| **s)
+        .count()
+    }
+}
+
+fn client_id_is_set(a: &Account) -> Result<()> {
+    if a.client_id.trim().is_empty() {
+        bail!("`client_id` is empty");
+    }
+    Ok(())
+}
+
+fn one_secret_source(a: &Account) -> Result<()> {
+    if a.secret_sources() > 1 {
+        bail!("set only one of `client_secret_env`, `client_secret_file`, `client_secret_command`");
+    }
+    Ok(())
+}
+
+fn certificate_and_key_together(a: &Account) -> Result<()> {
+    if a.client_certificate.is_some() != a.client_key.is_some() {
+        bail!("`client_certificate` and `client_key` go together: set both");
+    }
+    Ok(())
+}
+
+fn app_only_has_credentials(a: &Account) -> Result<()> {
+    if a.flow() != Flow::Credentials {
+        return Ok(());
+    }
+    if a.client_certificate.is_none() && a.secret_sources() == 0 {
+        bail!(
+            "flow = \"credentials\" needs a client secret (`client_secret_env`, `_file` or `_command`) or a certificate (`client_certificate` and `client_key`)"
+        );
+    }
+    for scope in a.scopes()? {
+        if a.provider == Provider::Microsoft && !scope.ends_with("/.default") {
+            bail!(
+                "scope `{scope}` cannot be used with client credentials: app-only scopes end in /.default (for IMAP/SMTP: {})",
+                provider::MICROSOFT_APP_SCOPE
+            );
+        }
+    }
+    Ok(())
+}
+
+fn redirect_uri_is_loopback(a: &Account) -> Result<()> {
+    if let Some(uri) = &a.redirect_uri {
+        let parsed = reqwest::Url::parse(uri)
+            .with_context(|| format!("redirect_uri `{uri}` is not a valid URL"))?;
+        if parsed.scheme() != "http" || !provider::is_loopback(&parsed) {
+            bail!(
+                "redirect_uri `{uri}` must be http://127.0.0.1, http://[::1] or http://localhost (with an optional port and path): mailtoken listens on this machine"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn store_settings_match(a: &Account) -> Result<()> {
+    let commands = a.store_load_command.is_some()
+        || a.store_save_command.is_some()
+        || a.store_erase_command.is_some();
+    match a.store {
+        Some(StoreKind::Command)
+            if a.store_load_command.is_none() || a.store_save_command.is_none() =>
+        {
+            bail!(
+                "store = \"command\" needs `store_load_command` (prints the tokens) and `store_save_command` (reads them on stdin)"
+            );
+        }
+        Some(StoreKind::File | StoreKind::Keyring) | None if commands => {
+            bail!("`store_*_command` settings need store = \"command\"")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn resources_have_scopes(a: &Account) -> Result<()> {
+    for (name, scopes) in &a.resources {
+        if scopes.is_empty() {
+            bail!("resource `{name}` has no scopes");
+        }
+    }
+    Ok(())
+}
+
+fn tenant_is_microsofts(a: &Account) -> Result<()> {
+    if a.tenant.is_some() && a.provider != Provider::Microsoft {
+        bail!("`tenant` only applies to provider = \"microsoft\"");
+    }
+    Ok(())
+}
+
+fn scopes_are_known(a: &Account) -> Result<()> {
+    a.scopes().map(drop)
+}
+
+/// Plain text only towards this machine, no STARTTLS where we do not speak it.
+fn mail_servers_are_safe(a: &Account) -> Result<()> {
+    for service in [Service::Imap, Service::Pop, Service::Smtp] {
+        let name = service.name();
+        let (host, _, tls) = a.mail_overrides(service);
+        if let Some(host) = host
+            && (host.is_empty() || host.contains(char::is_whitespace))
+        {
+            bail!("`{name}_host` `{host}` is not a host name");
+        }
+        let host = host.or(provider::mail_server(a.provider, service).map(|p| p.0));
+        if tls == Some(TlsMode::None) && !host.is_some_and(provider::is_loopback_host) {
+            bail!(
+                "`{name}_tls = \"none\"` would send the token in clear text: it is only allowed for \
+                 test servers on this machine (127.0.0.1, ::1, localhost)"
+            );
+        }
+        if tls == Some(TlsMode::Starttls) && service != Service::Smtp {
+            bail!(
+                "`{name}_tls = \"starttls\"` is not supported for {}: use \"tls\" (port {})",
+                name.to_uppercase(),
+                service.default_port()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn api_urls_are_safe(a: &Account) -> Result<()> {
+    for (what, url) in [
+        ("graph_url", &a.graph_url),
+        ("userinfo_endpoint", &a.userinfo_endpoint),
+    ] {
+        if let Some(url) = url {
+            provider::check_endpoint_url(what, url)?;
+        }
+    }
+    Ok(())
+}
+
+fn generic_has_token_endpoint(a: &Account) -> Result<()> {
+    if a.provider == Provider::Generic && a.issuer.is_none() && a.token_endpoint.is_none() {
+        bail!("a generic provider needs `issuer` (for OIDC discovery) or `token_endpoint`");
+    }
+    Ok(())
+}
+
+fn oauth_urls_are_safe(a: &Account) -> Result<()> {
+    for (what, url) in [
+        ("issuer", &a.issuer),
+        (
+            "device_authorization_endpoint",
+            &a.device_authorization_endpoint,
+        ),
+        ("token_endpoint", &a.token_endpoint),
+        ("authorization_endpoint", &a.authorization_endpoint),
+    ] {
+        if let Some(url) = url {
+            provider::check_endpoint_url(what, url)?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Account, Config};
+    use anyhow::Result;
+
+    fn account(extra: &str) -> Result<Account> {
+        let text = format!("[accounts.a]\nprovider = \"microsoft\"\nclient_id = \"x\"\n{extra}\n");
+        Ok(Config::parse(&text)?.accounts["a"].clone())
+    }
+
+    #[test]
+    fn plain_text_only_to_loopback() {
+        assert!(account("smtp_host = \"127.0.0.1\"\nsmtp_tls = \"none\"").is_ok());
+        assert!(account("smtp_host = \"localhost\"\nsmtp_tls = \"none\"").is_ok());
+        assert!(account("smtp_host = \"[::1]\"\nsmtp_tls = \"none\"").is_ok());
+        assert!(account("smtp_tls = \"none\"").is_err());
+        assert!(account("smtp_host = \"10.0.0.1\"\nsmtp_tls = \"none\"").is_err());
+        assert!(account("imap_tls = \"starttls\"").is_err());
+        assert!(account("smtp_tls = \"maybe\"").is_err());
+        assert!(account("graph_url = \"http://example.com\"").is_err());
+        assert!(account("graph_url = \"http://127.0.0.1:9\"").is_ok());
+    }
+}

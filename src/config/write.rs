@@ -1,0 +1,67 @@
+//! `mailtoken add`: the account written as TOML and appended to the config, which keeps its
+//! comments and must still parse before it replaces the file.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use super::{Account, Config, validate_account_name};
+use crate::error::usage;
+
+/// The TOML text `mailtoken add` appends for a new account.
+pub fn account_toml(name: &str, account: &Account) -> Result<String> {
+    // Serialised under its full path so that nested tables get the right headers.
+    #[derive(Serialize)]
+    struct Wrapper<'a> {
+        accounts: BTreeMap<&'a str, &'a Account>,
+    }
+    let wrapper = Wrapper {
+        accounts: BTreeMap::from([(name, account)]),
+    };
+    let body = toml::to_string(&wrapper).context("cannot write the account as TOML")?;
+    Ok(format!("\n{body}"))
+}
+
+/// Append an account to the config file, creating it if needed. The existing text is kept as
+/// it is (comments included), and the result must still parse before it replaces the file.
+pub fn append_account(path: &Path, name: &str, account: &Account) -> Result<()> {
+    validate_account_name(name).map_err(|e| usage(e.to_string()))?;
+    account.validate().map_err(|e| usage(format!("{e:#}")))?;
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let current = Config::parse(&existing).map_err(|e| {
+        usage(format!(
+            "{}: {e:#}; fix it before adding accounts",
+            path.display()
+        ))
+    })?;
+    if current.accounts.contains_key(name) {
+        return Err(usage(format!(
+            "account `{name}` already exists in {}",
+            path.display()
+        )));
+    }
+    let text = existing + &account_toml(name, account)?;
+    Config::parse(&text).context("the new config does not parse (this is a bug)")?;
+
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".config.toml.")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    tmp.write_all(text.as_bytes())?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}

@@ -1,0 +1,103 @@
+//! Where an account's OAuth endpoints are: its settings, the provider preset, then OpenID
+//! Connect discovery for an `issuer`.
+
+use anyhow::Result;
+use serde::Deserialize;
+
+use crate::config::Account;
+use crate::error::{server, usage};
+use crate::http::Http;
+use crate::provider::{self, Endpoints};
+
+/// The account's endpoints: explicit settings, then presets, then OIDC discovery for an
+/// `issuer` (one GET, made only when a request is due anyway).
+pub fn endpoints(http: &Http, account: &Account) -> Result<Endpoints> {
+    let mut endpoints = account.configured_endpoints();
+    if let Some(issuer) = &account.issuer {
+        let complete = endpoints.token.is_some()
+            && endpoints.device_authorization.is_some()
+            && endpoints.authorization.is_some();
+        if !complete {
+            let url = url(issuer);
+            let reply = http.get(&url)?;
+            if !reply.is_success() {
+                return Err(server(format!(
+                    "OIDC discovery at {url} failed: HTTP {}. Check `issuer`.",
+                    reply.status
+                )));
+            }
+            let found = parse(issuer, &reply.body)?;
+            endpoints = endpoints.or(found);
+        }
+    }
+    for (what, url) in [
+        (
+            "device_authorization_endpoint",
+            &endpoints.device_authorization,
+        ),
+        ("token_endpoint", &endpoints.token),
+        ("authorization_endpoint", &endpoints.authorization),
+    ] {
+        if let Some(url) = url {
+            provider::check_endpoint_url(what, url)?;
+        }
+    }
+    Ok(endpoints)
+}
+
+/// Where OIDC discovery looks for an issuer's metadata (RFC 8414 / OpenID Connect Discovery).
+pub fn url(issuer: &str) -> String {
+    format!(
+        "{}/.well-known/openid-configuration",
+        issuer.trim_end_matches('/')
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct Discovery {
+    pub issuer: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub device_authorization_endpoint: Option<String>,
+    pub authorization_endpoint: Option<String>,
+}
+
+/// A document that does not parse is the server's trouble (exit 4, like any malformed reply);
+/// one naming another issuer means `issuer` is set wrong (exit 2).
+pub fn parse(issuer: &str, body: &[u8]) -> Result<Endpoints> {
+    let doc: Discovery = serde_json::from_slice(body).map_err(|e| {
+        crate::error::server(format!(
+            "the OIDC discovery document of `{issuer}` is not valid JSON: {e}"
+        ))
+    })?;
+    if let Some(found) = &doc.issuer
+        && found.trim_end_matches('/') != issuer.trim_end_matches('/')
+    {
+        return Err(usage(format!(
+            "the discovery document names issuer `{found}`, not `{issuer}`: check `issuer`"
+        )));
+    }
+    Ok(Endpoints {
+        device_authorization: doc.device_authorization_endpoint,
+        token: doc.token_endpoint,
+        authorization: doc.authorization_endpoint,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn discovery_fills_endpoints_and_checks_the_issuer() {
+        let body = br#"{"issuer":"https://id.example.com","token_endpoint":"https://id.example.com/t","device_authorization_endpoint":"https://id.example.com/d"}"#;
+        let e = parse("https://id.example.com/", body).unwrap();
+        assert_eq!(e.token.as_deref(), Some("https://id.example.com/t"));
+        let exit = |r: Result<Endpoints>| crate::error::exit_code(&r.unwrap_err());
+        assert_eq!(exit(parse("https://other.example.com", body)), 2);
+        assert_eq!(exit(parse("https://id.example.com", b"<html>")), 4);
+        assert_eq!(
+            url("https://id.example.com/"),
+            "https://id.example.com/.well-known/openid-configuration"
+        );
+    }
+}

@@ -1,0 +1,379 @@
+//! Requests to the token endpoint (RFC 6749, 8628) and its replies, checked before use.
+
+use std::fmt;
+
+use anyhow::Result;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+
+use super::error::OAuthError;
+use super::jwt;
+use crate::config::Account;
+use crate::error::server;
+use crate::http::{Http, Reply};
+use crate::store::AccessToken;
+
+pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// When a server leaves out `expires_in`, assume a short life rather than a long one.
+const DEFAULT_EXPIRES_IN: u64 = 600;
+
+#[derive(Deserialize)]
+pub struct TokenReply {
+    pub access_token: String,
+    #[serde(default)]
+    pub token_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub expires_in: Option<u64>,
+    #[serde(default)]
+    pub refresh_token: Option<String>,
+    #[serde(default)]
+    pub scope: Option<String>,
+}
+
+impl fmt::Debug for TokenReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TokenReply")
+            .field("expires_in", &self.expires_in)
+            .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl TokenReply {
+    /// The access token to store, and the refresh token if the server sent one (a rotation).
+    pub fn into_access(self, now: u64, requested_scope: &str) -> (AccessToken, Option<String>) {
+        let access = AccessToken {
+            access_token: self.access_token,
+            token_type: self.token_type.unwrap_or_else(|| "Bearer".into()),
+            expires_at: now.saturating_add(self.expires_in.unwrap_or(DEFAULT_EXPIRES_IN)),
+            scope: self.scope.or_else(|| Some(requested_scope.to_string())),
+        };
+        (access, self.refresh_token.filter(|t| !t.is_empty()))
+    }
+}
+
+/// Some servers (older Azure AD among them) send `expires_in` as a string.
+fn lenient_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Number(u64),
+        Float(f64),
+        Text(String),
+    }
+    Ok(match Option::<Seconds>::deserialize(d)? {
+        None => None,
+        Some(Seconds::Number(n)) => Some(n),
+        Some(Seconds::Float(f)) if f.is_finite() && f >= 0.0 => Some(f as u64),
+        Some(Seconds::Text(s)) => s.trim().parse().ok(),
+        Some(Seconds::Float(_)) => None,
+    })
+}
+
+/// POST a form to a token endpoint and parse the answer. A server's error text that quotes a
+/// secret we sent (some echo the refresh token back) has it blanked out.
+fn post<T: DeserializeOwned>(
+    http: &Http,
+    url: &str,
+    form: &[(&str, &str)],
+    what: &str,
+) -> Result<Result<T, OAuthError>> {
+    let reply = http.post_form(url, form)?;
+    Ok(parse_reply(&reply, what)?.map_err(|e| e.redacted(form)))
+}
+
+/// The parsed reply: the success body, or the server's OAuth error.
+pub fn parse_reply<T: DeserializeOwned>(
+    reply: &Reply,
+    what: &str,
+) -> Result<Result<T, OAuthError>> {
+    if let Ok(mut err) = serde_json::from_slice::<OAuthError>(&reply.body)
+        && !err.error.is_empty()
+    {
+        err.status = reply.status;
+        return Ok(Err(err));
+    }
+    if (300..400).contains(&reply.status) {
+        // Following it would resend the form, secrets included, wherever it points.
+        return Err(server(format!(
+            "{what} failed: the server answered with a redirect (HTTP {}), which mailtoken does not follow. Check the endpoint: it must be the final address.",
+            reply.status
+        )));
+    }
+    if !reply.is_success() {
+        return Err(server(format!(
+            "{what} failed: the server answered HTTP {}{}. Try again later; if it persists, check the endpoint.",
+            reply.status,
+            describe_body(reply)
+        )));
+    }
+    serde_json::from_slice::<T>(&reply.body)
+        .map(Ok)
+        .map_err(|e| {
+            server(format!(
+                "{what} failed: the server's reply is not a valid token reply ({}){}",
+                json_problem(&e),
+                describe_body(reply)
+            ))
+        })
+}
+
+/// Say what was wrong with a JSON body without quoting it: it may hold a token.
+fn json_problem(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Eof => "it ends early".into(),
+        Category::Syntax => format!("not JSON at line {} column {}", e.line(), e.column()),
+        Category::Data => {
+            let text = e.to_string();
+            if text.starts_with("missing field") {
+                text.split(" at line").next().unwrap_or(&text).to_string()
+            } else {
+                "a field has the wrong type".into()
+            }
+        }
+        Category::Io => "unreadable".into(),
+    }
+}
+
+/// A hint at what a non-OAuth body was (an HTML error page, say), without its contents.
+fn describe_body(reply: &Reply) -> String {
+    let kind = reply.content_type.split(';').next().unwrap_or("").trim();
+    match (kind.is_empty(), reply.body.is_empty()) {
+        (_, true) => ", with an empty body".into(),
+        (true, false) => format!(", with {} bytes", reply.body.len()),
+        (false, false) => format!(", with {} bytes of {kind}", reply.body.len()),
+    }
+}
+
+pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+/// How the client proves who it is to the token endpoint.
+pub enum ClientAuth {
+    /// A public client (device and browser logins of desktop apps).
+    Public,
+    Secret(String),
+    /// A signed JWT (RFC 7523), made for one token endpoint.
+    Assertion(String),
+}
+
+/// The parameters every request to the token endpoint carries to identify the client.
+pub struct Client<'a> {
+    pub id: &'a str,
+    pub auth: ClientAuth,
+}
+
+impl<'a> Client<'a> {
+    /// The account's client, with the secret or a fresh certificate assertion for `token_endpoint`.
+    pub fn for_account(account: &'a Account, token_endpoint: &str) -> Result<Client<'a>> {
+        let auth = if let Some(secret) = account.client_secret()? {
+            ClientAuth::Secret(secret)
+        } else if let (Some(cert), Some(key)) = (&account.client_certificate, &account.client_key) {
+            ClientAuth::Assertion(jwt::client_assertion(
+                cert,
+                key,
+                &account.client_id,
+                token_endpoint,
+                crate::time::now(),
+            )?)
+        } else {
+            ClientAuth::Public
+        };
+        Ok(Client {
+            id: &account.client_id,
+            auth,
+        })
+    }
+
+    fn add_to<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) {
+        form.push(("client_id", self.id));
+        match &self.auth {
+            ClientAuth::Public => {}
+            ClientAuth::Secret(secret) => form.push(("client_secret", secret)),
+            ClientAuth::Assertion(jwt) => {
+                form.push(("client_assertion_type", JWT_BEARER_ASSERTION));
+                form.push(("client_assertion", jwt));
+            }
+        }
+    }
+}
+
+pub fn refresh(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    refresh_token: &str,
+    scope: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let mut form = vec![
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh_token),
+    ];
+    client.add_to(&mut form);
+    if !scope.is_empty() {
+        form.push(("scope", scope));
+    }
+    post(http, token_endpoint, &form, "refreshing the access token")
+}
+
+/// RFC 6749 section 4.1.3, with the PKCE verifier of RFC 7636.
+pub fn exchange_code(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    code: &str,
+    redirect_uri: &str,
+    verifier: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+        ("code_verifier", verifier),
+    ];
+    client.add_to(&mut form);
+    post(
+        http,
+        token_endpoint,
+        &form,
+        "exchanging the authorization code",
+    )
+}
+
+/// RFC 6749 section 4.4: an app-only token, no user involved.
+pub fn client_credentials(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    scope: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let mut form = vec![("grant_type", "client_credentials"), ("scope", scope)];
+    client.add_to(&mut form);
+    post(http, token_endpoint, &form, "fetching an app-only token")
+}
+
+/// RFC 8628 section 3.2. Google says `verification_url`; the RFC says `verification_uri`.
+#[derive(Deserialize)]
+pub struct DeviceAuthorization {
+    pub device_code: String,
+    pub user_code: String,
+    #[serde(alias = "verification_url")]
+    pub verification_uri: String,
+    #[serde(default)]
+    pub verification_uri_complete: Option<String>,
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub expires_in: Option<u64>,
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub interval: Option<u64>,
+}
+
+pub fn device_authorize(
+    http: &Http,
+    endpoint: &str,
+    client: &Client,
+    scope: &str,
+) -> Result<Result<DeviceAuthorization, OAuthError>> {
+    let mut form = vec![("scope", scope)];
+    client.add_to(&mut form);
+    post(http, endpoint, &form, "starting the device login")
+}
+
+pub fn device_poll(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    device_code: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let mut form = vec![
+        ("grant_type", DEVICE_CODE_GRANT),
+        ("device_code", device_code),
+    ];
+    client.add_to(&mut form);
+    post(http, token_endpoint, &form, "completing the device login")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, body: &str) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json".into(),
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn token_reply_reports_a_rotated_refresh_token() {
+        let r: TokenReply = serde_json::from_str(
+            r#"{"access_token":"a","expires_in":"3599","token_type":"Bearer"}"#,
+        )
+        .unwrap();
+        let (access, refresh) = r.into_access(100, "mail");
+        assert_eq!(access.expires_at, 3699);
+        assert_eq!(refresh, None);
+        assert_eq!(access.scope.as_deref(), Some("mail"));
+        let r: TokenReply = serde_json::from_str(
+            r#"{"access_token":"a","expires_in":60,"refresh_token":"new","scope":"x"}"#,
+        )
+        .unwrap();
+        let (access, refresh) = r.into_access(0, "mail");
+        assert_eq!(refresh.as_deref(), Some("new"));
+        assert_eq!(access.scope.as_deref(), Some("x"));
+        let r: TokenReply =
+            serde_json::from_str(r#"{"access_token":"a","refresh_token":""}"#).unwrap();
+        let (access, refresh) = r.into_access(0, "mail");
+        assert_eq!((access.expires_at, refresh), (DEFAULT_EXPIRES_IN, None));
+    }
+
+    #[test]
+    fn error_replies_are_recognised_whatever_the_status() {
+        for status in [400, 401, 428, 200] {
+            let r = reply(status, r#"{"error":"authorization_pending"}"#);
+            let e = parse_reply::<TokenReply>(&r, "x").unwrap().unwrap_err();
+            assert_eq!(e.error, "authorization_pending");
+            assert_eq!(e.status, status);
+        }
+    }
+
+    #[test]
+    fn broken_replies_are_server_errors_that_quote_no_secret() {
+        let cases = [
+            reply(500, "oops"),
+            reply(503, ""),
+            reply(200, r#"{"access_token":"#),
+            reply(200, r#"{"token_type":"Bearer"}"#),
+            reply(200, r#"{"access_token":42}"#),
+            reply(200, "<html><title>Sign in</title></html>"),
+        ];
+        for r in cases {
+            let err = parse_reply::<TokenReply>(&r, "refreshing").unwrap_err();
+            assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_SERVER);
+        }
+        let r = reply(200, r#"{"access_token":"SECRET-AT","expires_in":{"x":1}}"#);
+        let err = parse_reply::<TokenReply>(&r, "refreshing").unwrap_err();
+        assert!(!err.to_string().contains("SECRET-AT"), "{err}");
+        let r = reply(200, r#"{"token_type":"Bearer"}"#);
+        let err = parse_reply::<TokenReply>(&r, "refreshing").unwrap_err();
+        assert!(
+            err.to_string().contains("missing field `access_token`"),
+            "{err}"
+        );
+        let err = parse_reply::<TokenReply>(&reply(307, ""), "refreshing").unwrap_err();
+        assert!(err.to_string().contains("does not follow"), "{err}");
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_SERVER);
+    }
+
+    #[test]
+    fn device_authorization_accepts_google_spelling() {
+        let d: DeviceAuthorization = serde_json::from_str(
+            r#"{"device_code":"d","user_code":"U","verification_url":"https://www.google.com/device","expires_in":1800,"interval":5}"#,
+        )
+        .unwrap();
+        assert_eq!(d.verification_uri, "https://www.google.com/device");
+        assert_eq!(d.interval, Some(5));
+    }
+}

@@ -1,0 +1,91 @@
+//! The one place that starts other programs: the user's commands, the browser, the clipboard.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+/// Run a user's configured command through `sh -c`, feeding it `input`; its stdout comes back
+/// and its stderr goes to ours. `what` names the setting in messages (`store command`).
+pub fn run(what: &str, cmd: &str, input: Option<&[u8]>) -> Result<Vec<u8>> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot run {what} `{cmd}`"))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        stdin
+            .write_all(input)
+            .with_context(|| format!("{what} `{cmd}` did not take its input"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .with_context(|| format!("{what} `{cmd}` failed"))?;
+    if !out.status.success() {
+        bail!("{what} `{cmd}` failed ({})", out.status);
+    }
+    Ok(out.stdout)
+}
+
+/// Start a helper program and leave it running (a browser). False when it cannot start.
+pub fn launch(program: &str, args: &[&str]) -> bool {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .is_ok()
+}
+
+/// Hand `input` to a helper program on stdin (a clipboard tool); true when it took it.
+/// Waits at most `patience`: clipboard tools may stay around to serve the selection.
+pub fn feed(program: &str, args: &[&str], input: &str, patience: Duration) -> bool {
+    let Ok(mut child) = Command::new(program)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    if let Some(mut stdin) = child.stdin.take()
+        && stdin.write_all(input.as_bytes()).is_err()
+    {
+        return false;
+    }
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) => sleep(Duration::from_millis(20)),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_get_input_and_report_failure() {
+        assert_eq!(run("test command", "cat", Some(b"abc")).unwrap(), b"abc");
+        let err = run("test command", "exit 3", None).unwrap_err().to_string();
+        assert!(err.starts_with("test command `exit 3` failed"), "{err}");
+        assert!(feed("cat", &[], "x", Duration::from_secs(2)));
+        assert!(!feed("/nonexistent/tool", &[], "x", Duration::from_secs(2)));
+        assert!(!launch("/nonexistent/browser", &[]));
+    }
+}

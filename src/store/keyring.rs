@@ -1,0 +1,45 @@
+//! The keyring backend: one OS keyring item per account (Secret Service, Keychain, Credential
+//! Manager), holding the same JSON as a token file.
+
+use anyhow::Result;
+
+use super::tokens::Tokens;
+
+/// The keyring service name; the account name is the keyring "user".
+pub const KEYRING_SERVICE: &str = "mailtoken";
+
+fn entry(account: &str) -> Result<keyring::Entry> {
+    keyring::Entry::new(KEYRING_SERVICE, account).map_err(|e| {
+        anyhow::anyhow!(
+            "the OS keyring is not available ({e}). On Linux it needs a running Secret Service \
+             (GNOME Keyring, KeePassXC) on the session D-Bus; or use the file store"
+        )
+    })
+}
+
+pub fn load(account: &str) -> Result<Option<Vec<u8>>> {
+    match entry(account)?.get_password() {
+        Ok(text) => Ok(Some(text.into_bytes())),
+        Err(keyring::Error::NoEntry) => Ok(None),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot read `{account}` from the OS keyring: {e}"
+        )),
+    }
+}
+
+pub fn save(account: &str, tokens: &Tokens) -> Result<()> {
+    let json = serde_json::to_string(tokens)?;
+    entry(account)?
+        .set_password(&json)
+        .map_err(|e| anyhow::anyhow!("cannot write `{account}` to the OS keyring: {e}"))
+}
+
+pub fn remove(account: &str) -> Result<bool> {
+    match entry(account)?.delete_credential() {
+        Ok(()) => Ok(true),
+        Err(keyring::Error::NoEntry) => Ok(false),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot remove `{account}` from the OS keyring: {e}"
+        )),
+    }
+}

@@ -1,0 +1,119 @@
+//! What is stored for an account: access tokens, the refresh token, and the file format.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use anyhow::{Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::log::fingerprint;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// One access token and what it is good for.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessToken {
+    pub access_token: String,
+    pub token_type: String,
+    /// Unix seconds.
+    pub expires_at: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// Everything stored for one account: the access token for its own scopes, the refresh token
+/// that renews it, and access tokens for other resources minted from the same refresh token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tokens {
+    pub version: u32,
+    /// Absent only for app-only accounts that have fetched tokens for other resources alone.
+    #[serde(flatten, default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<AccessToken>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    /// Keyed by the space-joined scopes they were requested for.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, AccessToken>,
+}
+
+// Debug output ends up in logs and panics: never show the secrets themselves.
+impl fmt::Debug for AccessToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AccessToken")
+            .field("access_token", &fingerprint(&self.access_token))
+            .field("expires_at", &self.expires_at)
+            .field("scope", &self.scope)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tokens")
+            .field("access", &self.access)
+            .field(
+                "refresh_token",
+                &self.refresh_token.as_deref().map(fingerprint),
+            )
+            .field("resources", &self.resources)
+            .finish()
+    }
+}
+
+impl AccessToken {
+    /// Still usable for at least `margin` more seconds at `now`.
+    pub fn is_fresh(&self, now: u64, margin: u64) -> bool {
+        self.expires_at > now.saturating_add(margin)
+    }
+}
+
+impl Tokens {
+    pub fn empty() -> Tokens {
+        Tokens {
+            version: FORMAT_VERSION,
+            access: None,
+            refresh_token: None,
+            resources: BTreeMap::new(),
+        }
+    }
+
+    /// The access token for `resource` (`None`: the account's own scopes).
+    pub fn access_for(&self, resource: Option<&str>) -> Option<&AccessToken> {
+        match resource {
+            None => self.access.as_ref(),
+            Some(key) => self.resources.get(key),
+        }
+    }
+
+    /// Put a new access token in its place, and the refresh token the server sent with it, if
+    /// any: a server that sends none means "keep using the old one".
+    pub fn update(&mut self, resource: Option<&str>, access: AccessToken, refresh: Option<String>) {
+        match resource {
+            None => self.access = Some(access),
+            Some(key) => {
+                self.resources.insert(key.to_string(), access);
+            }
+        }
+        if refresh.is_some() {
+            self.refresh_token = refresh;
+        }
+    }
+}
+
+pub fn parse(bytes: &[u8]) -> Result<Tokens> {
+    let tokens: Tokens = serde_json::from_slice(bytes)?;
+    if tokens.version != FORMAT_VERSION {
+        bail!(
+            "format version {} is not supported by this mailtoken (it reads version {FORMAT_VERSION})",
+            tokens.version
+        );
+    }
+    let accesses = tokens.access.iter().chain(tokens.resources.values());
+    if accesses.clone().any(|a| a.access_token.is_empty()) {
+        bail!("an access token is empty");
+    }
+    if tokens.refresh_token.is_none() && accesses.count() == 0 {
+        bail!("it holds no token at all");
+    }
+    Ok(tokens)
+}

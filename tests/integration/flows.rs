@@ -1,0 +1,435 @@
+//! Browser (authorization code + PKCE), client credentials, discovery and per-resource tokens,
+//! against the fake OAuth server, with the test playing the browser.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::oauth_server::*;
+
+const BROWSER_ACCOUNT: &str = "authorization_endpoint = \"{base}/authorize\"\nflow = \"browser\"\n";
+
+fn browser_env(server: &FakeServer) -> TestEnv {
+    TestEnv::with_extra(
+        server,
+        "",
+        &BROWSER_ACCOUNT.replace("{base}", &server.base_url()),
+    )
+}
+
+/// A login in progress, with its stderr read line by line until the authorization URL shows.
+struct Login {
+    child: Child,
+    url: reqwest_free::Url,
+    stderr: String,
+}
+
+/// Tiny URL helper so the tests do not depend on the crate under test.
+mod reqwest_free {
+    use super::*;
+
+    pub struct Url {
+        pub query: HashMap<String, String>,
+    }
+
+    impl Url {
+        pub fn parse(text: &str) -> Url {
+            let query = text.split_once('?').map_or("", |(_, q)| q);
+            Url {
+                query: parse_form(query.as_bytes()).into_iter().collect(),
+            }
+        }
+
+        pub fn get(&self, key: &str) -> &str {
+            self.query
+                .get(key)
+                .unwrap_or_else(|| panic!("authorization URL has no {key}"))
+        }
+    }
+}
+
+fn start_login(env: &TestEnv, extra: &[&str], stdin: Stdio) -> Login {
+    let mut args = vec!["login", ACCOUNT, "--no-open"];
+    args.extend_from_slice(extra);
+    let mut child = env
+        .command(&args)
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn login");
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut stderr = String::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let url = loop {
+        let mut line = String::new();
+        // The login itself times out (--timeout), so a missing URL ends in EOF, not a hang.
+        if reader.read_line(&mut line).unwrap_or(0) == 0 || Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("no authorization URL on stderr:\n{stderr}");
+        }
+        stderr.push_str(&line);
+        if line.contains("/authorize?") {
+            break reqwest_free::Url::parse(line.trim());
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    let drain = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut reader, &mut rest);
+        rest
+    });
+    std::mem::forget(drain);
+    Login { child, url, stderr }
+}
+
+fn wait_exit(child: &mut Child, timeout: Duration) -> i32 {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("login did not finish within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Play the browser coming back: GET the redirect URI with `query`. Returns status and body.
+fn browser_get(redirect_uri: &str, path_and_query: &str) -> (u16, String) {
+    let authority = redirect_uri
+        .strip_prefix("http://")
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap();
+    let port: u16 = authority.rsplit_once(':').unwrap().1.parse().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    raw_request(
+        addr,
+        format!("GET {path_and_query} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    )
+}
+
+fn callback_path(redirect_uri: &str, query: &str) -> String {
+    let after = redirect_uri.strip_prefix("http://").unwrap();
+    let path = after.find('/').map_or("/", |i| &after[i..]);
+    format!("{path}?{query}")
+}
+
+#[test]
+fn browser_login_exchanges_the_code_with_the_pkce_verifier() {
+    let server = FakeServer::start();
+    let env = browser_env(&server);
+    let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
+    let url = &login.url;
+    assert_eq!(url.get("response_type"), "code");
+    assert_eq!(url.get("code_challenge_method"), "S256");
+    assert_eq!(url.get("client_id"), CLIENT_ID);
+    assert_eq!(url.get("scope"), SCOPE);
+    let redirect = url.get("redirect_uri").to_string();
+    assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
+    let code = server.issue_code(url.get("code_challenge"), &redirect);
+
+    // A browser asks for other things too; they must not end the login.
+    let (status, _) = browser_get(&redirect, "/favicon.ico");
+    assert_eq!(status, 404);
+    let query = format!("code={code}&state={}", url_encode(url.get("state")));
+    let (status, page) = browser_get(&redirect, &callback_path(&redirect, &query));
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("close this tab"), "{page}");
+
+    let code_exit = wait_exit(&mut login.child, Duration::from_secs(20));
+    assert_eq!(code_exit, 0, "stderr so far:\n{}", login.stderr);
+    assert_eq!(server.count(Kind::Code), 1, "{:?}", server.last_refusal());
+    let exchange = &server.requests_of(Kind::Code)[0];
+    assert_eq!(
+        s256(exchange.param("code_verifier").unwrap()),
+        url.get("code_challenge")
+    );
+    let stored = env.read_token_json(ACCOUNT);
+    assert!(
+        stored["refresh_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("fake-rt-")
+    );
+    // One callback only: the listener is gone once the login is over.
+    let port: u16 = redirect
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    // And the stored grant works for `token` afterwards.
+    let out = env.run(&["token", ACCOUNT]);
+    out.expect_code(0);
+    assert_eq!(out.stdout.trim(), stored["access_token"].as_str().unwrap());
+}
+
+fn browser_login_refused(query_for: impl Fn(&str) -> String, expect_status: u16) {
+    let server = FakeServer::start();
+    let env = browser_env(&server);
+    let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
+    let redirect = login.url.get("redirect_uri").to_string();
+    let state = login.url.get("state").to_string();
+    let (status, _) = browser_get(&redirect, &callback_path(&redirect, &query_for(&state)));
+    assert_eq!(status, expect_status);
+    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 3);
+    assert_eq!(server.count(Kind::Code), 0);
+    assert!(env.token_bytes(ACCOUNT).is_none(), "nothing may be stored");
+}
+
+#[test]
+fn browser_login_with_the_wrong_state_stores_nothing() {
+    browser_login_refused(|_| "code=stolen&state=not-the-one".into(), 400);
+}
+
+#[test]
+fn browser_login_denied_at_the_consent_page_stores_nothing() {
+    browser_login_refused(
+        |state| {
+            format!(
+                "error=access_denied&error_description=user+said+no&state={}",
+                url_encode(state)
+            )
+        },
+        400,
+    );
+}
+
+#[test]
+fn browser_login_times_out_when_the_browser_never_comes_back() {
+    let server = FakeServer::start();
+    let env = browser_env(&server);
+    let started = Instant::now();
+    let mut login = start_login(&env, &["--timeout", "1"], Stdio::null());
+    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(15)), 3);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(env.token_bytes(ACCOUNT).is_none());
+}
+
+#[test]
+fn browser_login_by_pasting_the_redirected_address() {
+    let server = FakeServer::start();
+    let env = browser_env(&server);
+    let mut login = start_login(&env, &["--paste"], Stdio::piped());
+    let redirect = login.url.get("redirect_uri").to_string();
+    // No listener: the registered form without a port is sent as it is.
+    assert_eq!(redirect, "http://127.0.0.1");
+    let code = server.issue_code(login.url.get("code_challenge"), &redirect);
+    let pasted = format!(
+        "{redirect}/?code={code}&state={}\n",
+        url_encode(login.url.get("state"))
+    );
+    login
+        .child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pasted.as_bytes())
+        .unwrap();
+    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
+    assert_eq!(server.count(Kind::Code), 1, "{:?}", server.last_refusal());
+    assert!(env.token_bytes(ACCOUNT).is_some());
+}
+
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+fn app_only_env(server: &FakeServer, auth: &str) -> TestEnv {
+    TestEnv::with_config_text(&format!(
+        "[accounts.{ACCOUNT}]\nprovider = \"generic\"\nuser = \"{USER}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         flow = \"credentials\"\ntoken_endpoint = \"{}/token\"\nscopes = [\"api://mail/.default\"]\n{auth}\n",
+        server.base_url()
+    ))
+}
+
+#[test]
+fn client_credentials_with_a_secret_fetch_cache_and_fetch_again() {
+    let server = FakeServer::start();
+    server.set_app_auth(AppAuth {
+        secret: Some("app-secret-value".into()),
+        assertion_key: None,
+    });
+    let env = app_only_env(&server, "client_secret_env = \"MT_TEST_APP_SECRET\"");
+    let run = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.env("MT_TEST_APP_SECRET", "app-secret-value");
+        Running::spawn(cmd, "token".into()).wait(RUN_TIMEOUT)
+    };
+    // No login needed: app-only tokens come without a person.
+    let first = run(&["token", ACCOUNT]);
+    first.expect_code(0);
+    assert_eq!(server.count(Kind::Credentials), 1);
+    let request = &server.requests_of(Kind::Credentials)[0];
+    assert_eq!(request.param("scope"), Some("api://mail/.default"));
+    assert!(!first.stderr.contains("app-secret-value"));
+    let again = run(&["token", ACCOUNT]);
+    assert_eq!(again.stdout, first.stdout);
+    assert_eq!(server.count(Kind::Credentials), 1, "cached token reused");
+    // Near expiry there is no refresh token: a new token is simply fetched.
+    let json = env.read_token_json(ACCOUNT);
+    assert!(json.get("refresh_token").is_none());
+    let mut expired = json.clone();
+    expired["expires_at"] = serde_json::json!(now_unix() - 10);
+    env.write_token_bytes(ACCOUNT, &serde_json::to_vec(&expired).unwrap());
+    let third = run(&["token", ACCOUNT]);
+    third.expect_code(0);
+    assert_ne!(third.stdout, first.stdout);
+    assert_eq!(server.count(Kind::Credentials), 2);
+}
+
+#[test]
+fn client_credentials_with_a_wrong_secret_is_a_setup_error_with_a_hint() {
+    let server = FakeServer::start();
+    server.set_app_auth(AppAuth {
+        secret: Some("right".into()),
+        assertion_key: None,
+    });
+    let env = app_only_env(&server, "client_secret_env = \"MT_TEST_APP_SECRET\"");
+    let mut cmd = env.command(&["token", ACCOUNT]);
+    cmd.env("MT_TEST_APP_SECRET", "wrong-secret-id");
+    let out = Running::spawn(cmd, "token".into()).wait(RUN_TIMEOUT);
+    out.expect_code(2);
+    assert!(out.stderr.contains("AADSTS7000215"), "{}", out.stderr);
+    assert!(out.stderr.contains("hint:"), "{}", out.stderr);
+    assert!(!out.stderr.contains("wrong-secret-id"), "{}", out.stderr);
+    assert!(env.token_bytes(ACCOUNT).is_none());
+}
+
+#[test]
+fn client_credentials_with_a_certificate_assertion_verified_by_the_server() {
+    let server = FakeServer::start();
+    server.set_app_auth(AppAuth {
+        secret: None,
+        assertion_key: Some(std::fs::read(fixture("app-pub.der")).unwrap()),
+    });
+    let env = app_only_env(
+        &server,
+        &format!(
+            "client_certificate = \"{}\"\nclient_key = \"{}\"",
+            fixture("app-cert.pem"),
+            fixture("app-key.pem")
+        ),
+    );
+    let out = env.run(&["login", ACCOUNT]);
+    out.expect_code(0);
+    assert_eq!(
+        server.count(Kind::Credentials),
+        1,
+        "{:?}",
+        server.last_refusal()
+    );
+    let token = env.run(&["token", ACCOUNT]);
+    token.expect_code(0);
+    assert!(token.stdout.starts_with("fake-at-"));
+    assert_eq!(server.count(Kind::Credentials), 1);
+}
+
+#[test]
+fn a_certificate_the_server_does_not_know_is_refused() {
+    let server = FakeServer::start();
+    let mut other_key = std::fs::read(fixture("app-pub.der")).unwrap();
+    let last = other_key.len() - 5;
+    other_key[last] ^= 0xff;
+    server.set_app_auth(AppAuth {
+        secret: None,
+        assertion_key: Some(other_key),
+    });
+    let env = app_only_env(
+        &server,
+        &format!(
+            "client_certificate = \"{}\"\nclient_key = \"{}\"",
+            fixture("app-cert.pem"),
+            fixture("app-key-pkcs1.pem")
+        ),
+    );
+    env.run(&["token", ACCOUNT]).expect_code(2);
+    assert_eq!(
+        server.last_refusal().as_deref(),
+        Some("client_assertion signature does not verify")
+    );
+}
+
+#[test]
+fn microsoft_app_only_scopes_must_end_in_default() {
+    let env = TestEnv::with_config_text(
+        "[accounts.work]\nprovider = \"microsoft\"\nclient_id = \"id\"\nflow = \"credentials\"\n\
+         client_secret_env = \"X\"\nscopes = [\"https://outlook.office.com/IMAP.AccessAsUser.All\"]\n",
+    );
+    let out = env.run(&["token", ACCOUNT]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("/.default"), "{}", out.stderr);
+}
+
+#[test]
+fn discovery_finds_the_endpoints_from_the_issuer() {
+    let server = FakeServer::start();
+    server.push_polls(&[Poll::Success]);
+    let env = TestEnv::with_config_text(&format!(
+        "[accounts.{ACCOUNT}]\nprovider = \"generic\"\nclient_id = \"{CLIENT_ID}\"\n\
+         issuer = \"{}\"\nscopes = [\"mail\", \"offline_access\"]\n",
+        server.base_url()
+    ));
+    env.run(&["login", ACCOUNT]).expect_code(0);
+    assert_eq!(server.count(Kind::Discovery), 1);
+    assert_eq!(server.count(Kind::Poll), 1);
+    assert!(env.token_bytes(ACCOUNT).is_some());
+}
+
+#[test]
+fn one_refresh_token_mints_tokens_for_another_resource() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::Rotate);
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        "[accounts.work.resources]\ngraph = [\"https://graph.example/Mail.Send\"]\n",
+    );
+    env.write_token(ACCOUNT, "own-at", "fake-rt-seed", now_unix() + 3600);
+    server.add_refresh_token("fake-rt-seed");
+
+    let graph = env.run(&["token", ACCOUNT, "--resource", "graph"]);
+    graph.expect_code(0);
+    assert_eq!(server.count(Kind::Refresh), 1);
+    let request = &server.requests_of(Kind::Refresh)[0];
+    assert_eq!(
+        request.param("scope"),
+        Some("https://graph.example/Mail.Send")
+    );
+    assert_ne!(graph.stdout.trim(), "own-at");
+
+    // The account's own token is untouched and still served from the cache; the rotated
+    // refresh token replaced the old one for both.
+    let own = env.run(&["token", ACCOUNT]);
+    assert_eq!(own.stdout.trim(), "own-at");
+    let stored = env.read_token_json(ACCOUNT);
+    assert_ne!(stored["refresh_token"], "fake-rt-seed");
+    assert!(server.was_revoked("fake-rt-seed"));
+
+    // Asking again, by explicit scope this time, hits the cache.
+    let again = env.run(&[
+        "token",
+        ACCOUNT,
+        "--scope",
+        "https://graph.example/Mail.Send",
+    ]);
+    assert_eq!(again.stdout, graph.stdout);
+    assert_eq!(server.count(Kind::Refresh), 1);
+    env.run(&["token", ACCOUNT, "--resource", "nope"])
+        .expect_code(2);
+}

@@ -1,0 +1,106 @@
+//! The commands around the token: refresh for timers, git's credential helper, completions.
+
+use std::io::Write;
+use std::process::Stdio;
+
+use crate::support::oauth_server::*;
+
+fn two_accounts(server: &FakeServer) -> TestEnv {
+    TestEnv::with_config_text(&format!(
+        "{}\n{}",
+        account_toml("work", &server.base_url(), ""),
+        account_toml("home", &server.base_url(), "user = \"bob@example.com\"")
+            .replace(&format!("user = \"{USER}\"\n"), "")
+    ))
+}
+
+#[test]
+fn refresh_all_renews_every_login_and_names_those_needing_a_person() {
+    let server = FakeServer::start();
+    let env = two_accounts(&server);
+    env.write_token("work", "old-at", "fake-rt-seed", now_unix() + 3600);
+    server.add_refresh_token("fake-rt-seed");
+    // `home` never logged in.
+    let out = env.run(&["refresh", "--all"]);
+    out.expect_code(3);
+    assert!(out.stderr.contains("work: refreshed"), "{}", out.stderr);
+    assert!(
+        out.stderr.contains("A new login is needed for: home"),
+        "{}",
+        out.stderr
+    );
+    // Even a fresh access token is renewed: the point is to use the refresh token.
+    assert_eq!(server.count(Kind::Refresh), 1);
+    assert!(server.was_revoked("fake-rt-seed"));
+    assert_ne!(env.read_token_json("work")["access_token"], "old-at");
+    assert!(out.stdout.is_empty());
+
+    env.run(&["refresh", "work"]).expect_code(0);
+    assert_eq!(server.count(Kind::Refresh), 2);
+    env.run(&["refresh"]).expect_code(2);
+}
+
+fn git_credential(env: &TestEnv, args: &[&str], input: &str) -> RunResult {
+    let mut cmd = env.command(args);
+    cmd.stdin(Stdio::piped());
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    RunResult {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: Default::default(),
+    }
+}
+
+#[test]
+fn git_credential_answers_get_with_the_token_for_the_matching_user() {
+    let server = FakeServer::start();
+    let env = two_accounts(&server);
+    env.write_token("home", "home-at", "rt", now_unix() + 3600);
+    env.write_token("work", "work-at", "rt2", now_unix() + 3600);
+    let request = "protocol=smtp\nhost=smtp.example.com:587\nusername=bob@example.com\n\n";
+    let out = git_credential(&env, &["git-credential", "get"], request);
+    out.expect_code(0);
+    assert_eq!(out.stdout, "username=bob@example.com\npassword=home-at\n");
+
+    let named = git_credential(
+        &env,
+        &["git-credential", "--account", "work", "get"],
+        "protocol=smtp\n\n",
+    );
+    assert_eq!(named.stdout, format!("username={USER}\npassword=work-at\n"));
+
+    // Someone else's username: stay silent so git asks its next helper.
+    let other = git_credential(
+        &env,
+        &["git-credential", "get"],
+        "username=eve@example.com\n\n",
+    );
+    other.expect_code(0);
+    assert!(other.stdout.is_empty());
+    // git must never store or erase a token through us.
+    let store = git_credential(&env, &["git-credential", "store"], request);
+    store.expect_code(0);
+    assert!(store.stdout.is_empty());
+    assert_eq!(server.total(), 0);
+}
+
+#[test]
+fn completions_are_generated_for_each_shell() {
+    let env = TestEnv::empty();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = env.run(&["completions", shell]);
+        out.expect_code(0);
+        assert!(out.stdout.contains("mailtoken"), "{shell}");
+        assert!(out.stdout.contains("force-refresh"), "{shell}");
+    }
+    env.run(&["completions", "tcsh"]).expect_code(2);
+}

@@ -1,0 +1,359 @@
+//! Secret hygiene: no access token, refresh token, client secret, authorization code, PKCE
+//! verifier or device code on stderr, whatever the command and with --verbose (a #fingerprint
+//! is all that may show); no flag that takes a secret on the command line (argv is visible to
+//! every user); the browser login's listener on 127.0.0.1 only, gone after one callback.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Stdio;
+use std::time::Duration;
+
+use crate::support::oauth_server::*;
+use clap::CommandFactory;
+
+const CLIENT_SECRET: &str = "hy-client-secret-value";
+const SECRET_ENV: &str = "MT_HY_SECRET";
+
+/// Three accounts on one fake server: device login, browser login, app-only.
+fn config(server: &FakeServer) -> String {
+    let base = server.base_url();
+    let work = account_toml(
+        "work",
+        &base,
+        &format!("client_secret_env = \"{SECRET_ENV}\""),
+    );
+    let web = account_toml(
+        "web",
+        &base,
+        &format!("flow = \"browser\"\nauthorization_endpoint = \"{base}/authorize\""),
+    );
+    format!(
+        "{work}\n{web}\n[accounts.app]\nprovider = \"generic\"\nclient_id = \"{CLIENT_ID}\"\n\
+         flow = \"credentials\"\ntoken_endpoint = \"{base}/token\"\n\
+         scopes = [\"api://mail/.default\"]\nclient_secret_env = \"{SECRET_ENV}\"\n"
+    )
+}
+
+/// One finished command, and whether its stdout may carry the current access token.
+struct Ran {
+    args: String,
+    result: RunResult,
+    prints_token: bool,
+}
+
+struct Session<'a> {
+    env: &'a TestEnv,
+    runs: Vec<Ran>,
+}
+
+impl Session<'_> {
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = self.env.command(&["--verbose"]);
+        cmd.args(args).env(SECRET_ENV, CLIENT_SECRET);
+        cmd
+    }
+
+    fn run(&mut self, args: &[&str]) -> &RunResult {
+        let result = Running::spawn(self.command(args), args.join(" ")).wait(RUN_TIMEOUT);
+        self.record(args, result)
+    }
+
+    fn record(&mut self, args: &[&str], result: RunResult) -> &RunResult {
+        let prints_token = matches!(args[0], "token" | "git-credential");
+        self.runs.push(Ran {
+            args: args.join(" "),
+            result,
+            prints_token,
+        });
+        &self.runs.last().unwrap().result
+    }
+}
+
+#[test]
+fn every_command_under_verbose_keeps_secrets_off_stderr() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::Rotate);
+    server.push_polls(&[Poll::Pending, Poll::Success]);
+    server.set_app_auth(AppAuth {
+        secret: Some(CLIENT_SECRET.into()),
+        assertion_key: None,
+    });
+    let env = TestEnv::with_config_text(&config(&server));
+    let mut s = Session {
+        env: &env,
+        runs: Vec::new(),
+    };
+    let token_endpoint = server.url("/token");
+
+    s.run(&[
+        "add",
+        "extra",
+        "--provider",
+        "generic",
+        "--client-id",
+        "c",
+        "--token-endpoint",
+        &token_endpoint,
+        "--scope",
+        "mail",
+        "--client-secret-env",
+        SECRET_ENV,
+    ])
+    .expect_code(0);
+    s.run(&["login", "work"]).expect_code(0);
+    for format in ["raw", "xoauth2", "oauthbearer", "json"] {
+        s.run(&["token", "work", "--format", format]).expect_code(0);
+    }
+    s.run(&["token", "work", "--force-refresh"]).expect_code(0);
+    s.run(&["status"]).expect_code(0);
+    s.run(&["refresh", "work"]).expect_code(0);
+    s.run(&["doctor", "work"]);
+    s.run(&["whoami", "work"]);
+    s.run(&["token", "app"]).expect_code(0);
+    s.run(&["login", "app"]).expect_code(0);
+
+    // git's credential helper protocol, on stdin.
+    let mut git = s.command(&["git-credential", "--account", "work", "get"]);
+    git.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = git.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"protocol=imaps\nhost=mail.example.com\nusername=alice@example.com\n\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let git_result = RunResult {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        elapsed: Duration::ZERO,
+    };
+    s.record(&["git-credential", "get"], git_result)
+        .expect_code(0);
+
+    // Browser login, the code pasted back by hand.
+    let mut web = Interactive::spawn(s.command(&["login", "web", "--paste", "--no-open"]));
+    let line = web.wait_for_line("/authorize?", Duration::from_secs(20));
+    let query = parse_form(line.trim().split_once('?').unwrap().1.as_bytes());
+    let code = server.issue_code(&query["code_challenge"], &query["redirect_uri"]);
+    web.type_line(&format!(
+        "{}/?code={code}&state={}",
+        query["redirect_uri"],
+        url_encode(&query["state"])
+    ));
+    s.record(&["login", "web"], web.wait(RUN_TIMEOUT))
+        .expect_code(0);
+
+    // Failures print server text and our own; neither may carry a secret.
+    env.write_token("work", "at-hy-expired", "rt-hy-unknown", now_unix() - 60);
+    s.run(&["token", "work"]).expect_code(3);
+    server.add_refresh_token("rt-hy-unknown");
+    server.set_refresh(Refresh::MalformedJson);
+    s.run(&["token", "work"]).expect_code(4);
+    s.run(&["refresh", "--all"]);
+    s.run(&["logout", "work"]).expect_code(0);
+
+    // Everything secret the run has seen, known only now.
+    let mut secrets: Vec<String> = server.issued_access_tokens();
+    secrets.extend((1..=20).map(|n| format!("fake-rt-{n}")));
+    secrets.extend([
+        CLIENT_SECRET.to_string(),
+        code,
+        DEVICE_CODE.to_string(),
+        "at-hy-expired".into(),
+        "rt-hy-unknown".into(),
+        MALFORMED_JSON_BODY[17..45].to_string(),
+    ]);
+    let exchange = &server.requests_of(Kind::Code)[0];
+    secrets.push(exchange.param("code_verifier").unwrap().to_string());
+    assert!(secrets.iter().all(|s| s.len() >= 8), "{secrets:?}");
+
+    let mut fingerprints = 0;
+    for ran in &s.runs {
+        for secret in &secrets {
+            assert!(
+                !ran.result.stderr.contains(secret.as_str()),
+                "`{}` put {secret} on stderr:\n{}",
+                ran.args,
+                ran.result.stderr
+            );
+            if !ran.prints_token {
+                assert!(
+                    !ran.result.stdout.contains(secret.as_str()),
+                    "`{}` put {secret} on stdout:\n{}",
+                    ran.args,
+                    ran.result.stdout
+                );
+            }
+        }
+        if ran.prints_token {
+            assert!(
+                !ran.result.stdout.contains("fake-rt-")
+                    && !ran.result.stdout.contains(CLIENT_SECRET),
+                "`{}` printed more than the access token",
+                ran.args
+            );
+        }
+        fingerprints += ran.result.stderr.matches(" #").count();
+    }
+    // --verbose really talked about the tokens, by fingerprint.
+    assert!(
+        fingerprints >= 5,
+        "only {fingerprints} #fingerprints in verbose output"
+    );
+}
+
+/// Words that mark a value as secret when they appear in an argument's name.
+const SECRET_WORDS: &[&str] = &[
+    "secret",
+    "password",
+    "passwd",
+    "token",
+    "code",
+    "assertion",
+    "key",
+    "credential",
+    "bearer",
+];
+
+/// Arguments whose names sound secret but whose values are not: each says where the secret
+/// is found instead (a variable's name, a file, a command), or is an address or a choice.
+const NOT_SECRET: &[(&str, &str)] = &[
+    ("client_secret_env", "VAR"),
+    ("client_secret_file", "PATH"),
+    ("client_secret_command", "CMD"),
+    ("client_key", "PATH"),
+    ("token_endpoint", "URL"),
+    ("device_authorization_endpoint", "URL"),
+];
+
+#[test]
+fn no_flag_takes_a_secret_value() {
+    fn walk(cmd: &clap::Command, path: &str, found: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            if !arg.get_action().takes_values() {
+                continue;
+            }
+            let id = arg.get_id().as_str();
+            let value_name = arg
+                .get_value_names()
+                .and_then(|v| v.first())
+                .map(|v| v.as_str())
+                .unwrap_or("");
+            let sounds_secret = SECRET_WORDS.iter().any(|w| id.contains(w));
+            let allowed = NOT_SECRET
+                .iter()
+                .any(|(name, value)| *name == id && *value == value_name);
+            if sounds_secret && !allowed {
+                found.push(format!("{path} --{id} <{value_name}>"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            walk(sub, &format!("{path} {}", sub.get_name()), found);
+        }
+    }
+    let cli = mailtoken::cli::Cli::command();
+    let mut found = Vec::new();
+    walk(&cli, "mailtoken", &mut found);
+    assert!(
+        found.is_empty(),
+        "flags that would take a secret on the command line (visible in ps): {found:?}"
+    );
+    // The walk does see the arguments it lets through.
+    let add = cli.find_subcommand("add").unwrap();
+    assert!(
+        add.get_arguments()
+            .any(|a| a.get_id() == "client_secret_env")
+    );
+}
+
+/// Listening sockets on `port` in /proc/net/tcp or tcp6, as hex local addresses.
+fn listeners(port: u16) -> Vec<String> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let (Some(local), Some(state)) = (fields.get(1), fields.get(3)) else {
+                continue;
+            };
+            let (addr, p) = local.rsplit_once(':').unwrap();
+            // 0A: LISTEN
+            if *state == "0A" && u16::from_str_radix(p, 16) == Ok(port) {
+                found.push(format!("{table} {addr}"));
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn the_browser_listener_binds_loopback_only_and_answers_one_callback() {
+    for redirect in [None, Some("http://localhost"), Some("http://127.0.0.1/cb")] {
+        let server = FakeServer::start();
+        let extra = match redirect {
+            Some(uri) => format!("\nredirect_uri = \"{uri}\""),
+            None => String::new(),
+        };
+        let env = TestEnv::with_config_text(&account_toml(
+            ACCOUNT,
+            &server.base_url(),
+            &format!(
+                "flow = \"browser\"\nauthorization_endpoint = \"{}/authorize\"{extra}",
+                server.base_url()
+            ),
+        ));
+        let mut login =
+            Interactive::spawn(env.command(&["login", ACCOUNT, "--no-open", "--timeout", "20"]));
+        let line = login.wait_for_line("/authorize?", Duration::from_secs(20));
+        let query = parse_form(line.trim().split_once('?').unwrap().1.as_bytes());
+        let uri = &query["redirect_uri"];
+        let authority = uri
+            .strip_prefix("http://")
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap();
+        let port: u16 = authority.rsplit_once(':').unwrap().1.parse().unwrap();
+        let path = uri.split_once(authority).unwrap().1;
+        let path = if path.is_empty() { "/" } else { path };
+
+        // Exactly one listening socket, on 127.0.0.1 (0100007F), none on any other address.
+        assert_eq!(
+            listeners(port),
+            vec![format!("/proc/net/tcp 0100007F")],
+            "{uri}"
+        );
+
+        // A stray request (the browser's favicon) is answered and the login goes on; the
+        // first request on the callback path ends it, here with a wrong state.
+        let addr = ([127, 0, 0, 1], port).into();
+        let get = |target: &str| {
+            raw_request(
+                addr,
+                format!("GET {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n")
+                    .as_bytes(),
+            )
+        };
+        assert_eq!(get("/favicon.ico").0, 404);
+        assert_eq!(get(&format!("{path}?code=forged&state=forged")).0, 400);
+        let r = login.wait(Duration::from_secs(20));
+        assert_eq!(r.code, Some(3), "{uri}\n{}", r.stderr);
+        assert!(r.stderr.contains("wrong `state`"), "{}", r.stderr);
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "{uri}: the listener outlived its callback"
+        );
+        assert_eq!(
+            server.count(Kind::Code),
+            0,
+            "a forged callback was exchanged"
+        );
+        assert!(env.token_bytes(ACCOUNT).is_none());
+    }
+}

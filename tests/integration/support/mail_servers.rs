@@ -1,0 +1,502 @@
+//! Fake mail and HTTP servers on 127.0.0.1 for the `send-test`, `check`, `whoami` and
+//! `doctor` tests, and a temporary home to run the binary in. Plain std: one thread per server, one
+//! connection each, every accept, read and child process bounded in time.
+//!
+//! Each server reports what it saw through a channel; `Seen::wait` gives up after `WAIT`.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::thread;
+
+pub use super::run::{RUN_TIMEOUT, RunResult, Running, bin};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub const USER: &str = "alice@example.com";
+pub const TOKEN: &str = "AT-secret-0123456789";
+pub const GRAPH_TOKEN: &str = "GRAPH-secret-9876";
+pub const REFRESH: &str = "RT-secret-abcdef";
+/// 2100-01-01: the stored tokens never need a refresh, so no OAuth server is needed.
+pub const FAR_FUTURE: u64 = 4_102_444_800;
+/// Google's documented XOAUTH2 error challenge, as JSON.
+pub const CHALLENGE_JSON: &str =
+    r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#;
+
+/// The RFC 7628 initial response `mailtoken` must send to an SMTP server on 127.0.0.1:`port`.
+pub fn oauthbearer_line(port: u16) -> String {
+    format!(
+        "AUTH OAUTHBEARER {}",
+        STANDARD.encode(format!(
+            "n,a={USER},\x01host=127.0.0.1\x01port={port}\x01auth=Bearer {TOKEN}\x01\x01"
+        ))
+    )
+}
+
+pub fn xoauth2(user: &str, token: &str) -> String {
+    STANDARD.encode(format!("user={user}\x01auth=Bearer {token}\x01\x01"))
+}
+
+/// What a server saw, handed back to the test.
+pub struct Seen<T>(Receiver<T>);
+
+impl<T> Seen<T> {
+    pub fn wait(self) -> T {
+        self.0
+            .recv_timeout(WAIT)
+            .expect("the fake server saw no complete session in time")
+    }
+}
+
+/// Bind, and serve one connection on a thread. The accept itself is bounded.
+fn serve<T: Send + 'static>(
+    handler: impl FnOnce(TcpStream, &Sender<T>) + Send + 'static,
+) -> (u16, Seen<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    listener.set_nonblocking(true).unwrap();
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    stream.set_nonblocking(false).unwrap();
+                    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+                    stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+                    handler(stream, &tx);
+                    return;
+                }
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
+                Err(_) => return,
+            }
+        }
+    });
+    (port, Seen(rx))
+}
+
+struct Lines {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Lines {
+    fn new(stream: TcpStream) -> Lines {
+        Lines {
+            writer: stream.try_clone().unwrap(),
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// One line without CRLF; None when the client hung up or went quiet.
+    fn read(&mut self) -> Option<String> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) | Err(_) => None,
+            Ok(_) => Some(line.trim_end_matches(['\r', '\n']).to_string()),
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        let _ = self.writer.write_all(format!("{text}\r\n").as_bytes());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SMTP
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Debug)]
+pub enum SmtpMode {
+    /// Accept the AUTH line if it is exactly this one (then take a message, if any).
+    Accept { auth_line: String },
+    /// Accept exactly the OAUTHBEARER line for `USER`/`TOKEN` with host 127.0.0.1 and this
+    /// server's port (known only once bound).
+    AcceptOauthbearer,
+    /// Answer AUTH with a base64 JSON error challenge, then 535.
+    Challenge,
+    /// Offer no STARTTLS and no AUTH: the client must stop before sending a token.
+    NoStarttls,
+}
+
+#[derive(Debug, Default)]
+pub struct SmtpSession {
+    pub commands: Vec<String>,
+    pub auth_line: Option<String>,
+    pub mail_from: Option<String>,
+    pub rcpt_to: Vec<String>,
+    pub data: Option<String>,
+    pub quit: bool,
+}
+
+pub fn smtp_server(mode: SmtpMode) -> (u16, Seen<SmtpSession>) {
+    serve(move |stream, tx| {
+        let mut s = SmtpSession::default();
+        let port = stream.local_addr().unwrap().port();
+        let mut c = Lines::new(stream);
+        c.send("220 fake.smtp.test ESMTP ready");
+        while let Some(line) = c.read() {
+            s.commands.push(line.clone());
+            let upper = line.to_ascii_uppercase();
+            if upper.starts_with("EHLO") {
+                match mode {
+                    SmtpMode::NoStarttls => c.send("250 fake.smtp.test"),
+                    _ => {
+                        c.send("250-fake.smtp.test");
+                        c.send("250-8BITMIME");
+                        c.send("250 AUTH XOAUTH2 OAUTHBEARER");
+                    }
+                }
+            } else if upper.starts_with("AUTH ") {
+                s.auth_line = Some(line.clone());
+                match &mode {
+                    SmtpMode::Accept { auth_line } if *auth_line == line => {
+                        c.send("235 2.7.0 Accepted")
+                    }
+                    SmtpMode::AcceptOauthbearer if line == oauthbearer_line(port) => {
+                        c.send("235 2.7.0 Accepted")
+                    }
+                    SmtpMode::Accept { .. } | SmtpMode::AcceptOauthbearer => {
+                        c.send("535 5.7.8 not the expected AUTH line")
+                    }
+                    SmtpMode::Challenge => {
+                        c.send(&format!("334 {}", STANDARD.encode(CHALLENGE_JSON)));
+                        let answer = c.read().unwrap_or_default();
+                        s.commands.push(answer);
+                        c.send("535-5.7.8 Username and Password not accepted.");
+                        c.send("535 5.7.8 https://support.example.test/auth");
+                    }
+                    SmtpMode::NoStarttls => c.send("503 5.5.1 no AUTH here"),
+                }
+            } else if upper.starts_with("MAIL FROM:") {
+                s.mail_from = Some(line[10..].to_string());
+                c.send("250 2.1.0 OK");
+            } else if upper.starts_with("RCPT TO:") {
+                s.rcpt_to.push(line[8..].to_string());
+                c.send("250 2.1.5 OK");
+            } else if upper == "DATA" {
+                c.send("354 go ahead");
+                let mut data = String::new();
+                while let Some(l) = c.read() {
+                    if l == "." {
+                        break;
+                    }
+                    data.push_str(&l);
+                    data.push('\n');
+                }
+                s.data = Some(data);
+                c.send("250 2.0.0 OK queued as FAKE123");
+            } else if upper == "QUIT" {
+                s.quit = true;
+                c.send("221 2.0.0 bye");
+                break;
+            } else {
+                c.send("502 5.5.2 not implemented here");
+            }
+        }
+        let _ = tx.send(s);
+    })
+}
+
+// ---------------------------------------------------------------------------
+// IMAP
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+pub struct ImapSession {
+    pub commands: Vec<String>,
+    /// The base64 initial response, however it came (SASL-IR or continuation).
+    pub response: Option<String>,
+    pub logout: bool,
+}
+
+/// `sasl_ir`: advertise SASL-IR and capabilities in the greeting; otherwise the client must
+/// ask for CAPABILITY and send the response after a continuation.
+pub fn imap_server(expected: String, sasl_ir: bool) -> (u16, Seen<ImapSession>) {
+    serve(move |stream, tx| {
+        let mut s = ImapSession::default();
+        let mut c = Lines::new(stream);
+        if sasl_ir {
+            c.send("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] fake IMAP ready");
+        } else {
+            c.send("* OK fake IMAP ready");
+        }
+        while let Some(line) = c.read() {
+            s.commands.push(line.clone());
+            let mut parts = line.splitn(4, ' ');
+            let tag = parts.next().unwrap_or("").to_string();
+            let cmd = parts.next().unwrap_or("").to_ascii_uppercase();
+            match cmd.as_str() {
+                "CAPABILITY" => {
+                    c.send("* CAPABILITY IMAP4rev1 AUTH=XOAUTH2");
+                    c.send(&format!("{tag} OK CAPABILITY completed"));
+                }
+                "AUTHENTICATE" => {
+                    let _mech = parts.next();
+                    let response = match parts.next() {
+                        Some(ir) => ir.to_string(),
+                        None => {
+                            c.send("+ ");
+                            c.read().unwrap_or_default()
+                        }
+                    };
+                    s.response = Some(response.clone());
+                    if response == expected {
+                        c.send(&format!("{tag} OK AUTHENTICATE completed"));
+                    } else {
+                        c.send(&format!("+ {}", STANDARD.encode(CHALLENGE_JSON)));
+                        let answer = c.read().unwrap_or_default();
+                        s.commands.push(answer);
+                        c.send(&format!(
+                            "{tag} NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+                        ));
+                    }
+                }
+                "LOGOUT" => {
+                    s.logout = true;
+                    c.send("* BYE fake IMAP logging out");
+                    c.send(&format!("{tag} OK LOGOUT completed"));
+                    break;
+                }
+                _ => c.send(&format!("{tag} BAD unknown command")),
+            }
+        }
+        let _ = tx.send(s);
+    })
+}
+
+// ---------------------------------------------------------------------------
+// POP3
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+pub struct PopSession {
+    pub commands: Vec<String>,
+    pub quit: bool,
+}
+
+pub fn pop_server(expected: String) -> (u16, Seen<PopSession>) {
+    serve(move |stream, tx| {
+        let mut s = PopSession::default();
+        let mut c = Lines::new(stream);
+        c.send("+OK fake POP3 ready");
+        while let Some(line) = c.read() {
+            s.commands.push(line.clone());
+            if line.eq_ignore_ascii_case("AUTH XOAUTH2") {
+                c.send("+ ");
+                let response = c.read().unwrap_or_default();
+                s.commands.push(response.clone());
+                if response == expected {
+                    c.send("+OK User successfully authenticated.");
+                } else {
+                    c.send(&format!("+ {}", STANDARD.encode(CHALLENGE_JSON)));
+                    s.commands.push(c.read().unwrap_or_default());
+                    c.send("-ERR Authentication failure: unknown user name or bad password.");
+                }
+            } else if line.eq_ignore_ascii_case("QUIT") {
+                s.quit = true;
+                c.send("+OK bye");
+                break;
+            } else {
+                c.send("-ERR unknown command");
+            }
+        }
+        let _ = tx.send(s);
+    })
+}
+
+// ---------------------------------------------------------------------------
+// HTTP (Graph, userinfo, the token server's clock)
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Default, Clone)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP request answered with `status`, extra header lines and `body`.
+pub fn http_server(
+    status: u16,
+    extra_headers: Vec<String>,
+    body: String,
+) -> (u16, Seen<HttpRequest>) {
+    serve(move |stream, tx| {
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut writer = stream;
+        let mut req = HttpRequest::default();
+        let mut line = String::new();
+        if reader.read_line(&mut line).is_err() {
+            return;
+        }
+        let mut first = line.split_whitespace();
+        req.method = first.next().unwrap_or("").to_string();
+        req.path = first.next().unwrap_or("").to_string();
+        loop {
+            let mut h = String::new();
+            if reader.read_line(&mut h).unwrap_or(0) == 0 {
+                break;
+            }
+            let h = h.trim_end();
+            if h.is_empty() {
+                break;
+            }
+            if let Some((k, v)) = h.split_once(':') {
+                req.headers
+                    .push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        let len: usize = req
+            .header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut buf = vec![0; len.min(1 << 20)];
+        if reader.read_exact(&mut buf).is_ok() {
+            req.body = String::from_utf8_lossy(&buf).into_owned();
+        }
+        let mut head = format!(
+            "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+            body.len()
+        );
+        for h in &extra_headers {
+            head.push_str(h);
+            head.push_str("\r\n");
+        }
+        head.push_str("\r\n");
+        let _ = writer.write_all(head.as_bytes());
+        if req.method != "HEAD" {
+            let _ = writer.write_all(body.as_bytes());
+        }
+        let _ = writer.flush();
+        let _ = tx.send(req);
+    })
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+// ---------------------------------------------------------------------------
+// The binary, in a temporary home
+// ---------------------------------------------------------------------------
+
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let env = Env {
+            dir: tempfile::tempdir().unwrap(),
+        };
+        std::fs::create_dir(env.data_dir()).unwrap();
+        std::fs::set_permissions(env.data_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        env
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir.path().join("config.toml")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn token_path(&self, account: &str) -> PathBuf {
+        self.data_dir().join(format!("{account}.json"))
+    }
+
+    pub fn write_config(&self, text: &str) {
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    /// A token file in the store format, mode 0600.
+    pub fn write_tokens(&self, account: &str, json: &serde_json::Value) {
+        let path = self.token_path(account);
+        std::fs::write(&path, json.to_string()).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+
+    /// The usual stored login: `token`, valid until 2100, with a refresh token.
+    pub fn write_token(&self, account: &str, token: &str) {
+        self.write_tokens(
+            account,
+            &serde_json::json!({
+                "version": 1,
+                "access_token": token,
+                "token_type": "Bearer",
+                "expires_at": FAR_FUTURE,
+                "refresh_token": REFRESH,
+                "scope": "mail offline_access",
+            }),
+        );
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        run_bin(&self.config(), &self.data_dir(), args)
+    }
+}
+
+/// A generic account whose token endpoint nobody answers: the stored token must suffice.
+pub fn account_toml(name: &str, extra: &str) -> String {
+    format!(
+        "[accounts.{name}]\nprovider = \"generic\"\nuser = \"{USER}\"\nclient_id = \"mailtoken-test\"\n\
+         token_endpoint = \"http://127.0.0.1:{}/token\"\nscopes = [\"mail\", \"offline_access\"]\n{extra}\n",
+        closed_port()
+    )
+}
+
+pub type Run = RunResult;
+
+/// No secret of the test store may appear anywhere in the output.
+pub trait NoSecrets {
+    fn assert_no_secrets(&self);
+}
+
+impl NoSecrets for RunResult {
+    fn assert_no_secrets(&self) {
+        for secret in [TOKEN, GRAPH_TOKEN, REFRESH] {
+            assert!(
+                !self.all().contains(secret),
+                "leaked {secret}:\n{}",
+                self.all()
+            );
+        }
+    }
+}
+
+pub fn run_bin(config: &Path, data: &Path, args: &[&str]) -> Run {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
+        .arg(config)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env_remove("MAILTOKEN_CONFIG")
+        .env_remove("MAILTOKEN_DATA_DIR");
+    Running::spawn(cmd, format!("mailtoken {args:?}")).wait(RUN_TIMEOUT)
+}
