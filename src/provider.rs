@@ -210,7 +210,7 @@ pub const GRAPH_URL: &str = "https://graph.microsoft.com";
 pub const GOOGLE_USERINFO: &str = "https://openidconnect.googleapis.com/v1/userinfo";
 
 /// Accept https everywhere and plain http only towards this machine (local test servers).
-pub fn check_endpoint_url(what: &str, url: &str) -> Result<()> {
+pub fn validate_endpoint_url(what: &str, url: &str) -> Result<()> {
     let parsed = reqwest::Url::parse(url)
         .with_context(|| format!("{what} `{url}` is not a valid URL"))
         .map_err(|e| usage(format!("{e:#}")))?;
@@ -285,13 +285,13 @@ mod tests {
 
     #[test]
     fn plain_http_only_for_loopback() {
-        assert!(check_endpoint_url("token_endpoint", "https://example.com/token").is_ok());
-        assert!(check_endpoint_url("token_endpoint", "http://127.0.0.1:8080/t").is_ok());
-        assert!(check_endpoint_url("token_endpoint", "http://[::1]:8080/t").is_ok());
-        assert!(check_endpoint_url("token_endpoint", "http://localhost/t").is_ok());
-        assert!(check_endpoint_url("token_endpoint", "http://example.com/t").is_err());
-        assert!(check_endpoint_url("token_endpoint", "http://10.0.0.1/t").is_err());
-        assert!(check_endpoint_url("token_endpoint", "ftp://example.com/t").is_err());
-        assert!(check_endpoint_url("token_endpoint", "not a url").is_err());
+        assert!(validate_endpoint_url("token_endpoint", "https://example.com/token").is_ok());
+        assert!(validate_endpoint_url("token_endpoint", "http://127.0.0.1:8080/t").is_ok());
+        assert!(validate_endpoint_url("token_endpoint", "http://[::1]:8080/t").is_ok());
+        assert!(validate_endpoint_url("token_endpoint", "http://localhost/t").is_ok());
+        assert!(validate_endpoint_url("token_endpoint", "http://example.com/t").is_err());
+        assert!(validate_endpoint_url("token_endpoint", "http://10.0.0.1/t").is_err());
+        assert!(validate_endpoint_url("token_endpoint", "ftp://example.com/t").is_err());
+        assert!(validate_endpoint_url("token_endpoint", "not a url").is_err());
     }
 }

@@ -4,9 +4,9 @@
 #     bash tests/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]      (default: 60 s, all targets)
 #
 # Targets (tests/fuzz/fuzz_targets, invariants in tests/fuzz/invariants.rs): config, token_file,
-# oauth_reply, discovery, callback. Not part of CI; tests/parsers.rs runs the same invariants
+# oauth_reply, discovery, callback. Not part of CI; tests/integration/parsers.rs runs the same invariants
 # over generated inputs in `cargo test`. A crash leaves its input in tests/fuzz/artifacts/TARGET/:
-# add it to tests/fuzz/seeds/TARGET/ so tests/parsers.rs replays it, then fix the bug.
+# add it to tests/fuzz/seeds/TARGET/ so tests/integration/parsers.rs replays it, then fix the bug.
 #
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). libFuzzer wants nightly flags; on stable,
 # RUSTC_BOOTSTRAP=1 allows them. Exits non-zero on the first crash.

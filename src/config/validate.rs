@@ -186,7 +186,7 @@ fn api_urls_are_safe(a: &Account) -> Result<()> {
         ("userinfo_endpoint", &a.userinfo_endpoint),
     ] {
         if let Some(url) = url {
-            provider::check_endpoint_url(what, url)?;
+            provider::validate_endpoint_url(what, url)?;
         }
     }
     Ok(())
@@ -210,7 +210,7 @@ fn oauth_urls_are_safe(a: &Account) -> Result<()> {
         ("authorization_endpoint", &a.authorization_endpoint),
     ] {
         if let Some(url) = url {
-            provider::check_endpoint_url(what, url)?;
+            provider::validate_endpoint_url(what, url)?;
         }
     }
     Ok(())

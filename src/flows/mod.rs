@@ -46,7 +46,7 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
     if flow == Flow::Credentials {
         return app_only::login(acct);
     }
-    store.check_writable()?;
+    store.ensure_writable()?;
     let http = Http::new()?;
     let endpoints = oauth::endpoints(&http, account)?;
     // A generic server without a device endpoint can still do the browser flow.

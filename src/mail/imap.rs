@@ -106,25 +106,50 @@ fn until_tagged(conn: &mut Conn, tag: &str) -> Result<(Vec<String>, Status, Stri
     Err(server("the IMAP server sent too many lines"))
 }
 
+/// `check --imap`: connect, authenticate with the token, log out.
 pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
+    let (mut conn, caps) = open(srv)?;
+    authenticate(&mut conn, &caps, srv, user, token, mech)?;
+    logout(&mut conn)
+}
+
+/// Connect, read the greeting, and learn the capabilities (from the greeting when it has them).
+fn open(srv: &Server) -> Result<(Conn, Vec<String>)> {
     let mut conn = wire::open("imap", srv)?;
     let greeting = conn.read_line()?;
-    let mut caps = match parse(&greeting) {
+    let caps = match parse(&greeting) {
         Response::Untagged(text) if text.starts_with("OK") || text.starts_with("PREAUTH") => {
             report("imap", "greeting", &text);
             capabilities(&text)
         }
         _ => return Err(server(format!("not an IMAP greeting: {greeting}"))),
     };
-    if caps.is_none() {
-        conn.write_line("a1 CAPABILITY")?;
-        let (lines, status, text) = until_tagged(&mut conn, "a1")?;
-        if status != Status::Ok {
-            return Err(server(format!("CAPABILITY failed: {text}")));
+    let caps = match caps {
+        Some(caps) => caps,
+        None => {
+            conn.write_line("a1 CAPABILITY")?;
+            let (lines, status, text) = until_tagged(&mut conn, "a1")?;
+            if status != Status::Ok {
+                return Err(server(format!("CAPABILITY failed: {text}")));
+            }
+            lines
+                .iter()
+                .find_map(|l| capabilities(l))
+                .unwrap_or_default()
         }
-        caps = lines.iter().find_map(|l| capabilities(l));
-    }
-    let caps = caps.unwrap_or_default();
+    };
+    Ok((conn, caps))
+}
+
+/// AUTHENTICATE with the token (SASL-IR when offered); a refusal shows the server's challenge.
+fn authenticate(
+    conn: &mut Conn,
+    caps: &[String],
+    srv: &Server,
+    user: &str,
+    token: &str,
+    mech: Mech,
+) -> Result<()> {
     let wanted = format!("AUTH={}", mech.name());
     report(
         "imap",
@@ -135,9 +160,7 @@ pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
             format!("{wanted} not advertised (trying anyway)")
         },
     );
-
     let initial = mech.initial_response(user, token, &srv.host, srv.port);
-    let sasl_ir = caps.iter().any(|c| c == "SASL-IR");
     report(
         "imap",
         "auth",
@@ -147,7 +170,7 @@ pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
             fingerprint(token)
         ),
     );
-    if sasl_ir {
+    if caps.iter().any(|c| c == "SASL-IR") {
         conn.write_line(&authenticate_command("a2", mech, Some(&initial)))?;
     } else {
         conn.write_line(&authenticate_command("a2", mech, None))?;
@@ -170,9 +193,6 @@ pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
                 text,
             } if tag == "a2" => {
                 report("imap", "auth", format!("accepted: {text}"));
-                conn.write_line("a3 LOGOUT")?;
-                let (_, _, text) = until_tagged(&mut conn, "a3")?;
-                report("imap", "logout", text);
                 return Ok(());
             }
             Response::Tagged { tag, text, .. } if tag == "a2" => {
@@ -186,6 +206,13 @@ pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
         }
     }
     Err(server("the IMAP server sent too many lines"))
+}
+
+fn logout(conn: &mut Conn) -> Result<()> {
+    conn.write_line("a3 LOGOUT")?;
+    let (_, _, text) = until_tagged(conn, "a3")?;
+    report("imap", "logout", text);
+    Ok(())
 }
 
 #[cfg(test)]

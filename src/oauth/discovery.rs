@@ -39,7 +39,7 @@ pub fn endpoints(http: &Http, account: &Account) -> Result<Endpoints> {
         ("authorization_endpoint", &endpoints.authorization),
     ] {
         if let Some(url) = url {
-            provider::check_endpoint_url(what, url)?;
+            provider::validate_endpoint_url(what, url)?;
         }
     }
     Ok(endpoints)

@@ -28,7 +28,7 @@ pub fn load(path: &Path, account: &str) -> Result<Option<Tokens>> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     };
-    check_private(path)?;
+    ensure_private(path)?;
     parse(&bytes).map(Some).with_context(|| {
         format!(
             "the token file {} is damaged; it was left untouched. Move it aside and run `mailtoken login {account}`",
@@ -114,7 +114,7 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
 /// A file someone else owns is refused outright: they could have written it (their refresh
 /// token, so your mail client would read their mail or send as them), and replacing it would
 /// hand the file to us behind their back.
-fn check_private(path: &Path) -> Result<()> {
+fn ensure_private(path: &Path) -> Result<()> {
     let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
     if !meta.is_file() {
         bail!("{} is not a regular file", path.display());

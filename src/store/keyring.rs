@@ -9,12 +9,14 @@ use super::tokens::Tokens;
 pub const KEYRING_SERVICE: &str = "mailtoken";
 
 fn entry(account: &str) -> Result<keyring::Entry> {
-    keyring::Entry::new(KEYRING_SERVICE, account).map_err(|e| {
-        anyhow::anyhow!(
-            "the OS keyring is not available ({e}). On Linux it needs a running Secret Service \
-             (GNOME Keyring, KeePassXC) on the session D-Bus; or use the file store"
-        )
-    })
+    keyring::Entry::new(KEYRING_SERVICE, account).map_err(unavailable)
+}
+
+fn unavailable(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!(
+        "the OS keyring is not available ({e}). On Linux it needs a running Secret Service \
+         (GNOME Keyring, KeePassXC) on the session D-Bus; or use the file store"
+    )
 }
 
 pub fn load(account: &str) -> Result<Option<Vec<u8>>> {
@@ -41,5 +43,18 @@ pub fn remove(account: &str) -> Result<bool> {
         Err(e) => Err(anyhow::anyhow!(
             "cannot remove `{account}` from the OS keyring: {e}"
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_unavailable_message_reads_as_one_sentence() {
+        let msg = super::unavailable("no D-Bus session").to_string();
+        assert!(!msg.contains("  "), "{msg}");
+        assert!(
+            msg.contains("Secret Service (GNOME Keyring, KeePassXC)"),
+            "{msg}"
+        );
     }
 }

@@ -144,7 +144,7 @@ impl Store {
 
     /// Whether new tokens could be stored now (no lock needed): checked before an interactive
     /// login, so that nobody approves a login whose tokens cannot be kept.
-    pub fn check_writable(&self) -> Result<()> {
+    pub fn ensure_writable(&self) -> Result<()> {
         if self.backend != Backend::File {
             return Ok(());
         }

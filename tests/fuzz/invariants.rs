@@ -1,6 +1,6 @@
 //! What must hold for any input to mailtoken's parsers. Shared by the cargo-fuzz targets
 //! (fuzz/fuzz_targets) and the bounded property test that runs in `cargo test`
-//! (tests/parsers.rs), so a crash found by either is a crash for both.
+//! (tests/integration/parsers.rs), so a crash found by either is a crash for both.
 //!
 //! Beyond "no panic": a token file that parses survives being written and read back, and an
 //! error about a server reply never quotes the reply (it may hold a token). Seeds put
@@ -75,7 +75,7 @@ pub fn discovery(data: &[u8]) {
         .into_iter()
         .flatten()
         {
-            let _ = provider::check_endpoint_url("token_endpoint", &url);
+            let _ = provider::validate_endpoint_url("token_endpoint", &url);
         }
     }
 }
