@@ -20,9 +20,9 @@ export RUSTUP_HOME="${RUSTUP_HOME:-$HOME/.rustup}" CARGO_HOME="${CARGO_HOME:-$HO
 home=$(mktemp -d)
 trap 'rm -rf "$home"' EXIT
 # Build first, outside the bus session, so its time does not count against the timeout.
-cargo test --locked --test stores --no-run >/dev/null 2>&1
+cargo test --locked --test integration --no-run >/dev/null 2>&1
 
 HOME=$home XDG_DATA_HOME=$home/.local/share timeout 300 dbus-run-session -- bash -c '
     echo -n throwaway | gnome-keyring-daemon --unlock --components=secrets >/dev/null
-    cargo test --locked --test stores -- --ignored keyring_store
+    cargo test --locked --test integration -- --ignored stores::keyring_store
 ' 2> >(grep -v "Failed to set fd limit" >&2)

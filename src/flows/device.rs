@@ -23,6 +23,8 @@ const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
 const DEFAULT_INTERVAL: u64 = 5;
 /// Never wait longer than this for a person, whatever the server claims.
 const MAX_WAIT: Duration = Duration::from_secs(30 * 60);
+/// What the person is told when the code ran out, whoever noticed first: us or the server.
+const CODE_EXPIRED: &str = "the code expired before the login was approved: run the login again";
 /// Transient network errors tolerated in a row while polling.
 const MAX_POLL_ERRORS: u32 = 3;
 
@@ -50,10 +52,7 @@ pub fn poll_device<T>(
     let mut errors = 0;
     loop {
         if clock.elapsed() + interval >= lifetime {
-            return Err(crate::error::failure(
-                Kind::LoginNeeded,
-                "the code expired before the login was approved: run the login again",
-            ));
+            return Err(crate::error::failure(Kind::LoginNeeded, CODE_EXPIRED));
         }
         clock.sleep(interval);
         match poll() {
@@ -90,10 +89,9 @@ fn poll_outcome(
             Kind::LoginNeeded,
             "the login was declined at the sign-in page; nothing was stored",
         )),
-        Err(e) if e.error == "expired_token" => Err(crate::error::failure(
-            Kind::LoginNeeded,
-            "the code expired before the login was approved: run the login again",
-        )),
+        Err(e) if e.error == "expired_token" => {
+            Err(crate::error::failure(Kind::LoginNeeded, CODE_EXPIRED))
+        }
         Err(e) => Err(e.into_error("the device login", provider, name)),
     }
 }

@@ -87,6 +87,14 @@ pub fn authenticate_command(tag: &str, mech: Mech, initial: Option<&str>) -> Str
     }
 }
 
+fn unexpected(reply: &Response) -> anyhow::Error {
+    server(format!("unexpected IMAP reply: {reply:?}"))
+}
+
+fn too_many_lines() -> anyhow::Error {
+    server("the IMAP server sent too many lines")
+}
+
 /// Read until the reply tagged `tag`, collecting the untagged lines before it.
 fn until_tagged(conn: &mut Conn, tag: &str) -> Result<(Vec<String>, Status, String)> {
     let mut untagged = Vec::new();
@@ -100,10 +108,10 @@ fn until_tagged(conn: &mut Conn, tag: &str) -> Result<(Vec<String>, Status, Stri
             } if t == tag => {
                 return Ok((untagged, status, text));
             }
-            other => return Err(server(format!("unexpected IMAP reply: {other:?}"))),
+            other => return Err(unexpected(&other)),
         }
     }
-    Err(server("the IMAP server sent too many lines"))
+    Err(too_many_lines())
 }
 
 /// `check --imap`: connect, authenticate with the token, log out.
@@ -202,10 +210,10 @@ fn authenticate(
                     challenge,
                 ));
             }
-            other => return Err(server(format!("unexpected IMAP reply: {other:?}"))),
+            other => return Err(unexpected(&other)),
         }
     }
-    Err(server("the IMAP server sent too many lines"))
+    Err(too_many_lines())
 }
 
 fn logout(conn: &mut Conn) -> Result<()> {

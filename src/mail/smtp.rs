@@ -19,7 +19,7 @@ use crate::error::{server, usage};
 use crate::log::fingerprint;
 use crate::mail::sasl::{self, Mech, refusal};
 use crate::mail::servers::Server;
-use crate::mail::wire::{TIMEOUT, report};
+use crate::mail::wire::{NO_TLS, TIMEOUT, report};
 
 /// What `send-test` sends.
 pub struct TestMail<'a> {
@@ -89,11 +89,7 @@ pub fn open(srv: &Server) -> Result<SmtpConnection> {
             report("smtp", "tls", "STARTTLS done, certificate verified");
             report("smtp", "ehlo", conn.server_info());
         }
-        TlsMode::None => report(
-            "smtp",
-            "tls",
-            "none (plain text; test servers on this machine only)",
-        ),
+        TlsMode::None => report("smtp", "tls", NO_TLS),
         TlsMode::Tls => {}
     }
     Ok(conn)

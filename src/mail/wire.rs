@@ -20,6 +20,9 @@ pub const TIMEOUT: Duration = Duration::from_secs(20);
 /// Greetings, capabilities and refusals are short; a line past this is not one.
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// The progress line for a plain-text connection.
+pub const NO_TLS: &str = "none (plain text; test servers on this machine only)";
+
 /// One line of progress on stderr: `imap  auth     235 2.7.0 Accepted`.
 pub fn report(proto: &str, what: &str, detail: impl std::fmt::Display) {
     eprintln!("{proto:<5} {what:<8} {detail}");
@@ -114,11 +117,7 @@ pub fn open(proto: &str, srv: &Server) -> Result<Conn> {
     );
     match srv.tls {
         TlsMode::None => {
-            report(
-                proto,
-                "tls",
-                "none (plain text; test servers on this machine only)",
-            );
+            report(proto, "tls", NO_TLS);
             Ok(Conn::new(Box::new(tcp)))
         }
         TlsMode::Tls => {
