@@ -64,6 +64,7 @@ mod tests {
             token_type: "Bearer".into(),
             expires_at: 42,
             scope: Some("mail".into()),
+            obtained_at: None,
         }
     }
 

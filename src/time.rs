@@ -8,6 +8,13 @@ pub fn now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Unix milliseconds, for ordering events closer together than a second.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// `2026-11-25 14:05:09 UTC`
 pub fn format_utc(secs: u64) -> String {
     let days = (secs / 86_400) as i64;

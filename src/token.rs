@@ -4,12 +4,13 @@
 use anyhow::{Context, Result};
 
 use crate::config::{OpenAccount, Want};
-use crate::error::login_needed;
+use crate::error::{self, Kind, login_needed, server};
 use crate::flows::app_only;
 use crate::http::Http;
 use crate::log::{debug, fingerprint};
 use crate::oauth;
 use crate::provider::Flow;
+use crate::signals;
 use crate::store::{AccessToken, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
@@ -24,6 +25,12 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     let margin = *margin;
     let key = want.key.as_deref();
     let app_only = account.flow() == Flow::Credentials;
+
+    // New tokens a keyring or command store refused last time: hand them over again first.
+    if store.has_pending(name) {
+        let _lock = store.lock(name, LOCK_TIMEOUT)?;
+        store.replay_pending(name);
+    }
 
     // The cached path: one read of a file that is only ever replaced whole, so no lock.
     let seen = store.load(name)?;
@@ -47,7 +54,15 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     }
 
     debug!("new token due; taking the lock for `{name}`");
+    let waited_from = time::now_ms();
     let _lock = store.lock(name, LOCK_TIMEOUT)?;
+    // A refresh that failed at the server while we waited would fail for us too: say so now
+    // instead of making every waiter wait out the same dead server in turn.
+    if let Some(failure) = store.failure_since(name, waited_from) {
+        return Err(server(format!(
+            "another mailtoken process just tried and failed: {failure}"
+        )));
+    }
     let current = match store.load(name)? {
         Some(tokens) => tokens,
         None if app_only => Tokens::empty(),
@@ -59,10 +74,12 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
         }
     };
     // Another process may have refreshed while we waited: its token is as good as ours would
-    // be, and refreshing again could race a rotating server.
+    // be, and refreshing again could race a rotating server. A token stored since we first
+    // looked is used while it lives at all, margin or not: with tokens of a minute, a margin
+    // would otherwise send every waiter to the server in turn.
     if let Some(access) = current.access_for(key)
-        && access.is_fresh(time::now(), margin)
-        && (!force || Some(access) != seen_access.as_ref())
+        && ((Some(access) != seen_access.as_ref() && access.expires_at > time::now())
+            || (!force && access.is_fresh(time::now(), margin)))
     {
         debug!(
             "another process refreshed meanwhile; using {}",
@@ -70,26 +87,41 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
         );
         return Ok(access.clone());
     }
-    // Made ready before the request: finding the store unwritable after a rotating server
-    // has answered would lose the refresh token it just revoked.
-    let pending = store.prepare(name)?;
-    let (access, rotated) = if app_only {
-        (app_only::fetch(acct, want)?, None)
+    // Made ready before the request, room for the new tokens included: finding the store
+    // unwritable (or the disk full) after a rotating server has answered would lose the refresh
+    // token it just revoked.
+    let pending = store.prepare(name, &current)?;
+    // From the request to the commit, the new refresh token lives only in this process: a
+    // SIGTERM then waits until it is stored (and then ends the process, as it would have).
+    let held = signals::hold();
+    let fetched = if app_only {
+        app_only::fetch(acct, want).map(|access| (access, None))
     } else {
-        refresh(acct, &current, want)?
+        refresh(acct, &current, want)
     };
-    debug!(
-        "stored new access token {}{}",
-        fingerprint(&access.access_token),
-        if rotated.is_some() {
-            " and a rotated refresh token"
-        } else {
-            ""
+    let (access, rotated) = match fetched {
+        Ok(fetched) => fetched,
+        Err(err) => {
+            if error::kind(&err) == Some(Kind::Server) {
+                store.note_failure(name, &format!("{err:#}"));
+            }
+            return Err(err);
         }
-    );
+    };
+    let rotated_note = if rotated.is_some() {
+        " and a rotated refresh token"
+    } else {
+        ""
+    };
     let mut updated = current;
     updated.update(key, access.clone(), rotated);
     store.commit(name, pending, &updated)?;
+    store.clear_failure(name);
+    debug!(
+        "stored new access token {}{rotated_note}",
+        fingerprint(&access.access_token)
+    );
+    drop(held);
     Ok(access)
 }
 
@@ -121,5 +153,5 @@ fn refresh(
     let reply = oauth::refresh(&http, token_endpoint, &client, refresh_token, &scope)
         .with_context(|| format!("account `{name}`"))?
         .map_err(|e| e.into_error("refreshing the access token", account.provider, name))?;
-    Ok(reply.into_access(sent_at, &scope))
+    reply.into_access(sent_at, &scope)
 }

@@ -4,7 +4,7 @@ use anyhow::Result;
 
 use crate::config::{Account, Config, Paths};
 use crate::provider::Flow;
-use crate::store::Store;
+use crate::store::{AccessToken, Store};
 use crate::time;
 
 pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
@@ -27,13 +27,19 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
     let mut out = String::new();
     for name in names {
         let acct = config.open(paths, name)?;
-        out.push_str(&status_block(name, &acct.account, &acct.store, now));
+        out.push_str(&status_block(
+            name,
+            &acct.account,
+            &acct.store,
+            acct.margin,
+            now,
+        ));
     }
     print!("{out}");
     Ok(())
 }
 
-fn status_block(name: &str, account: &Account, store: &Store, now: u64) -> String {
+fn status_block(name: &str, account: &Account, store: &Store, margin: u64, now: u64) -> String {
     let provider = format!("{:?}", account.provider).to_lowercase();
     let flow = format!("{:?}", account.flow()).to_lowercase();
     let user = account
@@ -83,9 +89,24 @@ fn status_block(name: &str, account: &Account, store: &Store, now: u64) -> Strin
             format!("expired {} ago", time::format_span(now - access.expires_at))
         };
         text.push_str(&format!(
-            "  {label}{life}\n                 scope: {}\n",
-            access.scope.as_deref().unwrap_or("-")
+            "  {label}{life}\n                 scope: {}\n                 renewed {}\n",
+            access.scope.as_deref().unwrap_or("-"),
+            renewal(access, margin)
         ));
     }
     text
+}
+
+/// When a token is renewed: its margin, and why when that is less than the configured one.
+fn renewal(access: &AccessToken, margin: u64) -> String {
+    let applied = access.margin(margin);
+    match access.lifetime() {
+        Some(life) if applied < margin => format!(
+            "{} before it expires (half its {} life; refresh_margin is {})",
+            time::format_span(applied),
+            time::format_span(life),
+            time::format_span(margin)
+        ),
+        _ => format!("{} before it expires", time::format_span(applied)),
+    }
 }

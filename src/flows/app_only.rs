@@ -29,7 +29,7 @@ pub fn fetch(acct: &OpenAccount, want: &Want) -> Result<AccessToken> {
             }
             err.into_error("fetching an app-only token", account.provider, name)
         })?;
-    let (access, _) = reply.into_access(sent_at, &scope);
+    let (access, _) = reply.into_access(sent_at, &scope)?;
     Ok(access)
 }
 

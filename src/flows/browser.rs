@@ -155,7 +155,7 @@ impl Attempt {
             &self.pkce.verifier,
         )?
         .map_err(|e| e.into_error("exchanging the authorization code", account.provider, name))?;
-        Ok(reply.into_access(sent_at, &self.scope))
+        reply.into_access(sent_at, &self.scope)
     }
 }
 

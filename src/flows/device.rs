@@ -146,7 +146,7 @@ pub fn login(
         },
     );
     clock.clear();
-    Ok(reply?.into_access(sent_at, &scope))
+    reply?.into_access(sent_at, &scope)
 }
 
 /// The address as a QR code for a phone's camera, drawn with half-block characters.

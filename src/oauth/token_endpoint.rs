@@ -11,7 +11,8 @@ use super::jwt;
 use crate::config::Account;
 use crate::error::server;
 use crate::http::{Http, Reply};
-use crate::store::AccessToken;
+use crate::log::printable;
+use crate::store::{AccessToken, MAX_LIFETIME};
 
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -42,16 +43,58 @@ impl fmt::Debug for TokenReply {
 }
 
 impl TokenReply {
-    /// The access token to store, and the refresh token if the server sent one (a rotation).
-    pub fn into_access(self, now: u64, requested_scope: &str) -> (AccessToken, Option<String>) {
+    /// The access token to store, and the refresh token if the server sent one (a rotation),
+    /// after checking that both can be used as they are: each becomes a line on stdout, a SASL
+    /// field, or a git credential. `now` is when the request was sent: the token's life is
+    /// counted from then, and never past `MAX_LIFETIME`. A reply that fails is the server's
+    /// fault (exit 4) and nothing of it is stored.
+    pub fn into_access(
+        self,
+        now: u64,
+        requested_scope: &str,
+    ) -> Result<(AccessToken, Option<String>)> {
+        usable("access_token", &self.access_token)?;
+        if let Some(kind) = &self.token_type
+            && !kind.eq_ignore_ascii_case("bearer")
+        {
+            return Err(server(format!(
+                "the server sent a token of type `{}`; mail servers take only Bearer tokens",
+                printable(kind)
+            )));
+        }
+        let refresh_token = self.refresh_token.filter(|t| !t.is_empty());
+        if let Some(rt) = &refresh_token {
+            usable("refresh_token", rt)?;
+        }
+        let life = self
+            .expires_in
+            .unwrap_or(DEFAULT_EXPIRES_IN)
+            .min(MAX_LIFETIME);
         let access = AccessToken {
             access_token: self.access_token,
-            token_type: self.token_type.unwrap_or_else(|| "Bearer".into()),
-            expires_at: now.saturating_add(self.expires_in.unwrap_or(DEFAULT_EXPIRES_IN)),
+            token_type: "Bearer".into(),
+            expires_at: now.saturating_add(life),
             scope: self.scope.or_else(|| Some(requested_scope.to_string())),
+            obtained_at: Some(now),
         };
-        (access, self.refresh_token.filter(|t| !t.is_empty()))
+        Ok((access, refresh_token))
     }
+}
+
+/// A token must be visible ASCII without spaces (RFC 6750's b64token and more): anything else
+/// would break a SASL string, add lines to a git credential, or reach a terminal.
+fn usable(field: &str, token: &str) -> Result<()> {
+    if token.is_empty() {
+        return Err(server(format!(
+            "the server's reply has an empty `{field}`; nothing was stored. Try again later."
+        )));
+    }
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(server(format!(
+            "the server's `{field}` holds spaces or control characters; nothing was stored. Try again later."
+        )));
+    }
+    Ok(())
 }
 
 /// Some servers (older Azure AD among them) send `expires_in` as a string.
@@ -312,21 +355,50 @@ mod tests {
             r#"{"access_token":"a","expires_in":"3599","token_type":"Bearer"}"#,
         )
         .unwrap();
-        let (access, refresh) = r.into_access(100, "mail");
+        let (access, refresh) = r.into_access(100, "mail").unwrap();
         assert_eq!(access.expires_at, 3699);
+        assert_eq!(access.obtained_at, Some(100));
         assert_eq!(refresh, None);
         assert_eq!(access.scope.as_deref(), Some("mail"));
         let r: TokenReply = serde_json::from_str(
             r#"{"access_token":"a","expires_in":60,"refresh_token":"new","scope":"x"}"#,
         )
         .unwrap();
-        let (access, refresh) = r.into_access(0, "mail");
+        let (access, refresh) = r.into_access(0, "mail").unwrap();
         assert_eq!(refresh.as_deref(), Some("new"));
         assert_eq!(access.scope.as_deref(), Some("x"));
         let r: TokenReply =
             serde_json::from_str(r#"{"access_token":"a","refresh_token":""}"#).unwrap();
-        let (access, refresh) = r.into_access(0, "mail");
+        let (access, refresh) = r.into_access(0, "mail").unwrap();
         assert_eq!((access.expires_at, refresh), (DEFAULT_EXPIRES_IN, None));
+    }
+
+    #[test]
+    fn replies_with_unusable_tokens_are_server_errors() {
+        let into = |json: &str| {
+            serde_json::from_str::<TokenReply>(json)
+                .unwrap()
+                .into_access(1_000, "mail")
+        };
+        for bad in [
+            r#"{"access_token":""}"#,
+            r#"{"access_token":"a b"}"#,
+            "{\"access_token\":\"a\\r\\nX-Injected: 1\"}",
+            "{\"access_token\":\"a\\u001b[31m\"}",
+            r#"{"access_token":"a","token_type":"mac"}"#,
+            r#"{"access_token":"a","refresh_token":"r\nx"}"#,
+        ] {
+            let err = into(bad).expect_err(bad);
+            assert_eq!(
+                crate::error::exit_code(&err),
+                crate::error::EXIT_SERVER,
+                "{bad}"
+            );
+        }
+        let (ok, _) = into(r#"{"access_token":"a.b-c_d~e+f/g=","token_type":"bearer"}"#).unwrap();
+        assert_eq!(ok.token_type, "Bearer");
+        let (forever, _) = into(r#"{"access_token":"a","expires_in":1e300}"#).unwrap();
+        assert_eq!(forever.expires_at, 1_000 + MAX_LIFETIME);
     }
 
     #[test]

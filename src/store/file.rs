@@ -2,7 +2,8 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -64,15 +65,44 @@ pub fn remove_stale_temps(dir: &Path, account: &str) {
     }
 }
 
+/// Write a small private file in place (0600): notes, not tokens.
+pub fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// Reserve `room` bytes for the file, so that writing the tokens later cannot run out of space.
+pub fn reserve(file: &File, room: u64) -> Result<()> {
+    let len = libc::off_t::try_from(room).context("reservation too large")?;
+    // SAFETY: posix_fallocate only reads the descriptor and the two lengths.
+    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
+        0 => Ok(()),
+        errno => Err(std::io::Error::from_raw_os_error(errno).into()),
+    }
+}
+
+/// Write the tokens into `tmp` (over any reserved room, trimmed after), flush, and rename it
+/// over `path`: a crash leaves the old file or the new one, never a mix.
 pub fn write(
     dir: &Path,
     path: &Path,
     mut tmp: tempfile::NamedTempFile,
     tokens: &Tokens,
 ) -> Result<()> {
-    let json = serde_json::to_vec_pretty(tokens)?;
-    tmp.write_all(&json)?;
-    tmp.write_all(b"\n")?;
+    let mut json = serde_json::to_vec_pretty(tokens)?;
+    json.push(b'\n');
+    tmp.write_all(&json)
+        .context("cannot write the new token file")?;
+    tmp.as_file()
+        .set_len(json.len() as u64)
+        .context("cannot write the new token file")?;
     tmp.as_file()
         .sync_all()
         .context("cannot flush the new token file to disk")?;
@@ -108,6 +138,27 @@ pub fn ensure_dir(dir: &Path) -> Result<()> {
             .with_context(|| format!("cannot create {}", dir.display())),
         Err(e) => Err(e).with_context(|| format!("cannot use {}", dir.display())),
     }
+}
+
+/// A directory only we can use, created 0700 if missing; one that exists must already be
+/// ours and private (this may be under a shared /tmp, where others could have made it first).
+pub fn ensure_private_dir(dir: &Path) -> Result<()> {
+    if let Err(e) = fs::DirBuilder::new().mode(0o700).create(dir)
+        && e.kind() != ErrorKind::AlreadyExists
+    {
+        return Err(e).with_context(|| format!("cannot create {}", dir.display()));
+    }
+    let meta =
+        fs::symlink_metadata(dir).with_context(|| format!("cannot use {}", dir.display()))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "{} is not a private directory of yours (mode 700): refusing to put tokens there",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// Like OpenSSH with private keys, but forgiving: tighten a token file others can read and say so.

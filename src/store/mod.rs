@@ -7,6 +7,7 @@ mod keyring;
 pub mod lock;
 mod tokens;
 
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 pub use lock::{AccountLock, LOCK_TIMEOUT};
-pub use tokens::{AccessToken, FORMAT_VERSION, Tokens, parse};
+pub use tokens::{AccessToken, FORMAT_VERSION, MAX_LIFETIME, Tokens, parse};
 
 /// Where an account's tokens live. The lock file is always in the data directory, so the
 /// one-refresher guarantee holds whatever keeps the secret.
@@ -36,11 +37,16 @@ pub enum Backend {
 
 pub use keyring::KEYRING_SERVICE;
 
-/// A store made ready to take new tokens (see `Store::prepare`). Dropped unused, the temp
-/// file goes away with it.
+/// A store made ready to take new tokens (see `Store::prepare`): a private temp file in the
+/// data directory with room for them already reserved. Dropped unused, it goes away.
 pub struct Pending {
-    tmp: Option<tempfile::NamedTempFile>,
+    tmp: tempfile::NamedTempFile,
 }
+
+/// The least room reserved for new tokens, and how much more than the current tokens: a
+/// rotated reply may carry longer tokens than the last one.
+const RESERVE_MIN: u64 = 16 * 1024;
+const RESERVE_SLACK: u64 = 8 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -94,6 +100,12 @@ impl Store {
     /// The stored tokens, or `None` when the account has never logged in. Tokens that do not
     /// parse are an error and are left exactly as they are: they may hold the only refresh token.
     pub fn load(&self, account: &str) -> Result<Option<Tokens>> {
+        // Tokens waiting for the keyring or command store are newer than what it holds.
+        if self.backend != Backend::File
+            && let Some(tokens) = file::load(&self.pending_path(account), account)?
+        {
+            return Ok(Some(tokens));
+        }
         let bytes = match &self.backend {
             Backend::File => return file::load(&self.token_path(account), account),
             Backend::Keyring => keyring::load(account)?,
@@ -115,7 +127,7 @@ impl Store {
         match &self.backend {
             Backend::File => {
                 let tmp = self.new_temp(account)?;
-                self.write_file(account, tmp, tokens)
+                file::write(&self.dir, &self.token_path(account), tmp, tokens)
             }
             Backend::Keyring => keyring::save(account, tokens),
             Backend::Command { save, .. } => command::save(save, tokens),
@@ -123,23 +135,97 @@ impl Store {
     }
 
     /// Get ready to store new tokens *before* asking the server for them: a rotating server
-    /// revokes the old refresh token as it answers, so a store found unwritable only afterwards
-    /// would lose the login. For files this creates the temp file now. Call it under the lock.
-    pub fn prepare(&self, account: &str) -> Result<Pending> {
-        Ok(Pending {
-            tmp: match self.backend {
-                Backend::File => Some(self.new_temp(account)?),
-                _ => None,
-            },
-        })
+    /// revokes the old refresh token as it answers, so a store found unwritable (or a disk
+    /// found full) only afterwards would lose the login. This creates the temp file the new
+    /// tokens will go through and reserves room for them. Call it under the lock.
+    pub fn prepare(&self, account: &str, current: &Tokens) -> Result<Pending> {
+        let tmp = self.new_temp(account)?;
+        let size = serde_json::to_vec_pretty(current)?.len() as u64;
+        let room = (2 * size + RESERVE_SLACK).max(RESERVE_MIN);
+        file::reserve(tmp.as_file(), room).with_context(|| {
+            format!(
+                "cannot reserve {} KiB in {} for new tokens, so none were asked for: free some space and try again",
+                room / 1024,
+                self.dir.display()
+            )
+        })?;
+        Ok(Pending { tmp })
     }
 
-    /// Store the tokens through what `prepare` made ready.
+    /// Store the tokens through what `prepare` made ready. For the keyring and command stores
+    /// the tokens first become a private pending file in the data directory, removed once the
+    /// real store has taken them; if it refuses, the pending file stays, `load` reads it, and
+    /// the next call under the lock hands it to the store again (`replay_pending`).
     pub fn commit(&self, account: &str, pending: Pending, tokens: &Tokens) -> Result<()> {
-        match pending.tmp {
-            Some(tmp) => self.write_file(account, tmp, tokens),
-            None => self.save(account, tokens),
+        let target = match self.backend {
+            Backend::File => self.token_path(account),
+            _ => self.pending_path(account),
+        };
+        if let Err(e) = file::write(&self.dir, &target, pending.tmp, tokens) {
+            return Err(rescue(account, tokens, &target, e));
         }
+        if self.backend != Backend::File {
+            self.replay_pending(account);
+        }
+        Ok(())
+    }
+
+    /// Where new tokens wait for a keyring or command store that has not taken them yet.
+    pub fn pending_path(&self, account: &str) -> PathBuf {
+        self.dir.join(format!("{account}.pending.json"))
+    }
+
+    /// Whether new tokens are waiting for the keyring or command store (never for files).
+    pub fn has_pending(&self, account: &str) -> bool {
+        self.backend != Backend::File && self.pending_path(account).exists()
+    }
+
+    /// Hand waiting tokens to the keyring or command store; call it under the lock. A store
+    /// that still refuses is reported, and the tokens keep waiting: nothing is lost.
+    pub fn replay_pending(&self, account: &str) {
+        let path = self.pending_path(account);
+        let saved = file::load(&path, account).and_then(|tokens| match tokens {
+            Some(tokens) => self.save(account, &tokens),
+            None => Ok(()),
+        });
+        match saved {
+            Ok(()) => {
+                if let Err(e) = file::remove(&self.dir, &path) {
+                    eprintln!("mailtoken: warning: {e:#}");
+                }
+            }
+            Err(e) => eprintln!(
+                "mailtoken: warning: the new tokens of `{account}` could not be saved to {}: {e:#}\n\
+                 They are safe in {} and will be handed to the store again on the next call.",
+                self.location(account),
+                path.display()
+            ),
+        }
+    }
+
+    /// Where the last refresh failure at the server is noted, for the processes that waited
+    /// for the lock meanwhile.
+    fn failure_path(&self, account: &str) -> PathBuf {
+        self.dir.join(format!("{account}.failed"))
+    }
+
+    /// Note (under the lock) that a refresh just failed at the server, with the error. Best
+    /// effort: without the note, waiters simply try themselves.
+    pub fn note_failure(&self, account: &str, message: &str) {
+        let note = serde_json::json!({ "at_ms": crate::time::now_ms(), "error": message });
+        let _ = file::write_small(&self.failure_path(account), note.to_string().as_bytes());
+    }
+
+    /// The failure noted at or after `since_ms` (milliseconds), if any.
+    pub fn failure_since(&self, account: &str, since_ms: u64) -> Option<String> {
+        let bytes = fs::read(self.failure_path(account)).ok()?;
+        let note: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+        (note["at_ms"].as_u64()? >= since_ms)
+            .then(|| note["error"].as_str().unwrap_or("").to_string())
+    }
+
+    pub fn clear_failure(&self, account: &str) {
+        let _ = fs::remove_file(self.failure_path(account));
     }
 
     /// Whether new tokens could be stored now (no lock needed): checked before an interactive
@@ -162,17 +248,11 @@ impl Store {
         file::new_temp(&self.dir, account)
     }
 
-    fn write_file(
-        &self,
-        account: &str,
-        tmp: tempfile::NamedTempFile,
-        tokens: &Tokens,
-    ) -> Result<()> {
-        file::write(&self.dir, &self.token_path(account), tmp, tokens)
-    }
-
     /// Forget an account's tokens. Returns whether there was anything to forget.
     pub fn remove(&self, account: &str) -> Result<bool> {
+        if self.backend != Backend::File {
+            file::remove(&self.dir, &self.pending_path(account))?;
+        }
         match &self.backend {
             Backend::File => {}
             Backend::Keyring => return keyring::remove(account),
@@ -195,6 +275,55 @@ impl Store {
     }
 }
 
+/// The last resort when new tokens cannot be written where they belong: a copy in the
+/// user's runtime directory (another file system than a full data directory, usually), and an
+/// error that says loudly where it is. Never the tokens themselves on the terminal.
+fn rescue(account: &str, tokens: &Tokens, target: &Path, cause: anyhow::Error) -> anyhow::Error {
+    rescue_in(&rescue_dir(), account, tokens, target, cause)
+}
+
+fn rescue_in(
+    dir: &Path,
+    account: &str,
+    tokens: &Tokens,
+    target: &Path,
+    cause: anyhow::Error,
+) -> anyhow::Error {
+    let copy = file::ensure_private_dir(dir).and_then(|()| {
+        let tmp = file::new_temp(dir, account)?;
+        let path = dir.join(format!("{account}.rescued-{}.json", crate::time::now()));
+        file::write(dir, &path, tmp, tokens)?;
+        Ok(path)
+    });
+    match copy {
+        Ok(path) => anyhow::anyhow!(
+            "the new tokens of `{account}` could not be written to {} ({cause:#}).\n\
+             THE ONLY COPY of the new refresh token is in {}: once {} can be written again, \
+             move it there (`mv {} {}`), or a new login will be needed.",
+            target.display(),
+            path.display(),
+            target.display(),
+            path.display(),
+            target.display()
+        ),
+        Err(e) => anyhow::anyhow!(
+            "the new tokens of `{account}` could not be written to {} ({cause:#}), nor rescued \
+             to {} ({e:#}): a new login will be needed (`mailtoken login {account}`)",
+            target.display(),
+            dir.display()
+        ),
+    }
+}
+
+/// `$XDG_RUNTIME_DIR/mailtoken`, else a per-user directory under the system temp directory.
+fn rescue_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(run) if !run.is_empty() => PathBuf::from(run).join("mailtoken"),
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        _ => std::env::temp_dir().join(format!("mailtoken-{}", unsafe { libc::geteuid() })),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +337,7 @@ mod tests {
             token_type: "Bearer".into(),
             expires_at: 2_000_000_000,
             scope: Some("mail".into()),
+            obtained_at: None,
         }
     }
 
@@ -314,11 +444,81 @@ mod tests {
     }
 
     #[test]
+    fn tokens_that_cannot_be_stored_are_rescued_privately_and_the_error_says_where() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("rescue");
+        let target = tmp.path().join("data/a.json");
+        let err = rescue_in(&dir, "a", &sample(), &target, anyhow::anyhow!("disk full"));
+        let msg = format!("{err:#}");
+        let copy = fs::read_dir(&dir).unwrap().next().unwrap().unwrap().path();
+        assert!(msg.contains(&copy.display().to_string()), "{msg}");
+        assert!(msg.contains("disk full") && msg.contains("mv "), "{msg}");
+        assert!(!msg.contains("rt-secret"), "{msg}");
+        assert_eq!(parse(&fs::read(&copy).unwrap()).unwrap(), sample());
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!((mode(&dir), mode(&copy)), (0o700, 0o600));
+        // A rescue directory someone else could have prepared is not used.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = rescue_in(&dir, "a", &sample(), &target, anyhow::anyhow!("disk full"));
+        assert!(format!("{err:#}").contains("nor rescued"), "{err:#}");
+    }
+
+    #[test]
+    fn room_for_new_tokens_is_reserved_before_the_request() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().to_path_buf());
+        let pending = store.prepare("a", &sample()).unwrap();
+        assert!(pending.tmp.as_file().metadata().unwrap().len() >= RESERVE_MIN);
+        store.commit("a", pending, &sample()).unwrap();
+        let written = fs::read(store.token_path("a")).unwrap();
+        assert_eq!(parse(&written).unwrap(), sample(), "no padding left behind");
+    }
+
+    #[test]
     fn freshness_respects_the_margin() {
         let t = sample().access.unwrap();
         assert!(t.is_fresh(t.expires_at - 301, 300));
         assert!(!t.is_fresh(t.expires_at - 300, 300));
         assert!(!t.is_fresh(u64::MAX, 300));
+    }
+
+    #[test]
+    fn short_lived_tokens_get_at_most_half_their_life_as_margin() {
+        let minute = AccessToken {
+            obtained_at: Some(1_000),
+            expires_at: 1_060,
+            ..access("short")
+        };
+        assert_eq!(minute.margin(300), 30);
+        assert!(minute.is_fresh(1_001, 300), "just obtained: fresh");
+        assert!(minute.is_fresh(1_029, 300));
+        assert!(!minute.is_fresh(1_030, 300));
+        let hour = AccessToken {
+            obtained_at: Some(0),
+            expires_at: 3_600,
+            ..access("long")
+        };
+        assert_eq!(hour.margin(300), 300);
+        assert_eq!(access("unknown life").margin(300), 300);
+    }
+
+    #[test]
+    fn a_clock_that_went_wrong_means_refresh_now() {
+        let t = AccessToken {
+            obtained_at: Some(100_000),
+            expires_at: 103_600,
+            ..access("t")
+        };
+        assert!(t.is_fresh(100_000, 300));
+        // The clock went back a day: the token's age is unknown.
+        assert!(!t.is_fresh(100_000 - 86_400, 300));
+        // Obtained under a clock 74 years ahead: stale as soon as the clock is right again.
+        let from_2100 = AccessToken {
+            obtained_at: Some(4_102_444_800),
+            expires_at: 4_102_448_400,
+            ..access("t")
+        };
+        assert!(!from_2100.is_fresh(1_800_000_000, 300));
     }
 
     #[test]

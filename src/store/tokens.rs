@@ -10,6 +10,10 @@ use crate::log::fingerprint;
 
 pub const FORMAT_VERSION: u32 = 1;
 
+/// No access token is trusted to live longer than this, whatever a server says: a reply's
+/// `expires_in` is clamped to it.
+pub const MAX_LIFETIME: u64 = 7 * 86_400;
+
 /// One access token and what it is good for.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessToken {
@@ -19,6 +23,10 @@ pub struct AccessToken {
     pub expires_at: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// Unix seconds when it was asked for (absent in files written before this was kept): the
+    /// token's lifetime, and a clock that went back, are read from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obtained_at: Option<u64>,
 }
 
 /// Everything stored for one account: the access token for its own scopes, the refresh token
@@ -43,6 +51,7 @@ impl fmt::Debug for AccessToken {
             .field("access_token", &fingerprint(&self.access_token))
             .field("expires_at", &self.expires_at)
             .field("scope", &self.scope)
+            .field("obtained_at", &self.obtained_at)
             .finish()
     }
 }
@@ -61,9 +70,28 @@ impl fmt::Debug for Tokens {
 }
 
 impl AccessToken {
-    /// Still usable for at least `margin` more seconds at `now`.
+    /// The seconds of life the server gave it, when known.
+    pub fn lifetime(&self) -> Option<u64> {
+        self.obtained_at
+            .map(|obtained| self.expires_at.saturating_sub(obtained))
+    }
+
+    /// The refresh margin that applies to this token: the configured one, but at most half the
+    /// token's life, so that tokens of a minute (or of five, with the default 300 s margin) are
+    /// not refreshed on every call.
+    pub fn margin(&self, configured: u64) -> u64 {
+        self.lifetime()
+            .map_or(configured, |life| configured.min(life / 2))
+    }
+
+    /// Still usable for at least its margin at `now`. A clock that is now before the moment
+    /// the token was obtained cannot tell how old it is: that means "refresh now". (Since a
+    /// reply's life is clamped to `MAX_LIFETIME`, no token then stays fresh for longer.)
     pub fn is_fresh(&self, now: u64, margin: u64) -> bool {
-        self.expires_at > now.saturating_add(margin)
+        if self.obtained_at.is_some_and(|obtained| now < obtained) {
+            return false;
+        }
+        self.expires_at > now.saturating_add(self.margin(margin))
     }
 }
 

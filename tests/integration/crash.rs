@@ -112,8 +112,8 @@ const KILLS: usize = 200;
 fn kill_9_at_random_moments_leaves_old_or_new_tokens_and_a_working_store() {
     let server = FakeServer::start();
     server.set_refresh(Refresh::Rotate);
-    // Tokens are born due (60 s of life, 3600 s margin), so every run refreshes and stores.
-    server.set_lifetime(60);
+    // Tokens are born due (no life at all), so every run refreshes and stores.
+    server.set_lifetime(0);
     let env = TestEnv::with_extra(&server, "refresh_margin = 3600", "");
     server.add_refresh_token("rt-crash-seed");
     env.write_token(ACCOUNT, "at-crash-seed", "rt-crash-seed", now_unix() - 60);

@@ -16,3 +16,4 @@ mod mailcheck;
 mod man;
 mod parsers;
 mod stores;
+mod survival;

@@ -72,38 +72,6 @@ fn command_store_keeps_tokens_where_the_commands_say() {
 }
 
 #[test]
-fn a_failing_save_command_keeps_the_old_tokens_and_says_so() {
-    let server = FakeServer::start();
-    let vault = tempfile::tempdir().unwrap();
-    let file = vault.path().join("work.json");
-    let f = file.display();
-    let env = TestEnv::with_extra(
-        &server,
-        "",
-        &format!(
-            "store = \"command\"\n\
-             store_load_command = \"cat {f}\"\n\
-             store_save_command = \"echo vault is locked >&2; exit 1\"\n"
-        ),
-    );
-    let old = format!(
-        r#"{{"version":1,"access_token":"old-at","token_type":"Bearer","expires_at":{},"refresh_token":"fake-rt-seed"}}"#,
-        now_unix() - 10
-    );
-    std::fs::write(&file, &old).unwrap();
-    server.add_refresh_token("fake-rt-seed");
-    server.set_refresh(Refresh::Keep);
-    let out = env.run(&["token", ACCOUNT]);
-    out.expect_code(1);
-    assert!(out.stderr.contains("store command"), "{}", out.stderr);
-    assert!(
-        out.stdout.is_empty(),
-        "a token that was not stored is not printed"
-    );
-    assert_eq!(std::fs::read_to_string(&file).unwrap(), old);
-}
-
-#[test]
 fn store_commands_without_store_command_are_a_config_error() {
     let env = TestEnv::with_config_text(
         "[accounts.work]\nprovider = \"google\"\nclient_id = \"x\"\nstore_load_command = \"cat f\"\n",

@@ -80,6 +80,18 @@ impl Running {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Send `signal` to the child (e.g. `libc::SIGTERM`).
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory preconditions; the pid is our own unreaped child.
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+
     /// Wait at most `timeout` (counted from spawn); kill and panic on timeout.
     pub fn wait(mut self, timeout: Duration) -> RunResult {
         let deadline = self.started + timeout;
