@@ -1,10 +1,13 @@
 //! The HTTP client, built only when a request is actually due (never on the cached path).
 //!
-//! `MAILTOKEN_HTTP_TIMEOUT=SECS` (1 to 60) replaces the 30 s request timeout, and caps the
-//! 10 s connect timeout: tests use it to see a stalled server given up on in a second or two.
+//! Every exchange has one deadline, connect to last byte of the body (30 s): a server that
+//! stalls, or drips its reply a byte at a time, is given up on then, well before the 120 s
+//! that other processes wait for the account lock. `MAILTOKEN_HTTP_TIMEOUT=SECS` (1 to 60)
+//! replaces it, and caps the 10 s connect timeout: tests use it to see a stalled server
+//! given up on in a second or two.
 
 use std::io::Read;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use reqwest::blocking::{Client, RequestBuilder};
@@ -21,6 +24,8 @@ pub const MAX_BODY: usize = 1 << 20;
 
 pub struct Http {
     client: Client,
+    /// The whole exchange, connect to last byte.
+    deadline: Duration,
 }
 
 /// What came back, read in full (up to `MAX_BODY`) so the caller can parse it.
@@ -50,11 +55,14 @@ impl Http {
             .user_agent(concat!("mailtoken/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| server(format!("cannot set up HTTPS: {}", error_chain(&e))))?;
-        Ok(Http { client })
+        Ok(Http {
+            client,
+            deadline: request,
+        })
     }
 
     pub fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<Reply> {
-        send(
+        self.send(
             self.client
                 .post(url)
                 .header("Accept", "application/json")
@@ -64,7 +72,7 @@ impl Http {
     }
 
     pub fn get(&self, url: &str) -> Result<Reply> {
-        send(
+        self.send(
             self.client.get(url).header("Accept", "application/json"),
             url,
         )
@@ -85,7 +93,7 @@ impl Http {
                 .header("Content-Type", "application/json")
                 .body(body.to_string()),
         };
-        send(
+        self.send(
             request
                 .bearer_auth(token)
                 .header("Accept", "application/json"),
@@ -106,6 +114,68 @@ impl Http {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string))
     }
+    /// Send, and read the whole reply (at most `MAX_BODY`) before the deadline.
+    fn send(&self, request: RequestBuilder, url: &str) -> Result<Reply> {
+        let deadline = Instant::now() + self.deadline;
+        let timed_out = || {
+            server(format!(
+                "timed out talking to {url}: no complete reply within {} s. Check the network and the endpoint, then try again.",
+                self.deadline.as_secs()
+            ))
+        };
+        let mut response = request.timeout(self.deadline).send().map_err(|e| {
+            let what = if e.is_timeout() {
+                "timed out talking to"
+            } else if e.is_connect() {
+                "cannot connect to"
+            } else {
+                "request failed to"
+            };
+            server(format!(
+                "{what} {url}: {}. Check the network and the endpoint, then try again.",
+                error_chain(&e)
+            ))
+        })?;
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_default();
+        let mut body = Vec::new();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if Instant::now() >= deadline {
+                return Err(timed_out());
+            }
+            let n = match response.read(&mut chunk) {
+                Ok(n) => n,
+                Err(_) if Instant::now() >= deadline => return Err(timed_out()),
+                Err(e) => {
+                    return Err(server(format!(
+                        "reading the reply from {url} failed: {}",
+                        error_chain(&e)
+                    )));
+                }
+            };
+            if n == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..n]);
+            if body.len() > MAX_BODY {
+                return Err(server(format!(
+                    "{url} sent a reply larger than {} KiB: that is not an OAuth reply",
+                    MAX_BODY / 1024
+                )));
+            }
+        }
+        Ok(Reply {
+            status,
+            content_type,
+            body,
+        })
+    }
 }
 
 /// The connect and request timeouts, from the value of `MAILTOKEN_HTTP_TIMEOUT` if set.
@@ -122,52 +192,6 @@ fn timeouts(setting: Option<&str>) -> Result<(Duration, Duration)> {
             "{TIMEOUT_ENV}=`{text}` is not a number of seconds from 1 to 60"
         ))),
     }
-}
-
-fn send(request: RequestBuilder, url: &str) -> Result<Reply> {
-    let response = request.send().map_err(|e| {
-        let what = if e.is_timeout() {
-            "timed out talking to"
-        } else if e.is_connect() {
-            "cannot connect to"
-        } else {
-            "request failed to"
-        };
-        server(format!(
-            "{what} {url}: {}. Check the network and the endpoint, then try again.",
-            error_chain(&e)
-        ))
-    })?;
-    let status = response.status().as_u16();
-    let header = |name| {
-        response
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-    };
-    let content_type = header(reqwest::header::CONTENT_TYPE).unwrap_or_default();
-    let mut body = Vec::new();
-    response
-        .take(MAX_BODY as u64 + 1)
-        .read_to_end(&mut body)
-        .map_err(|e| {
-            server(format!(
-                "reading the reply from {url} failed: {}",
-                error_chain(&e)
-            ))
-        })?;
-    if body.len() > MAX_BODY {
-        return Err(server(format!(
-            "{url} sent a reply larger than {} KiB: that is not an OAuth reply",
-            MAX_BODY / 1024
-        )));
-    }
-    Ok(Reply {
-        status,
-        content_type,
-        body,
-    })
 }
 
 /// reqwest's top-level message is vague ("error sending request"); the cause is in the chain.

@@ -27,7 +27,8 @@ fn main() {
             Command::Doctor { account } => doctor::run(&paths, account.as_deref()),
         });
     if let Err(err) = result {
-        eprintln!("mailtoken: {err:#}");
+        // Errors may quote a server: its control characters are shown, not obeyed.
+        eprintln!("mailtoken: {}", log::printable(&format!("{err:#}")));
         std::process::exit(error::exit_code(&err));
     }
 }

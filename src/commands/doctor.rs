@@ -11,6 +11,7 @@ use anyhow::{Result, anyhow};
 
 use crate::config::{Account, Config, OpenAccount, Paths};
 use crate::http::Http;
+use crate::log::printable;
 use crate::oauth::discovery;
 use crate::provider::{self, Flow, Provider};
 use crate::store::{self, Tokens};
@@ -67,15 +68,17 @@ impl fmt::Display for Finding {
             Severity::Warning => "warning",
             Severity::Error => "error",
         };
+        // Findings may quote a server (its Date header, its error): shown, not obeyed.
+        let what = printable(&self.what);
         match &self.account {
-            Some(a) => writeln!(f, "{level} [{a}]: {}", self.what)?,
-            None => writeln!(f, "{level}: {}", self.what)?,
+            Some(a) => writeln!(f, "{level} [{a}]: {what}")?,
+            None => writeln!(f, "{level}: {what}")?,
         }
         if !self.why.is_empty() {
-            writeln!(f, "  why: {}", self.why)?;
+            writeln!(f, "  why: {}", printable(&self.why))?;
         }
         if !self.fix.is_empty() {
-            writeln!(f, "  fix: {}", self.fix)?;
+            writeln!(f, "  fix: {}", printable(&self.fix))?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use serde_json::{Map, Value};
 use super::verify::{app_only_user, own_token};
 use crate::config::{self, OpenAccount, Paths};
 use crate::http::Http;
-use crate::log::fingerprint;
+use crate::log::{fingerprint, printable};
 use crate::mail::graph;
 use crate::provider::{self, Provider};
 use crate::store::AccessToken;
@@ -200,10 +200,11 @@ pub fn user_mismatch(user: Option<&str>, names: &[String]) -> Option<String> {
     ))
 }
 
+/// The values come from the token and the server: control characters are shown, not obeyed.
 pub fn render(title: &str, lines: &[(String, String)]) -> String {
-    let mut out = format!("{title}\n");
+    let mut out = format!("{}\n", printable(title));
     for (k, v) in lines {
-        out.push_str(&format!("  {k:<20} {v}\n"));
+        out.push_str(&format!("  {:<20} {}\n", printable(k), printable(v)));
     }
     out
 }

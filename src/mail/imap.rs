@@ -75,8 +75,10 @@ pub fn capabilities(untagged: &str) -> Option<Vec<String>> {
 }
 
 fn strip_prefix_ci<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
-    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
-        .then(|| &s[prefix.len()..])
+    // `get`, not slicing: the server's text may have a multi-byte character right there.
+    s.get(..prefix.len())
+        .filter(|head| head.eq_ignore_ascii_case(prefix))
+        .and_then(|_| s.get(prefix.len()..))
 }
 
 /// `TAG AUTHENTICATE MECH [initial-response]` (RFC 9051, SASL-IR RFC 4959), without CRLF.
@@ -265,6 +267,8 @@ mod tests {
         );
         assert_eq!(capabilities("OK ready"), None);
         assert_eq!(capabilities("OK [ALERT] x"), None);
+        assert_eq!(capabilities("OK aéééé [CAPABILITY ééé"), None);
+        assert_eq!(capabilities("CAPABILITé x"), None);
     }
 
     #[test]

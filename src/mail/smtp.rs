@@ -1,25 +1,24 @@
-//! SMTP for `send-test` and `check --smtp`, with lettre's step-by-step connection so each step
-//! (connect, TLS, auth, accepted) can be reported and a refusal shows the server's own words.
-//!
-//! XOAUTH2 goes through lettre's `Mechanism::Xoauth2` (the token is the password). lettre has
-//! no OAUTHBEARER mechanism, so that one is sent as a raw `AUTH OAUTHBEARER` command on the
-//! same lettre connection: the server's replies are parsed by lettre all the same.
+//! SMTP for `send-test` and `check --smtp`: our own small client on `wire::Conn`, so that every
+//! reply line is bounded, the session has a deadline, STARTTLS is checked for injected data,
+//! and each step (connect, TLS, auth, accepted) is reported with the server's own words.
+//! The message itself is built by lettre's builder.
 
 use anyhow::{Context, Result};
 use lettre::Message;
 use lettre::message::header::ContentType;
-use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
-use lettre::transport::smtp::commands::Auth;
-use lettre::transport::smtp::extension::ClientId;
-use lettre::transport::smtp::response::Response;
 
 use crate::config::TlsMode;
 use crate::error::{server, usage};
-use crate::log::fingerprint;
+use crate::log::{fingerprint, printable};
 use crate::mail::sasl::{self, Mech, refusal};
 use crate::mail::servers::Server;
-use crate::mail::wire::{NO_TLS, TIMEOUT, report};
+use crate::mail::wire::{self, Conn, report};
+
+/// Lines in one reply (EHLO lists a dozen extensions); more is not a mail server.
+const MAX_REPLY_LINES: usize = 100;
+/// What we call ourselves in EHLO: RFC 5321 allows an address literal when there is no name
+/// worth giving, and a client's host name is nobody's business here.
+const EHLO_NAME: &str = "[127.0.0.1]";
 
 /// What `send-test` sends.
 pub struct TestMail<'a> {
@@ -29,105 +28,155 @@ pub struct TestMail<'a> {
     pub body: String,
 }
 
-/// `250 2.0.0 OK queued`: a reply as one line.
-pub fn reply_text(r: &Response) -> String {
-    let lines: Vec<&str> = r.message().collect();
-    format!("{} {}", r.code(), lines.join(" / "))
-        .trim()
-        .to_string()
+/// One SMTP reply: its code and its lines' texts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub code: u16,
+    pub lines: Vec<String>,
 }
 
-fn lettre_error(srv: &Server, what: &str, e: &lettre::transport::smtp::Error) -> anyhow::Error {
-    server(format!("{what} {}:{} failed: {e}", srv.host, srv.port))
+impl Reply {
+    pub fn is_positive(&self) -> bool {
+        (200..400).contains(&self.code)
+    }
+
+    /// `250 2.0.0 OK queued`: the reply as one line (several lines joined with " / ").
+    pub fn text(&self) -> String {
+        format!("{} {}", self.code, self.lines.join(" / "))
+            .trim()
+            .to_string()
+    }
+
+    /// The extensions an EHLO reply lists, upper-cased (the first line is the greeting).
+    pub fn extensions(&self) -> Vec<String> {
+        self.lines
+            .iter()
+            .skip(1)
+            .map(|l| l.to_ascii_uppercase())
+            .collect()
+    }
+
+    /// Whether EHLO offered `AUTH` with `mech`.
+    pub fn offers_auth(&self, mech: &str) -> bool {
+        self.extensions().iter().any(|ext| {
+            let mut words = ext.split_whitespace();
+            words.next() == Some("AUTH") && words.any(|m| m == mech)
+        })
+    }
+}
+
+/// One reply line: `250-text` (more follow) or `250 text` (the last). None: not SMTP.
+pub fn parse_line(line: &str) -> Option<(u16, bool, &str)> {
+    let code = line.get(..3)?;
+    if !code.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (more, text) = match line.as_bytes().get(3) {
+        None => (false, ""),
+        Some(b' ') => (false, &line[4..]),
+        Some(b'-') => (true, &line[4..]),
+        Some(_) => return None,
+    };
+    Some((code.parse().ok()?, more, text))
+}
+
+fn read_reply(conn: &mut Conn) -> Result<Reply> {
+    let mut lines = Vec::new();
+    for _ in 0..MAX_REPLY_LINES {
+        let line = conn.read_line()?;
+        let Some((code, more, text)) = parse_line(&line) else {
+            return Err(server(format!("not an SMTP reply: {}", printable(&line))));
+        };
+        lines.push(text.to_string());
+        if !more {
+            return Ok(Reply { code, lines });
+        }
+    }
+    Err(server("the SMTP server sent too many lines in one reply"))
+}
+
+fn command(conn: &mut Conn, line: &str) -> Result<Reply> {
+    conn.write_line(line)?;
+    read_reply(conn)
+}
+
+/// A reply that must be positive, or the step fails with the server's words.
+fn expect(conn: &mut Conn, line: &str, what: &str, srv: &Server) -> Result<Reply> {
+    let reply = command(conn, line)?;
+    if !reply.is_positive() {
+        return Err(server(format!(
+            "{what} at {}:{} failed: {}",
+            srv.host,
+            srv.port,
+            printable(&reply.text())
+        )));
+    }
+    Ok(reply)
+}
+
+/// An open session: the connection and what the last EHLO offered.
+pub struct Session {
+    conn: Conn,
+    ehlo: Reply,
 }
 
 /// Connect, greet, and secure the connection as configured.
-pub fn open(srv: &Server) -> Result<SmtpConnection> {
-    let hello = ClientId::default();
-    let addr = (srv.host.as_str(), srv.port);
-    let params = || {
-        TlsParameters::new(srv.host.clone())
-            .map_err(|e| server(format!("cannot set up TLS for {}: {e}", srv.host)))
-    };
-    let mut conn = match srv.tls {
-        TlsMode::Tls => {
-            let tls = params()?;
-            let conn = SmtpConnection::connect(addr, Some(TIMEOUT), &hello, Some(&tls), None)
-                .map_err(|e| lettre_error(srv, "connecting with TLS to", &e))?;
-            report(
-                "smtp",
-                "connect",
-                format!("connected to {}:{}", srv.host, srv.port),
-            );
-            report("smtp", "tls", "implicit TLS, certificate verified");
-            conn
-        }
-        TlsMode::Starttls | TlsMode::None => {
-            let conn = SmtpConnection::connect(addr, Some(TIMEOUT), &hello, None, None)
-                .map_err(|e| lettre_error(srv, "connecting to", &e))?;
-            report(
-                "smtp",
-                "connect",
-                format!("connected to {}:{}", srv.host, srv.port),
-            );
-            conn
-        }
-    };
-    report("smtp", "ehlo", conn.server_info());
-    match srv.tls {
-        TlsMode::Starttls => {
-            if !conn.can_starttls() {
-                conn.abort();
-                return Err(server(format!(
-                    "{}:{} does not offer STARTTLS, so the token cannot be sent safely. \
-                     Check smtp_host/smtp_port (587 is STARTTLS, 465 is implicit TLS: smtp_tls = \"tls\")",
-                    srv.host, srv.port
-                )));
-            }
-            conn.starttls(&params()?, &hello)
-                .map_err(|e| lettre_error(srv, "STARTTLS with", &e))?;
-            report("smtp", "tls", "STARTTLS done, certificate verified");
-            report("smtp", "ehlo", conn.server_info());
-        }
-        TlsMode::None => report("smtp", "tls", NO_TLS),
-        TlsMode::Tls => {}
+pub fn open(srv: &Server) -> Result<Session> {
+    let mut conn = wire::open("smtp", srv)?;
+    let greeting = read_reply(&mut conn)?;
+    report("smtp", "greeting", greeting.text());
+    if greeting.code != 220 {
+        return Err(server(format!(
+            "{}:{} did not greet as an SMTP server: {}",
+            srv.host,
+            srv.port,
+            printable(&greeting.text())
+        )));
     }
-    Ok(conn)
+    let mut ehlo = expect(&mut conn, &format!("EHLO {EHLO_NAME}"), "EHLO", srv)?;
+    report("smtp", "ehlo", ehlo.text());
+    if srv.tls == TlsMode::Starttls {
+        if !ehlo.extensions().iter().any(|e| e == "STARTTLS") {
+            let _ = conn.write_line("QUIT");
+            return Err(server(format!(
+                "{}:{} does not offer STARTTLS, so the token cannot be sent safely. \
+                 Check smtp_host/smtp_port (587 is STARTTLS, 465 is implicit TLS: smtp_tls = \"tls\")",
+                srv.host, srv.port
+            )));
+        }
+        expect(&mut conn, "STARTTLS", "STARTTLS", srv)?;
+        conn = conn.starttls(&srv.host)?;
+        report("smtp", "tls", conn.tls_summary(&srv.host));
+        ehlo = expect(&mut conn, &format!("EHLO {EHLO_NAME}"), "EHLO", srv)?;
+        report("smtp", "ehlo", ehlo.text());
+    }
+    Ok(Session { conn, ehlo })
 }
 
-/// The AUTH command line, CRLF included.
-pub fn auth_command(mech: Mech, user: &str, token: &str, srv: &Server) -> Result<String> {
-    Ok(match mech {
-        Mech::Xoauth2 => Auth::new(
-            Mechanism::Xoauth2,
-            Credentials::new(user.to_string(), token.to_string()),
-            None,
-        )
-        .context("cannot build the XOAUTH2 command")?
-        .to_string(),
-        Mech::Oauthbearer => format!(
-            "AUTH OAUTHBEARER {}\r\n",
-            mech.initial_response(user, token, &srv.host, srv.port)
-        ),
-    })
+/// The AUTH command line, without CRLF.
+pub fn auth_command(mech: Mech, user: &str, token: &str, srv: &Server) -> String {
+    format!(
+        "AUTH {} {}",
+        mech.name(),
+        mech.initial_response(user, token, &srv.host, srv.port)
+    )
 }
 
 pub fn authenticate(
-    conn: &mut SmtpConnection,
+    session: &mut Session,
     srv: &Server,
     user: &str,
     token: &str,
     mech: Mech,
 ) -> Result<()> {
-    if mech == Mech::Xoauth2
-        && !conn
-            .server_info()
-            .supports_auth_mechanism(Mechanism::Xoauth2)
-    {
+    if !session.ehlo.offers_auth(mech.name()) {
         report(
             "smtp",
             "auth",
-            "the server does not advertise AUTH XOAUTH2 (trying anyway)",
+            format!(
+                "the server does not advertise AUTH {} (trying anyway)",
+                mech.name()
+            ),
         );
     }
     report(
@@ -139,31 +188,29 @@ pub fn authenticate(
             fingerprint(token)
         ),
     );
-    match conn.command(auth_command(mech, user, token, srv)?) {
-        Ok(r) if r.has_code(334) => {
-            // An error challenge: base64 JSON saying why. Answer it so the server ends the
-            // exchange with its final reply, and show both.
-            let challenge = sasl::decode_challenge(r.first_word().unwrap_or(""));
-            let last = match conn.command(format!("{}\r\n", mech.abort_response())) {
-                Ok(r) => reply_text(&r),
+    let conn = &mut session.conn;
+    let reply = command(conn, &auth_command(mech, user, token, srv))?;
+    match reply.code {
+        // An error challenge: base64 JSON saying why. Answer it so the server ends the
+        // exchange with its final reply, and show both.
+        334 => {
+            let first = reply.lines.first().map(String::as_str).unwrap_or("");
+            let challenge = sasl::decode_challenge(first.split_whitespace().next().unwrap_or(""));
+            let last = match command(conn, mech.abort_response()) {
+                Ok(r) => r.text(),
                 Err(e) => e.to_string(),
             };
-            conn.abort();
-            Err(refusal("SMTP", &last, Some(challenge)))
+            Err(refusal("SMTP", &printable(&last), Some(challenge)))
         }
-        Ok(r) if r.code().to_string().starts_with('2') => {
-            report("smtp", "auth", format!("accepted: {}", reply_text(&r)));
+        200..=299 => {
+            report(
+                "smtp",
+                "auth",
+                format!("accepted: {}", printable(&reply.text())),
+            );
             Ok(())
         }
-        Ok(r) => {
-            conn.abort();
-            Err(refusal("SMTP", &reply_text(&r), None))
-        }
-        Err(e) if e.is_permanent() || e.is_transient() => {
-            conn.abort();
-            Err(refusal("SMTP", &e.to_string(), None))
-        }
-        Err(e) => Err(lettre_error(srv, "authenticating at", &e)),
+        _ => Err(refusal("SMTP", &printable(&reply.text()), None)),
     }
 }
 
@@ -190,37 +237,71 @@ pub fn build_message(mail: &TestMail) -> Result<Message> {
         .context("cannot build the test message")
 }
 
+/// The message as DATA carries it: CRLF line ends, lines starting with a dot doubled
+/// (RFC 5321 section 4.5.2), and the final `.` line.
+pub fn data_block(message: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(message);
+    let mut out = Vec::with_capacity(message.len() + 8);
+    for line in text.split_terminator('\n') {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if line.starts_with('.') {
+            out.push(b'.');
+        }
+        out.extend_from_slice(line.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b".\r\n");
+    out
+}
+
 /// `check --smtp`: connect, authenticate, quit.
 pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
-    let mut conn = open(srv)?;
-    authenticate(&mut conn, srv, user, token, mech)?;
-    quit(&mut conn);
+    let mut session = open(srv)?;
+    authenticate(&mut session, srv, user, token, mech)?;
+    quit(&mut session);
     Ok(())
 }
 
 /// `send-test`: connect, authenticate, send one message, quit.
 pub fn send(srv: &Server, token: &str, mech: Mech, mail: &TestMail) -> Result<()> {
     let message = build_message(mail)?;
-    let mut conn = open(srv)?;
-    authenticate(&mut conn, srv, mail.from, token, mech)?;
-    let reply = conn
-        .send(message.envelope(), &message.formatted())
-        .map_err(|e| {
-            anyhow::anyhow!(
-                "the SMTP server did not take the message: {e}{}",
-                sasl::hint(&e.to_string())
-                    .map(|h| format!("\n  fix: {h}"))
-                    .unwrap_or_default()
-            )
-        })?;
-    report("smtp", "accepted", reply_text(&reply));
-    quit(&mut conn);
+    let mut session = open(srv)?;
+    authenticate(&mut session, srv, mail.from, token, mech)?;
+    let conn = &mut session.conn;
+    let refused = |reply: Reply| {
+        let text = printable(&reply.text()).into_owned();
+        anyhow::anyhow!(
+            "the SMTP server did not take the message: {text}{}",
+            sasl::hint(&text)
+                .map(|h| format!("\n  fix: {h}"))
+                .unwrap_or_default()
+        )
+    };
+    let reply = command(conn, &format!("MAIL FROM:<{}>", mail.from))?;
+    if !reply.is_positive() {
+        return Err(refused(reply));
+    }
+    let reply = command(conn, &format!("RCPT TO:<{}>", mail.to))?;
+    if !reply.is_positive() {
+        return Err(refused(reply));
+    }
+    let reply = command(conn, "DATA")?;
+    if reply.code != 354 {
+        return Err(refused(reply));
+    }
+    conn.write_raw(&data_block(&message.formatted()))?;
+    let reply = read_reply(conn)?;
+    if !reply.is_positive() {
+        return Err(refused(reply));
+    }
+    report("smtp", "accepted", reply.text());
+    quit(&mut session);
     Ok(())
 }
 
-fn quit(conn: &mut SmtpConnection) {
-    match conn.quit() {
-        Ok(r) => report("smtp", "quit", reply_text(&r)),
+fn quit(session: &mut Session) {
+    match command(&mut session.conn, "QUIT") {
+        Ok(r) => report("smtp", "quit", r.text()),
         Err(e) => report("smtp", "quit", format!("(ignored) {e}")),
     }
 }
@@ -228,7 +309,6 @@ fn quit(conn: &mut SmtpConnection) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mail::sasl;
 
     fn srv() -> Server {
         Server {
@@ -241,15 +321,43 @@ mod tests {
     #[test]
     fn auth_commands_carry_the_sasl_strings() {
         assert_eq!(
-            auth_command(Mech::Xoauth2, "u@example.com", "tok", &srv()).unwrap(),
-            format!("AUTH XOAUTH2 {}\r\n", sasl::xoauth2("u@example.com", "tok"))
+            auth_command(Mech::Xoauth2, "u@example.com", "tok", &srv()),
+            format!("AUTH XOAUTH2 {}", sasl::xoauth2("u@example.com", "tok"))
         );
         assert_eq!(
-            auth_command(Mech::Oauthbearer, "u@example.com", "tok", &srv()).unwrap(),
+            auth_command(Mech::Oauthbearer, "u@example.com", "tok", &srv()),
             format!(
-                "AUTH OAUTHBEARER {}\r\n",
+                "AUTH OAUTHBEARER {}",
                 sasl::oauthbearer("u@example.com", Some("smtp.example.com"), Some(587), "tok")
             )
+        );
+    }
+
+    #[test]
+    fn reply_lines_are_parsed_strictly() {
+        assert_eq!(parse_line("250-8BITMIME"), Some((250, true, "8BITMIME")));
+        assert_eq!(
+            parse_line("235 2.7.0 Accepted"),
+            Some((235, false, "2.7.0 Accepted"))
+        );
+        assert_eq!(parse_line("221"), Some((221, false, "")));
+        assert_eq!(parse_line("25x ok"), None);
+        assert_eq!(parse_line("2500 ok"), None);
+        assert_eq!(parse_line("é50 ok"), None);
+        assert_eq!(parse_line(""), None);
+        let ehlo = Reply {
+            code: 250,
+            lines: vec!["mx".into(), "starttls".into(), "AUTH PLAIN XOAUTH2".into()],
+        };
+        assert!(ehlo.offers_auth("XOAUTH2") && !ehlo.offers_auth("OAUTHBEARER"));
+        assert_eq!(ehlo.text(), "250 mx / starttls / AUTH PLAIN XOAUTH2");
+    }
+
+    #[test]
+    fn data_is_dot_stuffed_with_crlf() {
+        assert_eq!(
+            data_block(b"Subject: x\r\n\r\n.hidden\nline\n"),
+            b"Subject: x\r\n\r\n..hidden\r\nline\r\n.\r\n"
         );
     }
 

@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rustls::pki_types::ServerName;
@@ -13,10 +13,13 @@ use rustls_platform_verifier::BuilderVerifierExt;
 
 use crate::config::TlsMode;
 use crate::error::server;
+use crate::log::printable;
 use crate::mail::servers::Server;
 
 /// Every connect, read and write gives up after this long.
 pub const TIMEOUT: Duration = Duration::from_secs(20);
+/// A whole session (greeting to logout) gives up after this long, however the server drips.
+pub const SESSION_LIMIT: Duration = Duration::from_secs(60);
 /// Greetings, capabilities and refusals are short; a line past this is not one.
 pub const MAX_LINE: usize = 64 * 1024;
 
@@ -24,37 +27,95 @@ pub const MAX_LINE: usize = 64 * 1024;
 pub const NO_TLS: &str = "none (plain text; test servers on this machine only)";
 
 /// One line of progress on stderr: `imap  auth     235 2.7.0 Accepted`.
+/// The detail often quotes the server, so control characters in it are shown, not obeyed.
 pub fn report(proto: &str, what: &str, detail: impl std::fmt::Display) {
-    eprintln!("{proto:<5} {what:<8} {detail}");
+    eprintln!("{proto:<5} {what:<8} {}", printable(&detail.to_string()));
 }
 
-pub trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
+/// A connection's bytes: plain TCP, or TLS over it (from the start, or after STARTTLS).
+pub enum Transport {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
 
-/// A connection that reads whole lines and writes whole commands.
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.read(buf),
+            Transport::Tls(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Transport::Plain(s) => s.write(buf),
+            Transport::Tls(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Transport::Plain(s) => s.flush(),
+            Transport::Tls(s) => s.flush(),
+        }
+    }
+}
+
+/// A connection that reads whole lines and writes whole commands, all within one deadline
+/// for the whole session: a server that answers a byte at a time cannot hold it open longer.
 pub struct Conn {
-    reader: BufReader<Box<dyn Stream>>,
+    reader: BufReader<Transport>,
+    deadline: Instant,
+    limit: Duration,
 }
 
 impl Conn {
-    pub fn new(stream: Box<dyn Stream>) -> Conn {
+    pub fn new(transport: Transport) -> Conn {
+        Conn::with_deadline(transport, SESSION_LIMIT)
+    }
+
+    pub fn with_deadline(transport: Transport, limit: Duration) -> Conn {
         Conn {
-            reader: BufReader::new(stream),
+            reader: BufReader::new(transport),
+            deadline: Instant::now() + limit,
+            limit,
         }
     }
 
     /// One line without its CRLF. End of stream is an error: the server hung up.
     pub fn read_line(&mut self) -> Result<String> {
         let mut buf = Vec::new();
-        let n = (&mut self.reader)
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut buf)
-            .map_err(|e| server(format!("reading from the server failed: {e}")))?;
-        if n == 0 {
-            return Err(server("the server closed the connection"));
-        }
-        if buf.len() > MAX_LINE {
-            return Err(server("the server sent an over-long line"));
+        loop {
+            if Instant::now() >= self.deadline {
+                return Err(server(format!(
+                    "the server did not finish within {} s; giving up",
+                    self.limit.as_secs()
+                )));
+            }
+            let available = self
+                .reader
+                .fill_buf()
+                .map_err(|e| server(format!("reading from the server failed: {e}")))?;
+            if available.is_empty() {
+                if buf.is_empty() {
+                    return Err(server("the server closed the connection"));
+                }
+                break;
+            }
+            let (take, done) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (available.len(), false),
+            };
+            buf.extend_from_slice(&available[..take]);
+            self.reader.consume(take);
+            if buf.len() > MAX_LINE {
+                return Err(server("the server sent an over-long line"));
+            }
+            if done {
+                break;
+            }
         }
         let text = String::from_utf8_lossy(&buf);
         Ok(text.trim_end_matches(['\r', '\n']).to_string())
@@ -62,11 +123,52 @@ impl Conn {
 
     /// Send one line; CRLF is added here.
     pub fn write_line(&mut self, line: &str) -> Result<()> {
+        self.write_raw(format!("{line}\r\n").as_bytes())
+    }
+
+    /// Send bytes as they are.
+    pub fn write_raw(&mut self, bytes: &[u8]) -> Result<()> {
         let stream = self.reader.get_mut();
         stream
-            .write_all(format!("{line}\r\n").as_bytes())
+            .write_all(bytes)
             .and_then(|()| stream.flush())
             .map_err(|e| server(format!("writing to the server failed: {e}")))
+    }
+
+    /// Switch a plain connection to TLS after the server agreed to STARTTLS. Anything the
+    /// server sent after its answer, before the handshake, would be plain text injected into
+    /// the secured session (CVE-2011-0411 and kin): that is refused.
+    pub fn starttls(self, host: &str) -> Result<Conn> {
+        if !self.reader.buffer().is_empty() {
+            return Err(server(
+                "the server sent data right after agreeing to STARTTLS; refusing to go on",
+            ));
+        }
+        let (deadline, limit) = (self.deadline, self.limit);
+        match self.reader.into_inner() {
+            Transport::Plain(tcp) => Ok(Conn {
+                reader: BufReader::new(Transport::Tls(Box::new(handshake(host, tcp)?))),
+                deadline,
+                limit,
+            }),
+            Transport::Tls(_) => Err(server("STARTTLS on a connection that is already TLS")),
+        }
+    }
+
+    /// What the TLS session is, for the progress lines.
+    pub fn tls_summary(&self, host: &str) -> String {
+        match self.reader.get_ref() {
+            Transport::Plain(_) => NO_TLS.to_string(),
+            Transport::Tls(tls) => format!(
+                "{:?} {:?}, certificate verified for {host}",
+                tls.conn
+                    .protocol_version()
+                    .map_or("?".into(), |v| format!("{v:?}")),
+                tls.conn
+                    .negotiated_cipher_suite()
+                    .map_or("?".into(), |c| format!("{:?}", c.suite())),
+            ),
+        }
     }
 }
 
@@ -107,7 +209,8 @@ pub fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
     }))
 }
 
-/// Open the connection as the server wants it; reports the connect and TLS steps.
+/// Open the connection: TCP, then TLS right away when the server wants implicit TLS
+/// (STARTTLS is the protocol's business: see `Conn::starttls`). Reports each step.
 pub fn open(proto: &str, srv: &Server) -> Result<Conn> {
     let tcp = connect_tcp(&srv.host, srv.port)?;
     report(
@@ -115,32 +218,20 @@ pub fn open(proto: &str, srv: &Server) -> Result<Conn> {
         "connect",
         format!("connected to {}:{}", srv.host, srv.port),
     );
-    match srv.tls {
-        TlsMode::None => {
-            report(proto, "tls", NO_TLS);
-            Ok(Conn::new(Box::new(tcp)))
+    let conn = match srv.tls {
+        TlsMode::Tls => Conn::new(Transport::Tls(Box::new(handshake(&srv.host, tcp)?))),
+        TlsMode::None => Conn::new(Transport::Plain(tcp)),
+        TlsMode::Starttls if proto == "smtp" => Conn::new(Transport::Plain(tcp)),
+        TlsMode::Starttls => {
+            return Err(server(format!(
+                "STARTTLS is not supported for {proto}: use implicit TLS"
+            )));
         }
-        TlsMode::Tls => {
-            let tls = handshake(&srv.host, tcp)?;
-            let conn = &tls.conn;
-            report(
-                proto,
-                "tls",
-                format!(
-                    "{:?} {:?}, certificate verified for {}",
-                    conn.protocol_version()
-                        .map_or("?".into(), |v| format!("{v:?}")),
-                    conn.negotiated_cipher_suite()
-                        .map_or("?".into(), |c| format!("{:?}", c.suite())),
-                    srv.host
-                ),
-            );
-            Ok(Conn::new(Box::new(tls)))
-        }
-        TlsMode::Starttls => Err(server(format!(
-            "STARTTLS is not supported for {proto}: use implicit TLS"
-        ))),
+    };
+    if srv.tls != TlsMode::Starttls {
+        report(proto, "tls", conn.tls_summary(&srv.host));
     }
+    Ok(conn)
 }
 
 /// The TLS handshake, finished before any protocol line so its failures read as TLS failures.
@@ -175,9 +266,31 @@ mod tests {
             s.write_all(b"* OK hi\r\n").unwrap();
             s.write_all(&vec![b'x'; MAX_LINE + 10]).unwrap();
         });
-        let mut conn = Conn::new(Box::new(connect_tcp("127.0.0.1", port).unwrap()));
+        let mut conn = Conn::new(Transport::Plain(connect_tcp("127.0.0.1", port).unwrap()));
         assert_eq!(conn.read_line().unwrap(), "* OK hi");
         assert!(conn.read_line().is_err());
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn a_server_that_drips_bytes_is_given_up_on_at_the_session_deadline() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let start = Instant::now();
+            // A byte every 20 ms, never a newline, for at most 10 s.
+            while start.elapsed() < Duration::from_secs(10) && s.write_all(b"x").is_ok() {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let tcp = connect_tcp("127.0.0.1", port).unwrap();
+        let mut conn = Conn::with_deadline(Transport::Plain(tcp), Duration::from_millis(500));
+        let started = Instant::now();
+        let err = conn.read_line().unwrap_err().to_string();
+        assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+        assert!(err.contains("did not finish"), "{err}");
+        drop(conn);
         t.join().unwrap();
     }
 

@@ -185,6 +185,31 @@ fn cases() -> Vec<Case> {
         ),
         case("200 larger than 1 MiB", Fault::huge()),
         case(
+            "the reply drips in a byte at a time",
+            Fault::Trickle(Duration::from_millis(200)),
+        ),
+        case(
+            "200 with an empty access token",
+            Fault::json(
+                200,
+                r#"{"access_token":"","token_type":"Bearer","expires_in":3600,"refresh_token":"partial-rt-secret-empty"}"#,
+            ),
+        ),
+        case(
+            "200 with a line break in the token",
+            Fault::json(
+                200,
+                r#"{"access_token":"leaky-at-crlf\r\nX-Injected: 1","token_type":"Bearer","expires_in":3600}"#,
+            ),
+        ),
+        case(
+            "200 with token_type mac",
+            Fault::json(
+                200,
+                r#"{"access_token":"leaky-at-mac","token_type":"mac","expires_in":3600}"#,
+            ),
+        ),
+        case(
             "307 redirect (would resend the form)",
             Fault::Redirect {
                 status: 307,
@@ -205,7 +230,13 @@ fn cases() -> Vec<Case> {
 fn expected_exit(req: Req, case: &Case) -> i32 {
     match (req, case.what) {
         // A discovery document that names no token endpoint: the issuer cannot be used as set.
-        (Req::Discovery, "200 missing fields") => 2,
+        (
+            Req::Discovery,
+            "200 missing fields"
+            | "200 with an empty access token"
+            | "200 with a line break in the token"
+            | "200 with token_type mac",
+        ) => 2,
         _ => 4,
     }
 }

@@ -125,7 +125,7 @@ fn implicit_tls_to_a_plain_server_fails_before_any_token_is_sent() {
     let s = seen.wait();
     assert_eq!(run.code, Some(4), "{}", run.all());
     assert!(
-        run.stderr.contains("connecting with TLS to 127.0.0.1"),
+        run.stderr.contains("TLS with 127.0.0.1 failed"),
         "{}",
         run.all()
     );
@@ -743,4 +743,42 @@ fn doctor_reports_a_damaged_token_file_and_leaves_it() {
     assert_eq!(run.code, Some(1), "{}", run.all());
     assert!(run.stdout.contains("is damaged"), "{}", run.all());
     assert_eq!(std::fs::read(env.token_path("work")).unwrap(), b"{not json");
+}
+
+// ---------------------------------------------------------------------------
+// Hostile servers
+// ---------------------------------------------------------------------------
+
+#[test]
+fn an_smtp_line_without_end_is_cut_off_not_buffered() {
+    // 4 MiB of greeting and no line end: the reader must stop at its line limit.
+    let mut flood = b"220 ".to_vec();
+    flood.extend(std::iter::repeat_n(b'x', 4 << 20));
+    let (port, seen) = raw_server(flood);
+    let env = env_with(&smtp_account(port, "none"));
+    let run = env.run(&["check", "work", "--smtp"]);
+    let _ = seen.wait();
+    assert_eq!(run.code, Some(4), "{}", run.all());
+    assert!(run.stderr.contains("over-long line"), "{}", run.all());
+    run.assert_no_secrets();
+}
+
+#[test]
+fn a_non_ascii_imap_greeting_is_an_error_not_a_crash() {
+    let (port, seen) = raw_server("* OK aéééé [CAPABILITY ééé\r\n".as_bytes().to_vec());
+    let env = env_with(&imap_account(port));
+    let run = env.run(&["check", "work", "--imap"]);
+    let _ = seen.wait();
+    assert_eq!(run.code, Some(4), "{}", run.all());
+    assert!(!run.stderr.contains("panicked"), "{}", run.all());
+}
+
+#[test]
+fn escape_sequences_from_a_server_are_shown_not_obeyed() {
+    let (port, seen) = raw_server(b"220 \x1b[2J\x1b]0;owned\x07 ready\r\n".to_vec());
+    let env = env_with(&smtp_account(port, "none"));
+    let run = env.run(&["check", "work", "--smtp"]);
+    let _ = seen.wait();
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
+    assert!(run.stderr.contains("\\u{1b}[2J"), "{}", run.all());
 }

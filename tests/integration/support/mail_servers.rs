@@ -392,6 +392,24 @@ pub fn http_server(
 }
 
 /// A port nothing listens on (bound, then released).
+/// A hostile server: sends `bytes` on connect, then reads until the client goes (bounded by
+/// the socket timeout); reports what it read.
+pub fn raw_server(bytes: Vec<u8>) -> (u16, Seen<String>) {
+    serve(move |mut stream, tx| {
+        let _ = stream.write_all(&bytes);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 || got.len() > 1 << 20 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
+    })
+}
+
 pub fn closed_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()

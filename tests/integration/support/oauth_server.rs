@@ -138,6 +138,8 @@ pub enum Fault {
     CloseMidReply { sent: usize },
     /// Announce the whole body, send half of it, then go silent for this long.
     StallMidReply(Duration),
+    /// Send the head of a good reply at once, then its body one byte per interval.
+    Trickle(Duration),
 }
 
 impl Fault {
@@ -710,6 +712,7 @@ pub fn url_encode(s: &str) -> String {
     out
 }
 
+#[derive(Clone)]
 struct Response {
     status: u16,
     content_type: &'static str,
@@ -723,6 +726,8 @@ struct Response {
     stall_after: Duration,
     /// Send nothing at all (after `delay`).
     silent: bool,
+    /// Send every byte on its own, this long apart.
+    trickle: Option<Duration>,
 }
 
 impl Response {
@@ -761,6 +766,7 @@ impl Response {
             send_only: None,
             stall_after: Duration::ZERO,
             silent: false,
+            trickle: None,
         }
     }
 
@@ -793,6 +799,10 @@ impl Response {
                     ..full
                 }
             }
+            Fault::Trickle(d) => Response {
+                trickle: Some(*d),
+                ..Response::json(200, token_like_reply())
+            },
         }
     }
 }
@@ -825,8 +835,8 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-fn write_response(stream: &mut TcpStream, resp: &Response) -> std::io::Result<()> {
-    if resp.silent {
+fn write_response(stream: &mut impl Write, resp: &Response) -> std::io::Result<()> {
+    if resp.silent || resp.trickle.is_some() {
         return Ok(());
     }
     let mut head = format!(
@@ -869,6 +879,22 @@ fn handle_connection(mut stream: TcpStream, shared: &Shared) {
     // Scripted delay, in small steps so dropping the server cuts it short.
     pause(shared, resp.delay);
     let _ = write_response(&mut stream, &resp);
+    if let Some(every) = resp.trickle {
+        let whole = Response {
+            trickle: None,
+            ..resp.clone()
+        };
+        let mut bytes = Vec::new();
+        let _ = write_response(&mut bytes, &whole);
+        let body_at = bytes.len() - whole.body.len();
+        let _ = stream.write_all(&bytes[..body_at]);
+        for &byte in &bytes[body_at..] {
+            if shared.stop.load(Ordering::SeqCst) || stream.write_all(&[byte]).is_err() {
+                break;
+            }
+            pause(shared, every);
+        }
+    }
     pause(shared, resp.stall_after);
     let _ = stream.shutdown(Shutdown::Write);
     // Drain whatever the client might still send so close() does not RST,
