@@ -97,6 +97,10 @@ pub struct Endpoints {
     pub device_authorization: Option<String>,
     pub token: Option<String>,
     pub authorization: Option<String>,
+    /// The issuer an authorization response's `iss` must name (RFC 9207), when known.
+    pub issuer: Option<String>,
+    /// The issuer always sends `iss` in authorization responses (from discovery).
+    pub iss_parameter: bool,
 }
 
 impl Endpoints {
@@ -106,6 +110,8 @@ impl Endpoints {
             device_authorization: self.device_authorization.or(other.device_authorization),
             token: self.token.or(other.token),
             authorization: self.authorization.or(other.authorization),
+            issuer: self.issuer.or(other.issuer),
+            iss_parameter: self.iss_parameter || other.iss_parameter,
         }
     }
 
@@ -147,12 +153,14 @@ pub fn preset_endpoints(provider: Provider, tenant: Option<&str>) -> Endpoints {
                 device_authorization: Some(format!("{base}/devicecode")),
                 token: Some(format!("{base}/token")),
                 authorization: Some(format!("{base}/authorize")),
+                ..Endpoints::default()
             }
         }
         Provider::Google => Endpoints {
             device_authorization: Some(GOOGLE_DEVICE.into()),
             token: Some(GOOGLE_TOKEN.into()),
             authorization: Some(GOOGLE_AUTHORIZE.into()),
+            ..Endpoints::default()
         },
         Provider::Generic => Endpoints::default(),
     }

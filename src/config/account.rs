@@ -164,6 +164,8 @@ impl Account {
             device_authorization: self.device_authorization_endpoint.clone(),
             token: self.token_endpoint.clone(),
             authorization: self.authorization_endpoint.clone(),
+            issuer: self.issuer.clone(),
+            iss_parameter: false,
         }
         .or(provider::preset_endpoints(
             self.provider,

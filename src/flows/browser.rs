@@ -6,7 +6,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::LoginOptions;
-pub use super::callback::{Callback, Catcher, Redirect, parse_callback};
+pub use super::callback::{Callback, Catcher, Expected, Redirect, parse_callback};
 use crate::config::OpenAccount;
 use crate::http::Http;
 use crate::oauth;
@@ -96,7 +96,13 @@ pub fn login(
     if options.open_browser && catcher.listens() {
         super::open_browser(&attempt.url);
     }
-    let reply = catcher.receive(&redirect, &redirect_uri, &attempt.state, options.timeout)?;
+    let expected = Expected {
+        path: redirect.callback_path().to_string(),
+        state: attempt.state.clone(),
+        issuer: endpoints.issuer.clone(),
+        iss_required: endpoints.iss_parameter,
+    };
+    let reply = catcher.receive(&redirect_uri, &expected, options.timeout)?;
     let code = code_from(reply, account.provider, name)?;
     attempt.exchange(http, acct, token_endpoint, &code, &redirect_uri)
 }

@@ -3,7 +3,10 @@
 
 use std::io::{BufRead, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::thread::sleep;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -73,9 +76,31 @@ pub enum Callback {
     },
 }
 
-/// Read a redirect target (`/path?query`, or a whole pasted URL). `Ok(None)`: some other
-/// request (a browser asking for /favicon.ico), not the callback.
-pub fn parse_callback(target: &str, path: &str, state: &str) -> Result<Option<Callback>> {
+/// What the redirect must carry to be this login's: its path, its `state`, and (RFC 9207)
+/// the issuer, when it is known.
+#[derive(Debug, Clone)]
+pub struct Expected {
+    pub path: String,
+    pub state: String,
+    /// The issuer an `iss` parameter must name.
+    pub issuer: Option<String>,
+    /// The server said it always sends `iss` (`authorization_response_iss_parameter_supported`).
+    pub iss_required: bool,
+}
+
+/// How a request to the redirect URI reads.
+#[derive(Debug)]
+pub enum Reading {
+    /// Another path (a browser asking for /favicon.ico).
+    OtherPath,
+    /// The callback path without this login's `state`: an old tab, a page probing the port.
+    WrongState,
+    /// This login's answer: a code, a refusal, or an answer that cannot be used.
+    Ours(Result<Callback>),
+}
+
+/// Read a redirect target (`/path?query`, or a whole pasted URL).
+pub fn read(target: &str, expected: &Expected) -> Reading {
     let target = target.trim();
     let target = match target.find("://") {
         Some(i) => {
@@ -85,8 +110,8 @@ pub fn parse_callback(target: &str, path: &str, state: &str) -> Result<Option<Ca
         None => target,
     };
     let (got_path, query) = target.split_once('?').unwrap_or((target, ""));
-    if got_path != path {
-        return Ok(None);
+    if got_path != expected.path {
+        return Reading::OtherPath;
     }
     let params: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
@@ -97,22 +122,77 @@ pub fn parse_callback(target: &str, path: &str, state: &str) -> Result<Option<Ca
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.clone())
     };
-    if get("state").as_deref() != Some(state) {
-        return Err(failure(
+    if get("state").as_deref() != Some(expected.state.as_str()) {
+        return Reading::WrongState;
+    }
+    Reading::Ours(ours(
+        get("iss"),
+        get("error"),
+        get("error_description"),
+        get("code"),
+        expected,
+    ))
+}
+
+fn ours(
+    iss: Option<String>,
+    error: Option<String>,
+    description: Option<String>,
+    code: Option<String>,
+    expected: &Expected,
+) -> Result<Callback> {
+    let same = |a: &str, b: &str| a.trim_end_matches('/') == b.trim_end_matches('/');
+    match (&expected.issuer, iss) {
+        (Some(issuer), Some(iss)) if !same(issuer, &iss) => {
+            return Err(failure(
+                Kind::LoginNeeded,
+                format!(
+                    "the browser's reply names the issuer `{iss}`, not `{issuer}` (RFC 9207): it \
+                     may come from another server. Nothing was stored; log in again."
+                ),
+            ));
+        }
+        (Some(issuer), None) if expected.iss_required => {
+            return Err(failure(
+                Kind::LoginNeeded,
+                format!(
+                    "the browser's reply has no `iss`, though `{issuer}` says it always sends one \
+                     (RFC 9207). Nothing was stored; log in again."
+                ),
+            ));
+        }
+        _ => {}
+    }
+    if let Some(error) = error {
+        return Ok(Callback::Denied { error, description });
+    }
+    match code {
+        Some(code) if !code.is_empty() => Ok(Callback::Code(code)),
+        _ => bail!("the browser came back without an authorization code"),
+    }
+}
+
+/// A pasted address, or a target with only path and `state` to check. `Ok(None)`: another
+/// path; a wrong `state` is an error here, since the person pasted it on purpose.
+pub fn parse_callback(target: &str, path: &str, state: &str) -> Result<Option<Callback>> {
+    let expected = Expected {
+        path: path.to_string(),
+        state: state.to_string(),
+        issuer: None,
+        iss_required: false,
+    };
+    parse_with(target, &expected)
+}
+
+fn parse_with(target: &str, expected: &Expected) -> Result<Option<Callback>> {
+    match read(target, expected) {
+        Reading::OtherPath => Ok(None),
+        Reading::WrongState => Err(failure(
             Kind::LoginNeeded,
             "the browser came back with the wrong `state`, so this reply is not from the login \
              just started (an old tab, or a forged request). Nothing was stored; log in again.",
-        ));
-    }
-    if let Some(error) = get("error") {
-        return Ok(Some(Callback::Denied {
-            error,
-            description: get("error_description"),
-        }));
-    }
-    match get("code") {
-        Some(code) if !code.is_empty() => Ok(Some(Callback::Code(code))),
-        _ => bail!("the browser came back without an authorization code"),
+        )),
+        Reading::Ours(answer) => answer.map(Some),
     }
 }
 
@@ -128,11 +208,17 @@ impl Catcher {
         if paste {
             return Ok(Catcher::Paste);
         }
-        // RFC 8252 section 8.3: listen on the loopback address only, never on all interfaces.
+        // RFC 8252 section 8.3: listen on the loopback address only, never on all interfaces;
+        // on the IPv6 one when the registered redirect names it.
         let port = redirect.port.unwrap_or(0);
-        TcpListener::bind(("127.0.0.1", port))
+        let ip = if redirect.host == "[::1]" {
+            "::1"
+        } else {
+            "127.0.0.1"
+        };
+        TcpListener::bind((ip, port))
             .map(Catcher::Listener)
-            .with_context(|| format!("cannot listen on 127.0.0.1:{port} for the browser's reply (is another login running?); `--paste` works without a listener"))
+            .with_context(|| format!("cannot listen on {}:{port} for the browser's reply (is another login running?); `--paste` works without a listener", redirect.host))
     }
 
     pub fn listens(&self) -> bool {
@@ -153,9 +239,8 @@ impl Catcher {
     /// Wait for the browser (or the person) to bring the answer back.
     pub fn receive(
         self,
-        redirect: &Redirect,
         redirect_uri: &str,
-        state: &str,
+        expected: &Expected,
         timeout: Duration,
     ) -> Result<Callback> {
         match self {
@@ -169,7 +254,7 @@ impl Catcher {
                     .lock()
                     .read_line(&mut line)
                     .context("cannot read the pasted address")?;
-                match parse_callback(&line, redirect.callback_path(), state)? {
+                match parse_with(&line, expected)? {
                     Some(reply) => Ok(reply),
                     None => bail!(
                         "the pasted address does not go to {redirect_uri}: paste the address the browser was sent to after the login"
@@ -181,61 +266,91 @@ impl Catcher {
                     "Waiting up to {} for the browser to come back to {redirect_uri} (Ctrl-C to cancel)...",
                     time::format_span(timeout.as_secs())
                 );
-                wait_for_callback(&listener, redirect.callback_path(), state, timeout)
+                wait_for_callback(&listener, expected, timeout)
             }
         }
     }
 }
 
-/// Accept connections until the callback arrives or `timeout` passes. Other requests (a
-/// favicon) get a 404; the first request on the callback path decides, right or wrong.
+/// Connections served at once; more are closed unanswered (a browser needs one or two).
+const MAX_CONNECTIONS: usize = 16;
+/// How long one connection may take to send its request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Accept connections until this login's answer arrives or `timeout` passes, to the
+/// millisecond: each connection is read on its own thread, so a slow or silent one holds up
+/// nothing. Requests that are not this login's (a favicon, a page probing the port, an old
+/// tab) are answered and ignored.
 fn wait_for_callback(
     listener: &TcpListener,
-    path: &str,
-    state: &str,
+    expected: &Expected,
     timeout: Duration,
 ) -> Result<Callback> {
     listener.set_nonblocking(true)?;
     let deadline = Instant::now() + timeout;
+    let (tx, rx) = mpsc::channel::<Option<Result<Callback>>>();
+    let busy = Arc::new(AtomicUsize::new(0));
+    let mut told_stray = false;
     loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return Err(failure(
+                Kind::LoginNeeded,
+                format!(
+                    "no reply from the browser within {}; nothing was stored. Log in again (use --paste if the browser runs on another machine)",
+                    time::format_span(timeout.as_secs())
+                ),
+            ));
+        }
         match listener.accept() {
-            Ok((stream, _)) => {
-                if let Some(reply) = serve_one(stream, path, state)? {
-                    return Ok(reply);
-                }
+            Ok((stream, _)) if busy.load(Ordering::SeqCst) < MAX_CONNECTIONS => {
+                busy.fetch_add(1, Ordering::SeqCst);
+                let (tx, busy, expected) = (tx.clone(), Arc::clone(&busy), expected.clone());
+                thread::spawn(move || {
+                    let _ = tx.send(serve_one(stream, &expected));
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                });
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                if Instant::now() >= deadline {
-                    return Err(failure(
-                        Kind::LoginNeeded,
-                        format!(
-                            "no reply from the browser within {}; nothing was stored. Log in again (use --paste if the browser runs on another machine)",
-                            time::format_span(timeout.as_secs())
-                        ),
-                    ));
-                }
-                sleep(Duration::from_millis(50));
-            }
+            Ok(_) => {}
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
             Err(e) => return Err(e).context("the login listener failed"),
+        }
+        let wait = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_millis(20));
+        match rx.recv_timeout(wait) {
+            Ok(Some(answer)) => return answer,
+            Ok(None) if !told_stray => {
+                told_stray = true;
+                eprintln!(
+                    "(Ignored a request to the login listener that was not this login's answer; still waiting.)"
+                );
+            }
+            _ => {}
         }
     }
 }
 
-fn serve_one(mut stream: TcpStream, path: &str, state: &str) -> Result<Option<Callback>> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
-    let Some(target) = read_target(&mut stream) else {
-        return Ok(None);
+/// Answer one connection. `Some`: this login's answer; `None`: anything else.
+fn serve_one(mut stream: TcpStream, expected: &Expected) -> Option<Result<Callback>> {
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
+    let reading = match read_target(&mut stream) {
+        Some(target) => read(&target, expected),
+        None => Reading::OtherPath,
     };
-    let outcome = parse_callback(&target, path, state);
-    let (status, page) = match &outcome {
-        Ok(None) => ("404 Not Found", "Not found."),
-        Ok(Some(Callback::Code(_))) => (
+    let (status, page) = match &reading {
+        Reading::OtherPath => ("404 Not Found", "Not found."),
+        Reading::WrongState => (
+            "400 Bad Request",
+            "mailtoken: this is not the reply of the login in progress.",
+        ),
+        Reading::Ours(Ok(Callback::Code(_))) => (
             "200 OK",
             "mailtoken: login complete. You can close this tab and return to the terminal.",
         ),
-        Ok(Some(Callback::Denied { .. })) | Err(_) => (
+        Reading::Ours(_) => (
             "400 Bad Request",
             "mailtoken: the login did not complete. See the terminal for details.",
         ),
@@ -248,7 +363,10 @@ fn serve_one(mut stream: TcpStream, path: &str, state: &str) -> Result<Option<Ca
         "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{html}",
         html.len()
     );
-    outcome
+    match reading {
+        Reading::Ours(answer) => Some(answer),
+        _ => None,
+    }
 }
 
 /// The request target of a GET, or None for anything that is not a readable request.

@@ -59,6 +59,9 @@ pub struct Discovery {
     pub token_endpoint: Option<String>,
     pub device_authorization_endpoint: Option<String>,
     pub authorization_endpoint: Option<String>,
+    /// RFC 9207: authorization responses always carry `iss`.
+    #[serde(default)]
+    pub authorization_response_iss_parameter_supported: Option<bool>,
 }
 
 /// A document that does not parse is the server's trouble (exit 4, like any malformed reply);
@@ -80,6 +83,10 @@ pub fn parse(issuer: &str, body: &[u8]) -> Result<Endpoints> {
         device_authorization: doc.device_authorization_endpoint,
         token: doc.token_endpoint,
         authorization: doc.authorization_endpoint,
+        issuer: Some(doc.issuer.unwrap_or_else(|| issuer.to_string())),
+        iss_parameter: doc
+            .authorization_response_iss_parameter_supported
+            .unwrap_or(false),
     })
 }
 

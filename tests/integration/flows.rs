@@ -189,8 +189,110 @@ fn browser_login_refused(query_for: impl Fn(&str) -> String, expect_status: u16)
 }
 
 #[test]
-fn browser_login_with_the_wrong_state_stores_nothing() {
-    browser_login_refused(|_| "code=stolen&state=not-the-one".into(), 400);
+fn browser_login_ignores_requests_that_are_not_its_answer() {
+    let server = FakeServer::start();
+    let env = browser_env(&server);
+    let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
+    let redirect = login.url.get("redirect_uri").to_string();
+    // An old tab, a page probing the port, a forged answer: each gets a 400, none ends it.
+    for stray in ["code=stolen&state=not-the-one", "code=stolen", ""] {
+        let (status, _) = browser_get(&redirect, &callback_path(&redirect, stray));
+        assert_eq!(status, 400, "{stray}");
+    }
+    let code = server.issue_code(login.url.get("code_challenge"), &redirect);
+    let query = format!("code={code}&state={}", url_encode(login.url.get("state")));
+    let (status, _) = browser_get(&redirect, &callback_path(&redirect, &query));
+    assert_eq!(status, 200);
+    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
+    assert_eq!(server.count(Kind::Code), 1, "{:?}", server.last_refusal());
+}
+
+#[test]
+fn silent_connections_do_not_hold_the_login_past_its_timeout() {
+    let server = FakeServer::start();
+    let env = browser_env(&server);
+    let mut login = start_login(&env, &["--timeout", "2"], Stdio::null());
+    let waiting = Instant::now();
+    let redirect = login.url.get("redirect_uri").to_string();
+    let port: u16 = redirect.rsplit(':').next().unwrap().parse().unwrap();
+    // Three connections that never finish their request (slowloris).
+    let _silent: Vec<TcpStream> = (0..3)
+        .map(|_| {
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            let _ = s.write_all(b"GET /?state=");
+            s
+        })
+        .collect();
+    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 3);
+    let took = waiting.elapsed();
+    assert!(
+        took < Duration::from_millis(3_500),
+        "a 2 s timeout took {took:?}"
+    );
+}
+
+#[test]
+fn a_redirect_uri_on_ipv6_loopback_is_listened_on() {
+    let server = FakeServer::start();
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "{}redirect_uri = \"http://[::1]/cb\"\n",
+            BROWSER_ACCOUNT.replace("{base}", &server.base_url())
+        ),
+    );
+    let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
+    let redirect = login.url.get("redirect_uri").to_string();
+    assert!(redirect.starts_with("http://[::1]:"), "{redirect}");
+    let port: u16 = redirect
+        .trim_end_matches("/cb")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let code = server.issue_code(login.url.get("code_challenge"), &redirect);
+    let query = format!("code={code}&state={}", url_encode(login.url.get("state")));
+    let (status, _) = raw_request(
+        SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)),
+        format!("GET /cb?{query} HTTP/1.1\r\nHost: [::1]:{port}\r\nConnection: close\r\n\r\n")
+            .as_bytes(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
+}
+
+#[test]
+fn browser_login_checks_the_issuer_of_the_answer_rfc9207() {
+    let server = FakeServer::start();
+    let base = server.base_url();
+    let env = TestEnv::with_config_text(&format!(
+        "[accounts.{ACCOUNT}]\nprovider = \"generic\"\nuser = \"{USER}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         issuer = \"{base}\"\nflow = \"browser\"\nscopes = [\"mail\", \"offline_access\"]\n"
+    ));
+    for (iss, stored) in [
+        (Some("http://evil.example"), false),
+        (None, false),
+        (Some(base.as_str()), true),
+    ] {
+        let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
+        let redirect = login.url.get("redirect_uri").to_string();
+        let code = server.issue_code(login.url.get("code_challenge"), &redirect);
+        let mut query = format!("code={code}&state={}", url_encode(login.url.get("state")));
+        if let Some(iss) = iss {
+            query.push_str(&format!("&iss={}", url_encode(iss)));
+        }
+        let (status, _) = browser_get(&redirect, &callback_path(&redirect, &query));
+        let exit = wait_exit(&mut login.child, Duration::from_secs(20));
+        assert_eq!((status == 200, exit == 0), (stored, stored), "iss {iss:?}");
+        assert_eq!(env.token_bytes(ACCOUNT).is_some(), stored, "iss {iss:?}");
+    }
+    assert_eq!(
+        server.count(Kind::Code),
+        1,
+        "only the right issuer's code is exchanged"
+    );
 }
 
 #[test]

@@ -330,8 +330,8 @@ fn the_browser_listener_binds_loopback_only_and_answers_one_callback() {
             "{uri}"
         );
 
-        // A stray request (the browser's favicon) is answered and the login goes on; the
-        // first request on the callback path ends it, here with a wrong state.
+        // Stray requests (the browser's favicon, a forged answer) are answered and the login
+        // goes on; its own answer ends it, here a refusal at the consent page.
         let addr = ([127, 0, 0, 1], port).into();
         let get = |target: &str| {
             raw_request(
@@ -342,9 +342,14 @@ fn the_browser_listener_binds_loopback_only_and_answers_one_callback() {
         };
         assert_eq!(get("/favicon.ico").0, 404);
         assert_eq!(get(&format!("{path}?code=forged&state=forged")).0, 400);
+        let state = url_encode(&query["state"]);
+        assert_eq!(
+            get(&format!("{path}?error=access_denied&state={state}")).0,
+            400
+        );
         let r = login.wait(Duration::from_secs(20));
         assert_eq!(r.code, Some(3), "{uri}\n{}", r.stderr);
-        assert!(r.stderr.contains("wrong `state`"), "{}", r.stderr);
+        assert!(r.stderr.contains("access_denied"), "{}", r.stderr);
         assert!(
             TcpStream::connect(addr).is_err(),
             "{uri}: the listener outlived its callback"

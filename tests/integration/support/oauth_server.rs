@@ -1070,6 +1070,7 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
                     "token_endpoint": format!("{base}/token"),
                     "device_authorization_endpoint": format!("{base}/device"),
                     "authorization_endpoint": format!("{base}/authorize"),
+                    "authorization_response_iss_parameter_supported": true,
                 }),
             )
         }
