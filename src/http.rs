@@ -47,7 +47,11 @@ impl Http {
         // Several crates may pick a rustls provider; ours is ring. An Err only means one is set.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (connect, request) = timeouts(std::env::var(TIMEOUT_ENV).ok().as_deref())?;
-        let client = Client::builder()
+        let mut builder = Client::builder().no_proxy();
+        for proxy in proxies_from_env()? {
+            builder = builder.proxy(proxy);
+        }
+        let client = builder
             .connect_timeout(connect)
             .timeout(request)
             // A token endpoint that redirects is misconfigured; following it would resend secrets.
@@ -176,6 +180,43 @@ impl Http {
             body,
         })
     }
+}
+
+/// The proxies the usual variables name (`https_proxy`, `http_proxy`, `all_proxy`, upper or
+/// lower case, with `no_proxy`), but never for this machine: a proxy would otherwise receive
+/// the refresh token sent to a loopback test server in plain http.
+fn proxies_from_env() -> Result<Vec<reqwest::Proxy>> {
+    fn var(names: &[&'static str]) -> Option<(&'static str, String)> {
+        names.iter().find_map(|&n| {
+            std::env::var(n)
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .map(|v| (n, v))
+        })
+    }
+    let bypass = format!(
+        "{},localhost,127.0.0.0/8,::1",
+        var(&["no_proxy", "NO_PROXY"])
+            .map(|(_, v)| v)
+            .unwrap_or_default()
+    );
+    type Make = fn(String) -> reqwest::Result<reqwest::Proxy>;
+    let kinds: [(&[&'static str], Make); 3] = [
+        (&["https_proxy", "HTTPS_PROXY"], |u| {
+            reqwest::Proxy::https(u)
+        }),
+        (&["http_proxy", "HTTP_PROXY"], |u| reqwest::Proxy::http(u)),
+        (&["all_proxy", "ALL_PROXY"], |u| reqwest::Proxy::all(u)),
+    ];
+    let mut proxies = Vec::new();
+    for (names, make) in kinds {
+        if let Some((name, url)) = var(names) {
+            let proxy = make(url.clone())
+                .map_err(|_| usage(format!("{name}=`{url}` is not a proxy URL")))?;
+            proxies.push(proxy.no_proxy(reqwest::NoProxy::from_string(&bypass)));
+        }
+    }
+    Ok(proxies)
 }
 
 /// The connect and request timeouts, from the value of `MAILTOKEN_HTTP_TIMEOUT` if set.

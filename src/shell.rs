@@ -2,15 +2,36 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::Mutex;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
+/// Environment variables that hold secrets (`client_secret_env`): no program we start sees them.
+static WITHHELD: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Keep `name` out of the environment of every program started from now on.
+pub fn withhold_env(name: &str) {
+    let mut names = WITHHELD.lock().unwrap_or_else(|e| e.into_inner());
+    if !names.iter().any(|n| n == name) {
+        names.push(name.to_string());
+    }
+}
+
+/// A command for `program` without the withheld variables.
+fn command(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    for name in WITHHELD.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        cmd.env_remove(name);
+    }
+    cmd
+}
+
 /// Run a user's configured command through `sh -c`, feeding it `input`; its stdout comes back
 /// and its stderr goes to ours. `what` names the setting in messages (`store command`).
 pub fn run(what: &str, cmd: &str, input: Option<&[u8]>) -> Result<Vec<u8>> {
-    let mut child = Command::new("sh")
+    let mut child = command("sh")
         .arg("-c")
         .arg(cmd)
         .stdin(if input.is_some() {
@@ -38,7 +59,7 @@ pub fn run(what: &str, cmd: &str, input: Option<&[u8]>) -> Result<Vec<u8>> {
 
 /// Start a helper program and leave it running (a browser). False when it cannot start.
 pub fn launch(program: &str, args: &[&str]) -> bool {
-    Command::new(program)
+    command(program)
         .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -50,7 +71,7 @@ pub fn launch(program: &str, args: &[&str]) -> bool {
 /// Hand `input` to a helper program on stdin (a clipboard tool); true when it took it.
 /// Waits at most `patience`: clipboard tools may stay around to serve the selection.
 pub fn feed(program: &str, args: &[&str], input: &str, patience: Duration) -> bool {
-    let Ok(mut child) = Command::new(program)
+    let Ok(mut child) = command(program)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
@@ -87,5 +108,13 @@ mod tests {
         assert!(feed("cat", &[], "x", Duration::from_secs(2)));
         assert!(!feed("/nonexistent/tool", &[], "x", Duration::from_secs(2)));
         assert!(!launch("/nonexistent/browser", &[]));
+    }
+
+    #[test]
+    fn withheld_variables_do_not_reach_children() {
+        // PATH is in every test environment; withholding it must empty it in the child.
+        withhold_env("MAILTOKEN_SHELL_TEST_NEVER_SET");
+        let out = run("test command", "env", None).unwrap();
+        assert!(!String::from_utf8_lossy(&out).contains("MAILTOKEN_SHELL_TEST_NEVER_SET"));
     }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use crate::config::{Config, Paths, Want};
+use crate::config::{Account, Config, Paths, Want};
+use crate::mail::servers;
+use crate::provider::Service;
 
 pub fn run(paths: &Paths, named: Option<&str>, operation: &str) -> Result<()> {
     // git also sends store and erase; a token is not something git should keep or forget.
@@ -22,6 +24,9 @@ pub fn run(paths: &Paths, named: Option<&str>, operation: &str) -> Result<()> {
         return Ok(());
     };
     let acct = config.open(paths, name)?;
+    if !is_for_mail(&request, &acct.account) {
+        return Ok(());
+    }
     let access = crate::token::get(&acct, &Want::own(&acct.account)?, false)?;
     let user = request
         .get("username")
@@ -60,6 +65,30 @@ pub fn pick_account<'a>(
         1 => config.accounts.keys().next().map(String::as_str),
         _ => None,
     }
+}
+
+/// Only mail: git asks every helper for every host it talks to (an https remote too), and a
+/// mail token must not become the password sent to another service. The protocol must be
+/// SMTP, and the host the account's SMTP server when it has one (configured or preset).
+pub fn is_for_mail(request: &BTreeMap<String, String>, account: &Account) -> bool {
+    if !matches!(
+        request.get("protocol").map(String::as_str),
+        Some("smtp" | "smtps")
+    ) {
+        return false;
+    }
+    let Ok(srv) = servers::server(account, Service::Smtp) else {
+        return true;
+    };
+    request.get("host").is_some_and(|host| {
+        let bare = match host.rsplit_once(':') {
+            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+            _ => host,
+        };
+        bare.trim_start_matches('[')
+            .trim_end_matches(']')
+            .eq_ignore_ascii_case(srv.host.trim_start_matches('[').trim_end_matches(']'))
+    })
 }
 
 /// The answer to `get`: the username (when the account has one) and the token as password.
@@ -107,6 +136,19 @@ mod tests {
             pick_account(&c, &parse_request("protocol=smtp\n"), None),
             None
         );
+    }
+
+    #[test]
+    fn only_smtp_to_the_accounts_server_is_answered() {
+        let c = config();
+        let work = &c.accounts["work"];
+        let ask = |text: &str| is_for_mail(&parse_request(text), work);
+        assert!(ask("protocol=smtp\nhost=smtp.office365.com:587\n"));
+        assert!(ask("protocol=smtps\nhost=SMTP.office365.com\n"));
+        assert!(!ask("protocol=https\nhost=github.com\n"));
+        assert!(!ask("protocol=smtp\nhost=smtp.evil.example:587\n"));
+        assert!(!ask("protocol=smtp\n"));
+        assert!(!ask("host=smtp.office365.com\n"));
     }
 
     #[test]

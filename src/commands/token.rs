@@ -11,6 +11,9 @@ use crate::time;
 
 pub fn print(paths: &Paths, args: &TokenArgs) -> Result<()> {
     let acct = config::open(paths, &args.account)?;
+    if let Some(user) = &args.user {
+        config::validate_user(user).map_err(|e| error::usage(format!("--user: {e}")))?;
+    }
     let sasl = Sasl {
         user: args.user.as_deref().or(acct.account.user.as_deref()),
         host: args.host.as_deref(),

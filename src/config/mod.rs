@@ -11,7 +11,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 pub use account::{Account, StoreKind, TlsMode, Want};
-pub use validate::validate_account_name;
+pub use validate::{validate_account_name, validate_user};
 pub use write::{account_toml, append_account};
 
 use crate::error::usage;
@@ -84,7 +84,14 @@ impl Config {
                 return Err(e).with_context(|| format!("cannot read {}", path.display()));
             }
         };
-        Config::parse(&text).map_err(|e| usage(format!("{}: {e:#}", path.display())))
+        let config =
+            Config::parse(&text).map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
+        for account in config.accounts.values() {
+            if let Some(var) = &account.client_secret_env {
+                crate::shell::withhold_env(var);
+            }
+        }
+        Ok(config)
     }
 
     pub fn parse(text: &str) -> Result<Config> {
@@ -233,6 +240,29 @@ refresh_margin = 10
         assert_eq!(
             c.accounts["other.me"].tenant.as_deref(),
             Some("organizations")
+        );
+    }
+
+    #[test]
+    fn adding_through_a_symlinked_config_keeps_the_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("dotfiles/mailtoken.toml");
+        std::fs::create_dir_all(real.parent().unwrap()).unwrap();
+        std::fs::write(&real, "# mine\n").unwrap();
+        let link = dir.path().join("config.toml");
+        std::os::unix::fs::symlink("dotfiles/mailtoken.toml", &link).unwrap();
+        let account = Config::parse(SAMPLE).unwrap().accounts["work"].clone();
+        append_account(&link, "work", &account).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let text = std::fs::read_to_string(&real).unwrap();
+        assert!(
+            text.starts_with("# mine\n") && text.contains("[accounts.work]"),
+            "{text}"
         );
     }
 

@@ -22,11 +22,25 @@ pub fn validate_account_name(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// A mailbox name goes into SASL strings whose fields are split by ^A, and into protocol
+/// lines: a control character in it would add fields or lines of the user's (or anyone's)
+/// choosing.
+pub fn validate_user(user: &str) -> Result<()> {
+    if user.is_empty() || user.chars().any(char::is_control) {
+        bail!(
+            "the user `{}` is empty or holds a control character: give the mailbox address",
+            user.escape_default()
+        );
+    }
+    Ok(())
+}
+
 type Rule = fn(&Account) -> Result<()>;
 
 /// In the order they are reported.
 const RULES: &[Rule] = &[
     client_id_is_set,
+    user_is_plain,
     one_secret_source,
     certificate_and_key_together,
     app_only_has_credentials,
@@ -64,6 +78,10 @@ fn client_id_is_set(a: &Account) -> Result<()> {
         bail!("`client_id` is empty");
     }
     Ok(())
+}
+
+fn user_is_plain(a: &Account) -> Result<()> {
+    a.user.as_deref().map_or(Ok(()), validate_user)
 }
 
 fn one_secret_source(a: &Account) -> Result<()> {
@@ -237,5 +255,17 @@ mod tests {
         assert!(account("smtp_tls = \"maybe\"").is_err());
         assert!(account("graph_url = \"http://example.com\"").is_err());
         assert!(account("graph_url = \"http://127.0.0.1:9\"").is_ok());
+    }
+
+    #[test]
+    fn users_with_control_characters_are_refused() {
+        assert!(account("user = \"me@example.com\"").is_ok());
+        for bad in ["a\\u0001auth=Bearer x", "a\\r\\nb", "a\\n", ""] {
+            let err = account(&format!("user = \"{bad}\"")).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("control character"),
+                "{bad}: {err:#}"
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -50,6 +50,10 @@ pub fn append_account(path: &Path, name: &str, account: &Account) -> Result<()> 
     let text = existing + &account_toml(name, account)?;
     Config::parse(&text).context("the new config does not parse (this is a bug)")?;
 
+    // A config that is a link (into a dotfiles repository, say) stays one: the file it points
+    // to is the one replaced.
+    let target = link_target(path)?;
+    let path = target.as_path();
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -64,4 +68,26 @@ pub fn append_account(path: &Path, name: &str, account: &Account) -> Result<()> 
     tmp.persist(path)
         .with_context(|| format!("cannot replace {}", path.display()))?;
     Ok(())
+}
+
+/// The file a path names, following symbolic links (a dangling link names its target too).
+fn link_target(path: &Path) -> Result<PathBuf> {
+    let mut path = path.to_path_buf();
+    for _ in 0..40 {
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if meta.file_type().is_symlink() => {
+                let next = std::fs::read_link(&path)
+                    .with_context(|| format!("cannot follow {}", path.display()))?;
+                path = match path.parent() {
+                    Some(dir) => dir.join(next),
+                    None => next,
+                };
+            }
+            _ => return Ok(path),
+        }
+    }
+    Err(usage(format!(
+        "{} is a loop of symbolic links",
+        path.display()
+    )))
 }

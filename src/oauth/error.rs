@@ -21,10 +21,11 @@ pub struct OAuthError {
 impl OAuthError {
     /// The error with any secret value from `sent` replaced in its description.
     pub fn redacted(mut self, sent: &[(&str, &str)]) -> OAuthError {
-        if let Some(desc) = &mut self.error_description {
-            for (key, value) in sent {
-                // Short values (a user code, say) would blank out ordinary words.
-                if SECRET_FIELDS.contains(key) && value.len() >= 8 {
+        for (key, value) in sent {
+            // Short values (a user code, say) would blank out ordinary words.
+            if SECRET_FIELDS.contains(key) && value.len() >= 8 {
+                self.error = self.error.replace(value, "[redacted]");
+                if let Some(desc) = &mut self.error_description {
                     *desc = desc.replace(value, "[redacted]");
                 }
             }
@@ -169,6 +170,14 @@ mod tests {
             e.error_description.as_deref(),
             Some("refresh token [redacted] is revoked (client cid)")
         );
+        let e = OAuthError {
+            status: 400,
+            error: "bad_token:rt-0123456789".into(),
+            error_description: None,
+            error_codes: vec![],
+        }
+        .redacted(&[("refresh_token", "rt-0123456789")]);
+        assert_eq!(e.error, "bad_token:[redacted]");
     }
 
     #[test]

@@ -104,3 +104,58 @@ fn completions_are_generated_for_each_shell() {
     }
     env.run(&["completions", "tcsh"]).expect_code(2);
 }
+
+/// `git credential fill` with mailtoken as the only helper, in an isolated git setup.
+fn git_fill(env: &TestEnv, request: &str) -> std::process::Output {
+    let helper = format!(
+        "!{} --config {} --data-dir {} git-credential",
+        bin(),
+        env.config.display(),
+        env.data.display()
+    );
+    let mut child = std::process::Command::new("git")
+        .args(["-c", "credential.helper=", "-c"])
+        .arg(format!("credential.helper={helper}"))
+        .args(["credential", "fill"])
+        .env("HOME", &env.home)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .env_remove("GIT_ASKPASS")
+        .env_remove("SSH_ASKPASS")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("git is installed");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(request.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn a_real_git_gets_the_mail_token_for_smtp_only() {
+    let server = FakeServer::start();
+    let env = two_accounts(&server);
+    env.write_token("home", "home-at", "rt", now_unix() + 3600);
+    env.write_token("work", "work-at", "rt2", now_unix() + 3600);
+    let https = git_fill(
+        &env,
+        "protocol=https\nhost=github.com\nusername=bob@example.com\n\n",
+    );
+    let shown = String::from_utf8_lossy(&https.stdout).into_owned()
+        + &String::from_utf8_lossy(&https.stderr);
+    assert!(!https.status.success(), "git found a password: {shown}");
+    assert!(!shown.contains("home-at"), "{shown}");
+
+    let smtp = git_fill(
+        &env,
+        "protocol=smtp\nhost=smtp.example.com:587\nusername=bob@example.com\n\n",
+    );
+    let out = String::from_utf8_lossy(&smtp.stdout);
+    assert!(smtp.status.success(), "{out}");
+    assert!(out.contains("password=home-at\n"), "{out}");
+}

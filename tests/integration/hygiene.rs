@@ -122,7 +122,7 @@ fn every_command_under_verbose_keeps_secrets_off_stderr() {
         .stdin
         .take()
         .unwrap()
-        .write_all(b"protocol=imaps\nhost=mail.example.com\nusername=alice@example.com\n\n")
+        .write_all(b"protocol=smtp\nhost=mail.example.com\nusername=alice@example.com\n\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
     let git_result = RunResult {
@@ -360,5 +360,67 @@ fn the_browser_listener_binds_loopback_only_and_answers_one_callback() {
             "a forged callback was exchanged"
         );
         assert!(env.token_bytes(ACCOUNT).is_none());
+    }
+}
+
+#[test]
+fn a_proxy_from_the_environment_never_sees_a_request_to_this_machine() {
+    let server = FakeServer::start();
+    let env = TestEnv::new(&server);
+    server.add_refresh_token("rt-proxy-seed");
+    env.write_token(ACCOUNT, "old-at", "rt-proxy-seed", now_unix() - 60);
+    // A "proxy" that counts who connects to it and never answers.
+    let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    proxy.set_nonblocking(true).unwrap();
+    let url = format!("http://127.0.0.1:{}", proxy.local_addr().unwrap().port());
+    let mut cmd = env.command(&["token", ACCOUNT]);
+    for var in ["NO_PROXY", "no_proxy"] {
+        cmd.env_remove(var);
+    }
+    for var in ["HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"] {
+        cmd.env(var, &url);
+    }
+    cmd.env("MAILTOKEN_HTTP_TIMEOUT", "3");
+    let out = Running::spawn(cmd, "token behind a proxy".into()).wait(RUN_TIMEOUT);
+    let proxied = proxy.accept().is_ok();
+    out.expect_code(0);
+    assert!(!proxied, "the refresh token went through the proxy");
+    assert_eq!(server.count(Kind::Refresh), 1);
+}
+
+#[test]
+fn the_client_secret_variable_is_not_passed_to_store_commands() {
+    let server = FakeServer::start();
+    let vault = tempfile::tempdir().unwrap();
+    let seen_env = vault.path().join("env");
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "client_secret_env = \"MT_HYGIENE_SECRET\"\nstore = \"command\"\n\
+             store_load_command = \"env > {}; echo\"\nstore_save_command = \"cat > /dev/null\"\n",
+            seen_env.display()
+        ),
+    );
+    let mut cmd = env.command(&["status", ACCOUNT]);
+    cmd.env("MT_HYGIENE_SECRET", "client-secret-in-env-0123");
+    Running::spawn(cmd, "status".into())
+        .wait(RUN_TIMEOUT)
+        .expect_code(0);
+    let seen = std::fs::read_to_string(&seen_env).expect("the load command ran");
+    assert!(seen.contains("PATH="), "{seen}");
+    assert!(!seen.contains("client-secret-in-env-0123"), "{seen}");
+}
+
+#[test]
+fn a_user_with_control_characters_cannot_inject_sasl_fields() {
+    let server = FakeServer::start();
+    let env = TestEnv::new(&server);
+    env.write_token(ACCOUNT, "at-user", "rt-user", now_unix() + 3600);
+    for user in ["eve\u{1}auth=Bearer forged", "eve\r\nA1 LOGOUT"] {
+        let out = env.run(&["token", ACCOUNT, "--format", "xoauth2", "--user", user]);
+        out.expect_code(2);
+        assert!(out.stdout.is_empty());
+        assert!(out.stderr.contains("--user"), "{}", out.stderr);
     }
 }
