@@ -473,10 +473,20 @@ fn stored_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
     } = acct;
     let mut out = Vec::new();
     let path = store.token_path(name);
-    let (bytes, meta) = match (std::fs::read(&path), std::fs::metadata(&path)) {
-        (Ok(b), Ok(m)) => (b, m),
-        _ if account.flow() == Flow::Credentials => return out,
-        _ => {
+    let (bytes, meta) = match store.inspect_file(name) {
+        Ok(Some(found)) => found,
+        Err(e) => {
+            out.push(
+                Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                    .why("no token can be read from it")
+                    .fix(format!(
+                        "move it aside (it may hold the only refresh token) and `mailtoken login {name}`"
+                    )),
+            );
+            return out;
+        }
+        Ok(None) if account.flow() == Flow::Credentials => return out,
+        Ok(None) => {
             out.push(
                 Finding::new(Severity::Error, Some(name), "not logged in")
                     .why(format!("there is no token file {}", path.display()))

@@ -25,21 +25,34 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
     }
     let now = time::now();
     let mut out = String::new();
+    let mut unreadable = Vec::new();
     for name in names {
         let acct = config.open(paths, name)?;
-        out.push_str(&status_block(
-            name,
-            &acct.account,
-            &acct.store,
-            acct.margin,
-            now,
-        ));
+        let (block, readable) = status_block(name, &acct.account, &acct.store, acct.margin, now);
+        out.push_str(&block);
+        if !readable {
+            unreadable.push(name);
+        }
     }
     print!("{out}");
+    // A store that cannot be read is a problem to fix, not a state to report with success.
+    if !unreadable.is_empty() {
+        return Err(anyhow::anyhow!(
+            "the tokens of {} cannot be read (see above)",
+            unreadable.join(", ")
+        ));
+    }
     Ok(())
 }
 
-fn status_block(name: &str, account: &Account, store: &Store, margin: u64, now: u64) -> String {
+/// The account's report, and whether its tokens could be read.
+fn status_block(
+    name: &str,
+    account: &Account,
+    store: &Store,
+    margin: u64,
+    now: u64,
+) -> (String, bool) {
     let provider = format!("{:?}", account.provider).to_lowercase();
     let flow = format!("{:?}", account.flow()).to_lowercase();
     let user = account
@@ -55,17 +68,17 @@ fn status_block(name: &str, account: &Account, store: &Store, margin: u64, now: 
         Ok(Some(tokens)) => tokens,
         Ok(None) if account.flow() == Flow::Credentials => {
             text.push_str("  logged in:     app-only; a token is fetched on first use\n");
-            return text;
+            return (text, true);
         }
         Ok(None) => {
             text.push_str(&format!(
                 "  logged in:     no (run `mailtoken login {name}`)\n"
             ));
-            return text;
+            return (text, true);
         }
         Err(e) => {
             text.push_str(&format!("  logged in:     unknown: {e:#}\n"));
-            return text;
+            return (text, false);
         }
     };
     let refresh = match (&tokens.refresh_token, account.flow()) {
@@ -94,7 +107,7 @@ fn status_block(name: &str, account: &Account, store: &Store, margin: u64, now: 
             renewal(access, margin)
         ));
     }
-    text
+    (text, true)
 }
 
 /// When a token is renewed: its margin, and why when that is less than the configured one.

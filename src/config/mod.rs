@@ -33,6 +33,9 @@ pub struct Config {
 pub struct Paths {
     pub config: PathBuf,
     pub data_dir: PathBuf,
+    /// The data directory was named by --data-dir or MAILTOKEN_DATA_DIR, not the XDG default:
+    /// it may be shared with other things, so its mode is the user's business.
+    pub data_dir_chosen: bool,
 }
 
 impl Paths {
@@ -46,11 +49,16 @@ impl Paths {
             Some(p) => p,
             None => dirs()?.config_dir().join("config.toml"),
         };
+        let data_dir_chosen = data_dir.is_some();
         let data_dir = match data_dir {
             Some(p) => p,
             None => dirs()?.data_dir().to_path_buf(),
         };
-        Ok(Paths { config, data_dir })
+        Ok(Paths {
+            config,
+            data_dir,
+            data_dir_chosen,
+        })
     }
 }
 
@@ -121,7 +129,8 @@ impl Config {
         let account = self.account(name)?;
         Ok(OpenAccount {
             name: name.to_string(),
-            store: Store::with_backend(paths.data_dir.clone(), account.backend()),
+            store: Store::with_backend(paths.data_dir.clone(), account.backend())
+                .chosen_by_user(paths.data_dir_chosen),
             margin: self.refresh_margin(account),
             account: account.clone(),
         })

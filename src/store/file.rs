@@ -1,7 +1,7 @@
 //! The file backend: `<data dir>/<account>.json`, 0600, replaced whole through a temp file.
 
 use std::fs::{self, File};
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
@@ -10,26 +10,47 @@ use anyhow::{Context, Result, bail};
 
 use super::tokens::{Tokens, parse};
 
-/// Random characters in a temp file's name: `.NAME.XXXXXX.tmp`. Stale ones are recognised by
-/// this exact shape, so that `.work.x.XXXXXX.tmp` (account `work.x`) is not taken for `work`'s.
+/// Random characters in a temp file's name: `.NAME.PID.XXXXXX.tmp`. Stale ones are recognised
+/// by this exact shape, so that `.work.x.1.XXXXXX.tmp` (account `work.x`) is not taken for
+/// `work`'s; the writer's PID says whether it may still be writing.
 const TEMP_RAND: usize = 6;
 
-fn is_own_temp(file_name: &str, account: &str) -> bool {
-    file_name
-        .strip_prefix('.')
-        .and_then(|n| n.strip_prefix(account))
-        .and_then(|n| n.strip_prefix('.'))
-        .and_then(|n| n.strip_suffix(".tmp"))
-        .is_some_and(|r| r.len() == TEMP_RAND && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+/// The PID in one of `account`'s temp file names, `Some(None)` for the shape of earlier
+/// versions (no PID), `None` for anything else.
+fn own_temp_pid(file_name: &str, account: &str) -> Option<Option<u32>> {
+    let rest = file_name
+        .strip_prefix('.')?
+        .strip_prefix(account)?
+        .strip_prefix('.')?
+        .strip_suffix(".tmp")?;
+    let random = |r: &str| r.len() == TEMP_RAND && r.bytes().all(|b| b.is_ascii_alphanumeric());
+    match rest.split_once('.') {
+        Some((pid, r))
+            if random(r) && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            pid.parse().ok().map(Some)
+        }
+        None if random(rest) => Some(None),
+        _ => None,
+    }
 }
 
-pub fn load(path: &Path, account: &str) -> Result<Option<Tokens>> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+/// Whether process `pid` exists (it may be writing its temp file right now).
+fn alive(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
     };
-    ensure_private(path)?;
+    // SAFETY: signal 0 only checks that the process exists; it is never delivered.
+    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
+/// No token file is larger than this (a few kilobytes is usual).
+pub const MAX_FILE: u64 = 1 << 20;
+
+pub fn load(path: &Path, account: &str) -> Result<Option<Tokens>> {
+    let Some((bytes, _)) = read_checked(path, true)? else {
+        return Ok(None);
+    };
     parse(&bytes).map(Some).with_context(|| {
         format!(
             "the token file {} is damaged; it was left untouched. Move it aside and run `mailtoken login {account}`",
@@ -38,28 +59,84 @@ pub fn load(path: &Path, account: &str) -> Result<Option<Tokens>> {
     })
 }
 
+/// A token file's bytes, after checking what it is on the open file itself: not a link
+/// (O_NOFOLLOW), not a FIFO or device that would hang or never end (O_NONBLOCK, then
+/// fstat), not someone else's, at most `MAX_FILE`. With `tighten`, loose modes are set to 0600
+/// with a warning (`doctor` only looks).
+pub fn read_checked(path: &Path, tighten: bool) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
+    let file = match fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "{} is a symbolic link: mailtoken reads token files only where they are, so move \
+             the real file there",
+            path.display()
+        ),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file: move it aside and log in again",
+            path.display()
+        );
+    }
+    ensure_private(&file, &meta, path, tighten)?;
+    if meta.len() > MAX_FILE {
+        bail!(
+            "{} is {} bytes, far more than any token file: move it aside and log in again",
+            path.display(),
+            meta.len()
+        );
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    (&file)
+        .take(MAX_FILE + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.len() as u64 > MAX_FILE {
+        bail!(
+            "{} grew past {MAX_FILE} bytes while being read",
+            path.display()
+        );
+    }
+    Ok(Some((bytes, meta)))
+}
+
 pub fn new_temp(dir: &Path, account: &str) -> Result<tempfile::NamedTempFile> {
     // tempfile creates the file 0600, so the secret is never readable by others.
     tempfile::Builder::new()
-        .prefix(&format!(".{account}."))
+        .prefix(&format!(".{account}.{}.", std::process::id()))
         .rand_bytes(TEMP_RAND)
         .suffix(".tmp")
         .tempfile_in(dir)
         .with_context(|| format!("cannot create a file in {}", dir.display()))
 }
 
-/// Temp files of writers that were killed: they hold tokens, and only the lock holder
-/// writes, so under the lock any that exist are stale. Best effort.
+/// Temp files of writers that were killed: they hold tokens. Only files of processes that no
+/// longer exist are removed: under the lock nobody else writes, unless someone removed the
+/// lock file meanwhile, and then the other writer's temp file must survive. Best effort.
 pub fn remove_stale_temps(dir: &Path, account: &str) {
     let Ok(entries) = fs::read_dir(dir) else {
         return;
     };
     for entry in entries.flatten() {
-        if entry
+        let stale = match entry
             .file_name()
             .to_str()
-            .is_some_and(|name| is_own_temp(name, account))
+            .and_then(|name| own_temp_pid(name, account))
         {
+            Some(Some(pid)) => pid != std::process::id() && !alive(pid),
+            Some(None) => true,
+            None => false,
+        };
+        if stale {
             let _ = fs::remove_file(entry.path());
         }
     }
@@ -122,10 +199,32 @@ pub fn remove(dir: &Path, path: &Path) -> Result<bool> {
     }
 }
 
-pub fn ensure_dir(dir: &Path) -> Result<()> {
+/// The data directory, created 0700 if missing. One that someone else owns, or that others
+/// can write to (they could replace or delete the tokens, or the lock), is refused; one that
+/// others can only read is tightened when it is mailtoken's own (`tighten`).
+pub fn ensure_dir(dir: &Path, tighten: bool) -> Result<()> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {
-            if meta.permissions().mode() & 0o077 != 0 {
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            let me = unsafe { libc::geteuid() };
+            let mode = meta.permissions().mode() & 0o7777;
+            if meta.uid() != me {
+                bail!(
+                    "the token store {} belongs to uid {}, not to you (uid {me}): use a \
+                     directory of your own (--data-dir)",
+                    dir.display(),
+                    meta.uid()
+                );
+            }
+            if mode & 0o022 != 0 {
+                bail!(
+                    "other users can write to the token store {} (mode {mode:04o}): they could \
+                     replace or remove your tokens. Use a private directory (`mkdir -m 700 DIR`, \
+                     then --data-dir DIR)",
+                    dir.display()
+                );
+            }
+            if tighten && mode & 0o077 != 0 {
                 warn_fix_mode(dir, 0o700)?;
             }
             Ok(())
@@ -165,11 +264,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
 /// A file someone else owns is refused outright: they could have written it (their refresh
 /// token, so your mail client would read their mail or send as them), and replacing it would
 /// hand the file to us behind their back.
-fn ensure_private(path: &Path) -> Result<()> {
-    let meta = fs::metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
-    if !meta.is_file() {
-        bail!("{} is not a regular file", path.display());
-    }
+fn ensure_private(file: &File, meta: &fs::Metadata, path: &Path, tighten: bool) -> Result<()> {
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
@@ -181,19 +276,26 @@ fn ensure_private(path: &Path) -> Result<()> {
             meta.uid()
         );
     }
-    if meta.permissions().mode() & 0o077 != 0 {
-        warn_fix_mode(path, 0o600)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if tighten && mode & 0o077 != 0 {
+        warn_loose(path, mode, 0o600);
+        file.set_permissions(fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict the permissions of {}", path.display()))?;
     }
     Ok(())
 }
 
-fn warn_fix_mode(path: &Path, mode: u32) -> Result<()> {
-    let old = fs::metadata(path)?.permissions().mode() & 0o777;
+fn warn_loose(path: &Path, old: u32, new: u32) {
     eprintln!(
-        "mailtoken: warning: {} was accessible to other users (mode {old:03o}); set it to {mode:03o}. \
+        "mailtoken: warning: {} was accessible to other users (mode {old:03o}); set it to {new:03o}. \
          If others may have read it, log in again to replace the tokens.",
         path.display()
     );
+}
+
+fn warn_fix_mode(path: &Path, mode: u32) -> Result<()> {
+    let old = fs::metadata(path)?.permissions().mode() & 0o777;
+    warn_loose(path, old, mode);
     fs::set_permissions(path, fs::Permissions::from_mode(mode))
         .with_context(|| format!("cannot restrict the permissions of {}", path.display()))
 }

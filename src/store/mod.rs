@@ -52,6 +52,8 @@ const RESERVE_SLACK: u64 = 8 * 1024;
 pub struct Store {
     dir: PathBuf,
     backend: Backend,
+    /// The directory is mailtoken's own (the XDG default), so a loose mode on it is tightened.
+    own_dir: bool,
 }
 
 impl Store {
@@ -61,7 +63,18 @@ impl Store {
     }
 
     pub fn with_backend(dir: PathBuf, backend: Backend) -> Store {
-        Store { dir, backend }
+        Store {
+            dir,
+            backend,
+            own_dir: true,
+        }
+    }
+
+    /// A directory the user named is never chmod-ed (it may be shared, or /tmp); one that
+    /// others can write is refused all the same.
+    pub fn chosen_by_user(mut self, chosen: bool) -> Store {
+        self.own_dir = !chosen;
+        self
     }
 
     pub fn backend(&self) -> &Backend {
@@ -170,6 +183,12 @@ impl Store {
         Ok(())
     }
 
+    /// The account's token file as it is, checked like `load` checks it but changed in
+    /// nothing: for `doctor`, which also judges its mode and age.
+    pub fn inspect_file(&self, account: &str) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
+        file::read_checked(&self.token_path(account), false)
+    }
+
     /// Where new tokens wait for a keyring or command store that has not taken them yet.
     pub fn pending_path(&self, account: &str) -> PathBuf {
         self.dir.join(format!("{account}.pending.json"))
@@ -271,7 +290,7 @@ impl Store {
     }
 
     pub fn ensure_dir(&self) -> Result<()> {
-        file::ensure_dir(&self.dir)
+        file::ensure_dir(&self.dir, self.own_dir)
     }
 }
 
@@ -461,6 +480,29 @@ mod tests {
         fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
         let err = rescue_in(&dir, "a", &sample(), &target, anyhow::anyhow!("disk full"));
         assert!(format!("{err:#}").contains("nor rescued"), "{err:#}");
+    }
+
+    #[test]
+    fn only_temp_files_of_writers_that_are_gone_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::new(tmp.path().to_path_buf());
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        // PID 1 (init) is always there, as a writer that is still busy would be.
+        let names = [
+            format!(".a.{gone_pid}.AbC123.tmp"),
+            ".a.1.XyZ789.tmp".to_string(),
+            ".a.Old123.tmp".to_string(),
+            format!(".a.x.{gone_pid}.AbC123.tmp"),
+        ];
+        for name in &names {
+            fs::write(tmp.path().join(name), "{}").unwrap();
+        }
+        let pending = store.prepare("a", &sample()).unwrap();
+        drop(pending);
+        let left: Vec<bool> = names.iter().map(|n| tmp.path().join(n).exists()).collect();
+        assert_eq!(left, [false, true, false, true], "{names:?}");
     }
 
     #[test]

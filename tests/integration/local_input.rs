@@ -6,6 +6,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::oauth_server::*;
 
@@ -60,9 +61,9 @@ fn damaged_token_files_are_named_kept_and_never_refreshed() {
             );
             assert_eq!(std::fs::read(&path).unwrap(), *bytes, "{context}");
         }
-        // status reports the problem without failing the whole report.
+        // status reports the problem in full, and its exit code says there is one.
         let status = env.run(&["status", ACCOUNT]);
-        status.expect_code(0);
+        status.expect_code(1);
         assert!(status.stdout.contains("damaged"), "{}", status.stdout);
     }
     assert_eq!(
@@ -303,4 +304,112 @@ fn broken_configs_name_file_and_line_and_change_nothing() {
             assert_eq!(env.token_bytes(ACCOUNT).unwrap(), token, "{context}");
         }
     }
+}
+
+/// Token "files" that are not files, or are far too big: each is refused at once, by
+/// `token`, `status` and `doctor`, without a read that hangs or fills memory.
+#[test]
+fn fifos_links_to_devices_and_huge_files_are_refused_without_reading_them() {
+    let server = FakeServer::start();
+    type Make = fn(&Path);
+    let cases: [(&str, Make, &str); 3] = [
+        (
+            "a FIFO",
+            |p| {
+                let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+                // SAFETY: a valid C string path; mkfifo only creates a file.
+                assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            },
+            "not a regular file",
+        ),
+        (
+            "a link to /dev/zero",
+            |p| std::os::unix::fs::symlink("/dev/zero", p).unwrap(),
+            "symbolic link",
+        ),
+        (
+            "a 1 GB sparse file",
+            |p| {
+                let f = std::fs::File::create(p).unwrap();
+                f.set_len(1 << 30).unwrap();
+                std::fs::set_permissions(p, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                    .unwrap();
+            },
+            "far more than any token file",
+        ),
+    ];
+    for (what, make, says) in cases {
+        let env = TestEnv::new(&server);
+        env.ensure_data_dir();
+        make(&env.token_path(ACCOUNT));
+        for args in [
+            &["token", ACCOUNT][..],
+            &["status", ACCOUNT],
+            &["doctor", ACCOUNT],
+        ] {
+            let out = Running::spawn(env.command(args), format!("{what}: {args:?}"))
+                .wait(Duration::from_secs(20));
+            assert_ne!(out.code, Some(0), "{what}: {args:?}");
+            assert!(out.all().contains(says), "{what}: {args:?}\n{}", out.all());
+        }
+    }
+    assert_eq!(server.count(Kind::Refresh), 0);
+}
+
+#[test]
+fn a_data_dir_given_on_the_command_line_is_never_chmod_ed_and_refused_if_others_can_write() {
+    let server = FakeServer::start();
+    let env = TestEnv::new(&server);
+    std::fs::create_dir_all(&env.data).unwrap();
+    let set = |mode: u32| {
+        std::fs::set_permissions(
+            &env.data,
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap()
+    };
+    // As /tmp is: everyone may write. As root, tightening it would lock every user out.
+    set(0o1777);
+    let out = env.run(&["login", ACCOUNT]);
+    out.expect_code(1);
+    assert!(
+        out.stderr.contains("other users can write"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(env.data.metadata().unwrap().mode() & 0o7777, 0o1777);
+    assert_eq!(server.total(), 0, "nothing asked of the server");
+
+    // Readable by others only: used as it is (the token files themselves are 0600).
+    set(0o755);
+    server.push_polls(&[Poll::Success]);
+    env.run(&["login", ACCOUNT]).expect_code(0);
+    assert_eq!(env.data.metadata().unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(mode_of(&env.token_path(ACCOUNT)), 0o600);
+}
+
+#[test]
+fn the_default_data_dir_is_mailtokens_own_and_is_tightened() {
+    let server = FakeServer::start();
+    let env = TestEnv::new(&server);
+    let default = env.home.join(".local/share/mailtoken");
+    std::fs::create_dir_all(&default).unwrap();
+    std::fs::set_permissions(
+        &default,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    server.push_polls(&[Poll::Success]);
+    let mut cmd = env.bare_command();
+    cmd.arg("--config")
+        .arg(&env.config)
+        .args(["login", ACCOUNT]);
+    let out = Running::spawn(cmd, "login with the default data dir".into()).wait(RUN_TIMEOUT);
+    out.expect_code(0);
+    assert_eq!(mode_of(&default), 0o700);
+    assert!(
+        out.stderr.contains("was accessible to other users"),
+        "{}",
+        out.stderr
+    );
 }
