@@ -5,10 +5,10 @@
 //!
 //! Layers, lowest first; a module uses only the ones above it in this list.
 //!
-//! - `error`, `log`, `time`, `shell`, `signals`, `http`: the failure kinds behind the exit
+//! - `error`, `log`, `time`, `shell`, `process`, `http`: the failure kinds behind the exit
 //!   codes, verbose logging and the fingerprints that stand in for secrets, clock helpers, the
-//!   one place that starts other programs, holding off SIGTERM while a token is in flight, and
-//!   the bounded HTTP client.
+//!   one place that starts other programs, no core dumps and SIGTERM held while a token is in
+//!   flight, and the bounded HTTP client.
 //! - `provider`: presets for Microsoft, Google and generic servers (endpoints, scopes, mail
 //!   servers).
 //! - `store`: where tokens live (file, keyring, commands: `store/file.rs` writes atomically)
@@ -37,9 +37,9 @@ pub mod log;
 pub mod mail;
 pub mod oauth;
 pub mod output;
+pub mod process;
 pub mod provider;
 pub mod shell;
-pub mod signals;
 pub mod store;
 pub mod time;
 pub mod token;

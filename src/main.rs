@@ -4,9 +4,10 @@ use clap::Parser;
 
 use mailtoken::cli::{Cli, Command};
 use mailtoken::commands::{doctor, git, setup, status, token, verify, whoami};
-use mailtoken::{config, error, log};
+use mailtoken::{config, error, log, process};
 
 fn main() {
+    process::forbid_core_dumps();
     let cli = Cli::parse();
     log::set_verbose(cli.verbose);
     let result =

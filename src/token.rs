@@ -9,8 +9,8 @@ use crate::flows::app_only;
 use crate::http::Http;
 use crate::log::{debug, fingerprint};
 use crate::oauth;
+use crate::process;
 use crate::provider::Flow;
-use crate::signals;
 use crate::store::{AccessToken, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
@@ -93,7 +93,7 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     let pending = store.prepare(name, &current)?;
     // From the request to the commit, the new refresh token lives only in this process: a
     // SIGTERM then waits until it is stored (and then ends the process, as it would have).
-    let held = signals::hold();
+    let held = process::hold_signals();
     let fetched = if app_only {
         app_only::fetch(acct, want).map(|access| (access, None))
     } else {

@@ -284,6 +284,31 @@ pub fn token_findings(name: &str, account: &Account, tokens: &Tokens, now: u64) 
     out
 }
 
+/// Tokens that live no longer than the configured margin: mailtoken then renews them half-way
+/// through their life instead, which is worth knowing (and worth setting explicitly).
+pub fn lifetime_finding(name: &str, tokens: &Tokens, margin: u64) -> Option<Finding> {
+    let life = tokens.access.as_ref()?.lifetime()?;
+    (life <= margin).then(|| {
+        Finding::new(
+            Severity::Warning,
+            Some(name),
+            format!(
+                "access tokens live {}, no longer than refresh_margin ({})",
+                time::format_span(life),
+                time::format_span(margin)
+            ),
+        )
+        .why(format!(
+            "a margin that long would refresh on every call; mailtoken renews these tokens {} before they expire instead",
+            time::format_span(life / 2)
+        ))
+        .fix(format!(
+            "set refresh_margin = {} (or less) for this account to say so in the config",
+            life / 2
+        ))
+    })
+}
+
 /// Microsoft drops a refresh token that has not been used for 90 days. The token file is
 /// rewritten each time the refresh token is used, so its age is the time since last use.
 pub fn inactivity_finding(name: &str, last_used: Option<u64>, now: u64) -> Option<Finding> {
@@ -390,6 +415,26 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             return out;
         }
     };
+    if let Some(problem) = crate::config::shared_config_problem(&paths.config) {
+        let runs_commands = config.first_command().is_some();
+        out.push(
+            Finding::new(
+                if runs_commands {
+                    Severity::Error
+                } else {
+                    Severity::Warning
+                },
+                None,
+                format!("{} {problem}", paths.config.display()),
+            )
+            .why(if runs_commands {
+                "it names commands to run, which others could change: mailtoken refuses to run them"
+            } else {
+                "others could point your accounts at their servers or their commands"
+            })
+            .fix(format!("chmod 600 {}", paths.config.display())),
+        );
+    }
     let names: Vec<&String> = match only {
         Some(name) => match config.accounts.get_key_value(name) {
             Some((k, _)) => vec![k],
@@ -449,7 +494,11 @@ fn backend_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
         ..
     } = acct;
     match store.load(name) {
-        Ok(Some(tokens)) => token_findings(name, account, &tokens, now),
+        Ok(Some(tokens)) => {
+            let mut out = token_findings(name, account, &tokens, now);
+            out.extend(lifetime_finding(name, &tokens, acct.margin));
+            out
+        }
         Ok(None) if account.flow() == Flow::Credentials => Vec::new(),
         Ok(None) => vec![
             Finding::new(Severity::Error, Some(name), "not logged in")
@@ -517,6 +566,7 @@ fn stored_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
         }
     };
     out.extend(token_findings(name, account, &tokens, now));
+    out.extend(lifetime_finding(name, &tokens, acct.margin));
     if account.provider == Provider::Microsoft && tokens.refresh_token.is_some() {
         let written = meta
             .modified()
@@ -668,6 +718,23 @@ mod tests {
             r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"Mail.Send openid"}"#,
         );
         assert!(token_findings("a", &graph, &short, 0).is_empty());
+    }
+
+    #[test]
+    fn short_token_lifetimes_are_pointed_out() {
+        let t = |life: u64| {
+            store::parse(
+                format!(
+                    r#"{{"version":1,"access_token":"x","token_type":"Bearer","obtained_at":1000,"expires_at":{},"refresh_token":"r"}}"#,
+                    1000 + life
+                )
+                .as_bytes(),
+            )
+            .unwrap()
+        };
+        let f = lifetime_finding("a", &t(60), 300).unwrap();
+        assert!(f.what.contains("1 min") && f.fix.contains("= 30"), "{f:?}");
+        assert!(lifetime_finding("a", &t(3600), 300).is_none());
     }
 
     #[test]

@@ -94,6 +94,7 @@ impl Config {
         };
         let config =
             Config::parse(&text).map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
+        config.refuse_commands_from_a_shared_file(path)?;
         for account in config.accounts.values() {
             if let Some(var) = &account.client_secret_env {
                 crate::shell::withhold_env(var);
@@ -111,6 +112,38 @@ impl Config {
                 .with_context(|| format!("account `{name}`"))?;
         }
         Ok(config)
+    }
+
+    /// The first command setting in the file, as (account, setting).
+    pub fn first_command(&self) -> Option<(&str, &'static str)> {
+        self.accounts.iter().find_map(|(name, a)| {
+            [
+                ("client_secret_command", &a.client_secret_command),
+                ("store_load_command", &a.store_load_command),
+                ("store_save_command", &a.store_save_command),
+                ("store_erase_command", &a.store_erase_command),
+            ]
+            .into_iter()
+            .find(|(_, cmd)| cmd.is_some())
+            .map(|(setting, _)| (name.as_str(), setting))
+        })
+    }
+
+    /// Commands in a config that other users can write (or that another user owns) would be
+    /// theirs to choose, run as us: such a file may hold settings, but no command is run.
+    fn refuse_commands_from_a_shared_file(&self, path: &Path) -> Result<()> {
+        let Some((account, setting)) = self.first_command() else {
+            return Ok(());
+        };
+        match shared_config_problem(path) {
+            None => Ok(()),
+            Some(problem) => Err(usage(format!(
+                "{} {problem}, and it names a command to run (`{setting}` of account \
+                 `{account}`): mailtoken runs no command from such a file. Fix: `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ))),
+        }
     }
 
     pub fn account(&self, name: &str) -> Result<&Account> {
@@ -150,6 +183,23 @@ impl Config {
             .or(self.refresh_margin)
             .unwrap_or(DEFAULT_REFRESH_MARGIN)
     }
+}
+
+/// What makes a config file unsafe to take commands from: other users can write it, or it is
+/// not ours. None when it is private enough (or cannot be examined, as when it is not there).
+pub fn shared_config_problem(path: &Path) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        return Some(format!(
+            "belongs to uid {}, not to you (uid {me})",
+            meta.uid()
+        ));
+    }
+    let mode = meta.mode() & 0o777;
+    (mode & 0o022 != 0).then(|| format!("can be written by other users (mode {mode:03o})"))
 }
 
 /// Where a TOML error is, and what it is, without toml's quote of the offending line: that line

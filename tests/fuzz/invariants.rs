@@ -10,7 +10,8 @@
 
 use mailtoken::flows::browser::{self, Callback};
 use mailtoken::http::Reply;
-use mailtoken::{config, oauth, provider, store};
+use mailtoken::mail::{imap, pop, smtp};
+use mailtoken::{config, log, oauth, provider, store};
 
 /// Stands for a secret in seed inputs.
 pub const MARKER: &str = "SEKRETMARK";
@@ -47,7 +48,17 @@ pub fn oauth_reply(data: &[u8]) {
     };
     match oauth::parse_reply::<oauth::TokenReply>(&reply, "refreshing") {
         Ok(Ok(token)) => {
-            let _ = token.into_access(u64::MAX - 5, "scope");
+            // What is accepted can be printed, put in SASL and stored as it is, and lives a
+            // bounded time.
+            if let Ok((access, refresh)) = token.into_access(1_000, "scope") {
+                for t in std::iter::once(&access.access_token).chain(refresh.as_ref()) {
+                    assert!(
+                        !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()),
+                        "{t:?}"
+                    );
+                }
+                assert!(access.expires_at <= 1_000 + store::MAX_LIFETIME);
+            }
         }
         // The server's own error words are shown by design.
         Ok(Err(_)) => {}
@@ -94,5 +105,33 @@ pub fn callback(data: &[u8]) {
         if let Callback::Code(code) = reply {
             assert!(!code.is_empty());
         }
+    }
+}
+
+/// Lines a mail server might send, through every reply parser: no panic, results made of
+/// what came in, and nothing left that a terminal would obey once made printable.
+pub fn mail_reply(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        let _ = imap::parse(line);
+        if let Some(caps) = imap::capabilities(line) {
+            assert!(
+                caps.iter()
+                    .all(|c| !c.is_empty() && *c == c.to_ascii_uppercase())
+            );
+        }
+        let _ = pop::parse(line);
+        if let Some((code, _, rest)) = smtp::parse_line(line) {
+            assert!(
+                (0..=999).contains(&code) && line.ends_with(rest),
+                "{line:?}"
+            );
+        }
+        let shown = log::printable(line);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
     }
 }

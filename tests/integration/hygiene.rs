@@ -424,3 +424,46 @@ fn a_user_with_control_characters_cannot_inject_sasl_fields() {
         assert!(out.stderr.contains("--user"), "{}", out.stderr);
     }
 }
+
+#[test]
+fn core_dumps_are_off_so_a_crash_cannot_write_tokens_to_disk() {
+    let env = TestEnv::empty();
+    std::fs::write(&env.config, "").unwrap();
+    // A run that waits (git's request on stdin), started with core dumps allowed.
+    let mut cmd = env.command(&["git-credential", "get"]);
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            let mut limit = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::getrlimit(libc::RLIMIT_CORE, &mut limit);
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_CORE, &limit);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    let limits = format!("/proc/{}/limits", child.id());
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let core = loop {
+        std::thread::sleep(Duration::from_millis(50));
+        let text = std::fs::read_to_string(&limits).unwrap_or_default();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("Max core file size"))
+            .unwrap_or("")
+            .to_string();
+        if line.split_whitespace().nth(4) == Some("0") || std::time::Instant::now() > deadline {
+            break line;
+        }
+    };
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let fields: Vec<&str> = core.split_whitespace().collect();
+    assert_eq!(fields.get(4..6), Some(&["0", "0"][..]), "{core}");
+}

@@ -413,3 +413,46 @@ fn the_default_data_dir_is_mailtokens_own_and_is_tightened() {
         out.stderr
     );
 }
+
+#[test]
+fn commands_in_a_config_others_can_write_are_never_run() {
+    let server = FakeServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let ran = dir.path().join("ran");
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "store = \"command\"\nstore_load_command = \"touch {}; echo\"\n\
+             store_save_command = \"cat > /dev/null\"\n",
+            ran.display()
+        ),
+    );
+    let chmod = |mode: u32| {
+        std::fs::set_permissions(
+            &env.config,
+            std::os::unix::fs::PermissionsExt::from_mode(mode),
+        )
+        .unwrap()
+    };
+    chmod(0o666);
+    let out = env.run(&["status", ACCOUNT]);
+    out.expect_code(2);
+    assert!(
+        out.stderr.contains("can be written by other users"),
+        "{}",
+        out.stderr
+    );
+    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+    assert!(!ran.exists(), "the command ran");
+    let doctor = env.run(&["doctor"]);
+    assert!(
+        doctor.stdout.contains("can be written by other users"),
+        "{}",
+        doctor.stdout
+    );
+
+    chmod(0o600);
+    env.run(&["status", ACCOUNT]).expect_code(0);
+    assert!(ran.exists());
+}

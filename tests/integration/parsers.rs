@@ -158,3 +158,8 @@ fn discovery_parser_holds_on_generated_inputs() {
 fn callback_parser_holds_on_generated_inputs() {
     check("callback", invariants::callback);
 }
+
+#[test]
+fn mail_reply_parsers_hold_on_generated_inputs() {
+    check("mail_reply", invariants::mail_reply);
+}

@@ -1,7 +1,10 @@
-//! Holding off SIGTERM, SIGINT and SIGHUP while a rotated refresh token is in flight: once the
-//! server has answered, the old refresh token is dead and the new one exists only in memory
-//! until it is stored. A mail client timing out its password command, or a service manager
-//! stopping a timer, must not kill the process in that window. SIGKILL cannot be held off.
+//! Process-wide protection of the secrets in memory: no core dumps, and SIGTERM, SIGINT and
+//! SIGHUP held off while a rotated refresh token is in flight.
+//!
+//! Once a server has answered a refresh, the old refresh token is dead and the new one exists
+//! only in memory until it is stored: a mail client timing out its password command, or a
+//! service manager stopping a timer, must not kill the process in that window. SIGKILL cannot
+//! be held off.
 
 use std::mem::MaybeUninit;
 
@@ -11,9 +14,24 @@ pub struct Held {
     old: libc::sigset_t,
 }
 
+/// No core file, and no ptrace or /proc/PID/mem for other processes of the same user: a dump
+/// or a debugger would show the tokens in memory. Called first thing in `main`.
+pub fn forbid_core_dumps() {
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct it is given; prctl(PR_SET_DUMPABLE, 0) takes plain
+    // integers. Failure leaves things as they were, which is all we could do anyway.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
+}
+
 /// Block the signals in this thread and in every thread it starts from now on (the HTTP
 /// client's runtime thread among them), so none of them can take the signal instead.
-pub fn hold() -> Held {
+pub fn hold_signals() -> Held {
     // SAFETY: sigemptyset/sigaddset initialise the set they are given; pthread_sigmask reads
     // `set` and writes the previous mask into `old`, both valid for the call.
     unsafe {
