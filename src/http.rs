@@ -155,6 +155,7 @@ impl Http {
             }
             let n = match response.read(&mut chunk) {
                 Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(_) if Instant::now() >= deadline => return Err(timed_out()),
                 Err(e) => {
                     return Err(server(format!(

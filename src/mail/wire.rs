@@ -94,10 +94,12 @@ impl Conn {
                     self.limit.as_secs()
                 )));
             }
-            let available = self
-                .reader
-                .fill_buf()
-                .map_err(|e| server(format!("reading from the server failed: {e}")))?;
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                // A signal arrived during the read: read again (the deadline still holds).
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(server(format!("reading from the server failed: {e}"))),
+            };
             if available.is_empty() {
                 if buf.is_empty() {
                     return Err(server("the server closed the connection"));

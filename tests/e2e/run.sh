@@ -276,6 +276,38 @@ check_storm() {
   ((refreshes == 1)) || fail "the provider saw $refreshes refresh grants, expected exactly 1"
 }
 
+# The issue that found it: with the default refresh_margin (300 s) and tokens of a minute,
+# every call refreshed and a storm made one grant per client. The margin applied is at most
+# half a token's life, and a token stored while a caller waited is used as it is.
+check_short_lived_tokens() {
+  local cfg="$E2E_DIR/tmp/config-margin-300.toml" n=16 before after dir="$E2E_DIR/tmp/storm300" i
+  sed 's/^refresh_margin = .*/refresh_margin = 300/' "$MAILTOKEN_CONFIG" >"$cfg"
+  chmod 600 "$cfg"
+  mkdir -p "$dir"
+  MAILTOKEN_CONFIG=$cfg mailtoken token e2e --force-refresh >/dev/null
+  before=$(grant_count refresh_token)
+  for i in $(seq "$n"); do
+    MAILTOKEN_CONFIG=$cfg mailtoken token e2e >"$dir/$i.token" 2>"$dir/$i.log" &
+  done
+  wait
+  after=$(grant_count refresh_token)
+  say "right after a refresh, $n callers with refresh_margin = 300 and ${E2E_AT_TTL}s tokens: $((after - before)) refresh grant(s)"
+  ((after == before)) || fail "a fresh ${E2E_AT_TTL}s token was refreshed again"
+  # Past half its life, one storm makes one grant.
+  sleep $((E2E_AT_TTL / 2 + 1))
+  before=$(grant_count refresh_token)
+  for i in $(seq "$n"); do
+    MAILTOKEN_CONFIG=$cfg mailtoken token e2e >"$dir/$i.token" 2>"$dir/$i.log" &
+  done
+  wait
+  after=$(grant_count refresh_token)
+  local tokens
+  tokens=$(cat "$dir"/*.token | sort -u | wc -l)
+  say "past half its life: $n callers, $((after - before)) refresh grant(s), $tokens distinct token(s)"
+  ((after - before == 1)) || fail "expected exactly 1 refresh grant, the provider saw $((after - before))"
+  ((tokens == 1)) || fail "the callers got different tokens"
+}
+
 check_browser_login() {
   local log="$E2E_DIR/logs/login-e2e2"
   timeout 90 mailtoken login e2e2 --browser --no-open >"$log.out" 2>"$log.err" &
@@ -506,6 +538,7 @@ check "4. mailtoken send-test delivers; read back over IMAP" check_send_test
 check "5a. mutt with contrib/muttrc sends (SMTP) and opens the INBOX (IMAPS)" check_mutt
 check "5b. mbsync with contrib/mbsyncrc syncs the INBOX to a Maildir" check_mbsync
 check "6. 16 concurrent clients at expiry: one refresh grant, every login ok" check_storm
+check "6b. default-size margin (300 s) with short tokens: one grant per expiry, none while fresh" check_short_lived_tokens
 check "7a. browser login (authorization code + PKCE, loopback redirect); IMAP login" check_browser_login
 check "7b. client credentials (client_secret_env); token active at introspection" check_client_credentials
 check "8a. getmail6 with contrib/getmailrc retrieves the INBOX into a Maildir (IMAPS)" check_getmail
