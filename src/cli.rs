@@ -91,6 +91,13 @@ pub enum Command {
         /// Only this account
         account: Option<String>,
     },
+    /// Run local IMAP/POP/SMTP listeners ([proxy] in the config) for mail programs that can
+    /// only send a password: they log in with the account's user, the proxy logs in with OAuth2
+    Proxy {
+        /// Read a password on stdin and print the hash to put in [proxy] password_hash
+        #[arg(long)]
+        hash_password: bool,
+    },
 }
 
 #[derive(Debug, Args)]

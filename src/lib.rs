@@ -22,6 +22,9 @@
 //!   and Graph clients.
 //! - `flows`: first logins: device code, browser with PKCE (and its loopback listener in
 //!   `flows/callback.rs`), app-only client credentials.
+//! - `proxy`: `mailtoken proxy`, local IMAP/POP/SMTP listeners that log in upstream with the
+//!   account's token (the IMAP, POP and SMTP sides in `proxy/imap.rs` etc., the relay in
+//!   `proxy/relay.rs`, who may log in in `proxy::Gate`).
 //! - `token`: the broker. `token::get` is the whole lock-and-refresh protocol in one function:
 //!   cached token, else lock, re-read, refresh once, store, hand out.
 //! - `output`, `cli`, `commands`: what `token` prints, the command line, and one thin handler
@@ -39,6 +42,7 @@ pub mod oauth;
 pub mod output;
 pub mod process;
 pub mod provider;
+pub mod proxy;
 pub mod shell;
 pub mod store;
 pub mod time;

@@ -3,7 +3,7 @@
 use clap::Parser;
 
 use mailtoken::cli::{Cli, Command};
-use mailtoken::commands::{doctor, git, setup, status, token, verify, whoami};
+use mailtoken::commands::{doctor, git, proxy, setup, status, token, verify, whoami};
 use mailtoken::{config, error, log, process};
 
 fn main() {
@@ -26,6 +26,7 @@ fn main() {
             Command::Check(args) => verify::check(&paths, &args),
             Command::Whoami { account } => whoami::run(&paths, &account),
             Command::Doctor { account } => doctor::run(&paths, account.as_deref()),
+            Command::Proxy { hash_password } => proxy::run(&paths, hash_password),
         });
     if let Err(err) = result {
         // Errors may quote a server: its control characters are shown, not obeyed.

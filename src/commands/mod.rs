@@ -3,6 +3,7 @@
 
 pub mod doctor;
 pub mod git;
+pub mod proxy;
 pub mod setup;
 pub mod status;
 pub mod token;

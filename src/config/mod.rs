@@ -24,8 +24,22 @@ pub const DEFAULT_REFRESH_MARGIN: u64 = 300;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub refresh_margin: Option<u64>,
+    /// Local listeners of `mailtoken proxy`.
+    pub proxy: Option<ProxySettings>,
     #[serde(default)]
     pub accounts: BTreeMap<String, Account>,
+}
+
+/// `[proxy]`: where `mailtoken proxy` listens, and who may use it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySettings {
+    pub imap: Option<String>,
+    pub pop: Option<String>,
+    pub smtp: Option<String>,
+    /// A local password for clients of other users (and the only way in for them), as an
+    /// Argon2 hash from `mailtoken proxy --hash-password`; never the password itself.
+    pub password_hash: Option<String>,
 }
 
 /// Where the config file and the token store are.
@@ -144,6 +158,20 @@ impl Config {
                 path.display()
             ))),
         }
+    }
+
+    /// The account a mail program names when it logs in to the proxy: by its `user`
+    /// (case-insensitively, as mail servers compare them), else by its name.
+    pub fn account_for_login(&self, login: &str) -> Option<&str> {
+        self.accounts
+            .iter()
+            .find(|(_, a)| {
+                a.user
+                    .as_deref()
+                    .is_some_and(|u| u.eq_ignore_ascii_case(login))
+            })
+            .or_else(|| self.accounts.get_key_value(login))
+            .map(|(name, _)| name.as_str())
     }
 
     pub fn account(&self, name: &str) -> Result<&Account> {

@@ -123,6 +123,21 @@ pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
     logout(&mut conn)
 }
 
+/// Connect and authenticate with the token, by the mechanism the server offers (XOAUTH2 when
+/// it offers both, or neither): the proxy's way in.
+pub fn login(srv: &Server, user: &str, token: &str) -> Result<Conn> {
+    let (mut conn, caps) = open(srv)?;
+    let mech = if !caps.iter().any(|c| c == "AUTH=XOAUTH2")
+        && caps.iter().any(|c| c == "AUTH=OAUTHBEARER")
+    {
+        Mech::Oauthbearer
+    } else {
+        Mech::Xoauth2
+    };
+    authenticate(&mut conn, &caps, srv, user, token, mech)?;
+    Ok(conn)
+}
+
 /// Connect, read the greeting, and learn the capabilities (from the greeting when it has them).
 fn open(srv: &Server) -> Result<(Conn, Vec<String>)> {
     let mut conn = wire::open("imap", srv)?;

@@ -36,6 +36,17 @@ fn read(conn: &mut wire::Conn) -> Result<Reply> {
 }
 
 pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
+    let mut conn = login(srv, user, token, mech)?;
+    conn.write_line("QUIT")?;
+    match read(&mut conn)? {
+        Reply::Ok(text) => report("pop", "quit", format!("+OK {text}")),
+        other => report("pop", "quit", format!("{other:?}")),
+    }
+    Ok(())
+}
+
+/// Connect and authenticate with the token (RFC 5034); the connection stays open.
+pub fn login(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<wire::Conn> {
     let mut conn = wire::open("pop", srv)?;
     match read(&mut conn)? {
         Reply::Ok(text) => report("pop", "greeting", format!("+OK {text}")),
@@ -70,12 +81,7 @@ pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
         Reply::Err(text) => return Err(refusal("POP", &format!("-ERR {text}"), challenge)),
         Reply::Continue(_) => return Err(server("the POP server kept asking for more")),
     }
-    conn.write_line("QUIT")?;
-    match read(&mut conn)? {
-        Reply::Ok(text) => report("pop", "quit", format!("+OK {text}")),
-        other => report("pop", "quit", format!("{other:?}")),
-    }
-    Ok(())
+    Ok(conn)
 }
 
 #[cfg(test)]

@@ -120,6 +120,18 @@ pub struct Session {
     ehlo: Reply,
 }
 
+impl Session {
+    /// What the server's last EHLO offered.
+    pub fn ehlo(&self) -> &Reply {
+        &self.ehlo
+    }
+
+    /// The connection, for the proxy to relay once authenticated.
+    pub fn into_conn(self) -> Conn {
+        self.conn
+    }
+}
+
 /// Connect, greet, and secure the connection as configured.
 pub fn open(srv: &Server) -> Result<Session> {
     let mut conn = wire::open("smtp", srv)?;

@@ -4,6 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -26,10 +27,20 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// The progress line for a plain-text connection.
 pub const NO_TLS: &str = "none (plain text; test servers on this machine only)";
 
+/// Whether `report` prints: on for `check` and `send-test`, whose job it is; off in the proxy
+/// unless `--verbose`.
+static REPORTING: AtomicBool = AtomicBool::new(true);
+
+pub fn set_reporting(on: bool) {
+    REPORTING.store(on, Ordering::Relaxed);
+}
+
 /// One line of progress on stderr: `imap  auth     235 2.7.0 Accepted`.
 /// The detail often quotes the server, so control characters in it are shown, not obeyed.
 pub fn report(proto: &str, what: &str, detail: impl std::fmt::Display) {
-    eprintln!("{proto:<5} {what:<8} {}", printable(&detail.to_string()));
+    if REPORTING.load(Ordering::Relaxed) {
+        eprintln!("{proto:<5} {what:<8} {}", printable(&detail.to_string()));
+    }
 }
 
 /// A connection's bytes: plain TCP, or TLS over it (from the start, or after STARTTLS).
@@ -123,6 +134,28 @@ impl Conn {
         Ok(text.trim_end_matches(['\r', '\n']).to_string())
     }
 
+    /// Exactly `n` bytes (an IMAP literal), within the session's deadline.
+    pub fn read_bytes(&mut self, n: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            if Instant::now() >= self.deadline {
+                return Err(server("the other side did not finish in time; giving up"));
+            }
+            let available = match self.reader.fill_buf() {
+                Ok(available) => available,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(server(format!("reading failed: {e}"))),
+            };
+            if available.is_empty() {
+                return Err(server("the connection closed"));
+            }
+            let take = available.len().min(n - out.len());
+            out.extend_from_slice(&available[..take]);
+            self.reader.consume(take);
+        }
+        Ok(out)
+    }
+
     /// Send one line; CRLF is added here.
     pub fn write_line(&mut self, line: &str) -> Result<()> {
         self.write_raw(format!("{line}\r\n").as_bytes())
@@ -155,6 +188,13 @@ impl Conn {
             }),
             Transport::Tls(_) => Err(server("STARTTLS on a connection that is already TLS")),
         }
+    }
+
+    /// The transport, and what was read from it but not yet taken as lines: for handing an
+    /// authenticated session over to the proxy's relay.
+    pub fn into_parts(self) -> (Transport, Vec<u8>) {
+        let buffered = self.reader.buffer().to_vec();
+        (self.reader.into_inner(), buffered)
     }
 
     /// What the TLS session is, for the progress lines.

@@ -15,5 +15,6 @@ mod local_input;
 mod mailcheck;
 mod man;
 mod parsers;
+mod proxy;
 mod stores;
 mod survival;

@@ -1,0 +1,272 @@
+//! The proxy's IMAP side before login: a greeting and capabilities of its own (LOGIN and
+//! AUTHENTICATE PLAIN, no STARTTLS, no LOGINDISABLED), LOGIN with quoted strings and
+//! literals (`{n}` and `{n+}`), AUTHENTICATE PLAIN with and without SASL-IR.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use super::{Caller, Denied, Gate, LoggedIn};
+use crate::mail::wire::Conn;
+use crate::provider::Service;
+
+/// What the client is told before login; after it, the real server's own answers.
+pub const CAPABILITIES: &str = "IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN";
+/// Commands before login; a client that needs more is not logging in.
+const MAX_COMMANDS: usize = 20;
+/// The largest literal accepted before login (a user name or a password).
+const MAX_LITERAL: usize = 8 * 1024;
+
+/// Serve until the client has logged in (`Some`) or gone (`None`).
+pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
+    conn.write_line(&format!(
+        "* OK [CAPABILITY {CAPABILITIES}] mailtoken proxy ready"
+    ))
+    .ok()?;
+    for _ in 0..MAX_COMMANDS {
+        let line = conn.read_line().ok()?;
+        let (tag, command, rest) = split_command(&line)?;
+        let reply = match command.to_ascii_uppercase().as_str() {
+            "CAPABILITY" => format!("* CAPABILITY {CAPABILITIES}\r\n{tag} OK CAPABILITY completed"),
+            "NOOP" => format!("{tag} OK NOOP completed"),
+            "ID" => format!("* ID (\"name\" \"mailtoken\")\r\n{tag} OK ID completed"),
+            "LOGOUT" => {
+                let _ = conn.write_line(&format!(
+                    "* BYE mailtoken proxy logging out\r\n{tag} OK LOGOUT completed"
+                ));
+                return None;
+            }
+            "STARTTLS" => {
+                format!("{tag} NO STARTTLS: this proxy listens on this machine only, without TLS")
+            }
+            "LOGIN" => match login_arguments(&mut conn, rest) {
+                Some((user, password)) => {
+                    match finish(&mut conn, tag, &user, &password, caller, gate) {
+                        Ok(upstream) => {
+                            return Some(LoggedIn {
+                                account: upstream.0,
+                                client: conn,
+                                upstream: upstream.1,
+                            });
+                        }
+                        Err(reply) => reply,
+                    }
+                }
+                None => format!("{tag} BAD LOGIN needs a user name and a password"),
+            },
+            "AUTHENTICATE" => match authenticate_plain(&mut conn, rest) {
+                Ok((user, password)) => {
+                    match finish(&mut conn, tag, &user, &password, caller, gate) {
+                        Ok(upstream) => {
+                            return Some(LoggedIn {
+                                account: upstream.0,
+                                client: conn,
+                                upstream: upstream.1,
+                            });
+                        }
+                        Err(reply) => reply,
+                    }
+                }
+                Err(text) => format!("{tag} {text}"),
+            },
+            _ => format!("{tag} BAD log in first (LOGIN or AUTHENTICATE PLAIN)"),
+        };
+        conn.write_line(&reply).ok()?;
+    }
+    let _ = conn.write_line("* BYE too many commands without logging in");
+    None
+}
+
+/// Log in upstream; `Err` is the tagged reply for a refusal.
+fn finish(
+    conn: &mut Conn,
+    tag: &str,
+    user: &str,
+    password: &str,
+    caller: &Caller,
+    gate: &Gate,
+) -> Result<(String, Conn), String> {
+    match gate.login(caller, user, password, Service::Imap) {
+        Ok((account, upstream)) => {
+            conn.write_line(&format!("{tag} OK logged in through mailtoken"))
+                .map_err(|_| String::new())?;
+            Ok((account, upstream))
+        }
+        Err(denied) => Err(match denied {
+            Denied::Unavailable(t) => format!("{tag} NO [UNAVAILABLE] mailtoken: {t}"),
+            Denied::Credentials(t) | Denied::LoginNeeded(t) => {
+                format!("{tag} NO [AUTHENTICATIONFAILED] mailtoken: {t}")
+            }
+        }),
+    }
+}
+
+/// `TAG COMMAND rest`.
+pub fn split_command(line: &str) -> Option<(&str, &str, &str)> {
+    let (tag, rest) = line.split_once(' ')?;
+    let (command, rest) = rest.split_once(' ').unwrap_or((rest, ""));
+    (!tag.is_empty() && !command.is_empty()).then_some((tag, command, rest))
+}
+
+/// One IMAP string at the start of `text`: an atom, a quoted string, or a literal marker.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Token {
+    Text(String, usize),
+    /// `{n}` (the client waits for a continuation) or `{n+}`; ends the line.
+    Literal {
+        size: usize,
+        plus: bool,
+    },
+}
+
+/// The text's bytes a `Text` token used count from after any leading spaces.
+pub fn next_token(text: &str) -> Option<Token> {
+    let text = text.trim_start_matches(' ');
+    if let Some(rest) = text.strip_prefix('"') {
+        let mut value = String::new();
+        let mut chars = rest.char_indices();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => value.push(chars.next()?.1),
+                // The opening quote, the characters up to here, the closing quote.
+                '"' => return Some(Token::Text(value, i + 2)),
+                c => value.push(c),
+            }
+        }
+        return None;
+    }
+    if let Some(rest) = text.strip_prefix('{') {
+        let inner = rest.strip_suffix('}')?;
+        let (digits, plus) = match inner.strip_suffix('+') {
+            Some(d) => (d, true),
+            None => (inner, false),
+        };
+        let size = digits.parse().ok()?;
+        return Some(Token::Literal { size, plus });
+    }
+    let end = text.find(' ').unwrap_or(text.len());
+    (end > 0).then(|| Token::Text(text[..end].to_string(), end))
+}
+
+/// LOGIN's two arguments, reading literals from the client as they come.
+fn login_arguments(conn: &mut Conn, rest: &str) -> Option<(String, String)> {
+    let mut args = Vec::new();
+    let mut line = rest.to_string();
+    while args.len() < 2 {
+        match next_token(&line)? {
+            Token::Text(value, used) => {
+                args.push(value);
+                let trimmed = line.trim_start_matches(' ');
+                line = trimmed[used.min(trimmed.len())..].to_string();
+            }
+            Token::Literal { size, plus } => {
+                if size > MAX_LITERAL {
+                    let _ = conn.write_line("* BAD literal too large");
+                    return None;
+                }
+                if !plus {
+                    conn.write_line("+ go ahead").ok()?;
+                }
+                let bytes = conn.read_bytes(size).ok()?;
+                args.push(String::from_utf8(bytes).ok()?);
+                line = conn.read_line().ok()?;
+            }
+        }
+    }
+    let mut args = args.into_iter();
+    Some((args.next()?, args.next()?))
+}
+
+/// AUTHENTICATE PLAIN, with the initial response on the line (SASL-IR) or after a `+`.
+fn authenticate_plain(conn: &mut Conn, rest: &str) -> Result<(String, String), String> {
+    let mut words = rest.split_whitespace();
+    if !words
+        .next()
+        .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN"))
+    {
+        return Err("NO only AUTHENTICATE PLAIN is offered here".into());
+    }
+    let response = match words.next() {
+        Some(ir) => ir.to_string(),
+        None => {
+            conn.write_line("+ ").map_err(|_| String::new())?;
+            conn.read_line().map_err(|_| String::new())?
+        }
+    };
+    if response == "*" {
+        return Err("BAD AUTHENTICATE cancelled".into());
+    }
+    decode_plain(&response).ok_or_else(|| "BAD not a SASL PLAIN response".into())
+}
+
+/// SASL PLAIN (RFC 4616): base64 of `authzid NUL authcid NUL password`.
+pub fn decode_plain(b64: &str) -> Option<(String, String)> {
+    let bytes = STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.split('\0');
+    let (_authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || user.is_empty() {
+        return None;
+    }
+    Some((user.to_string(), password.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_split_into_tag_command_and_rest() {
+        assert_eq!(
+            split_command("a1 LOGIN me pw"),
+            Some(("a1", "LOGIN", "me pw"))
+        );
+        assert_eq!(
+            split_command("a2 CAPABILITY"),
+            Some(("a2", "CAPABILITY", ""))
+        );
+        assert_eq!(split_command("nonsense"), None);
+        assert_eq!(split_command(" x"), None);
+    }
+
+    #[test]
+    fn atoms_quoted_strings_and_literals() {
+        assert_eq!(next_token("me pw"), Some(Token::Text("me".into(), 2)));
+        assert_eq!(
+            next_token("\"a \\\"b\\\\\" rest"),
+            Some(Token::Text("a \"b\\".into(), 9))
+        );
+        assert_eq!(
+            next_token("{12}"),
+            Some(Token::Literal {
+                size: 12,
+                plus: false
+            })
+        );
+        assert_eq!(
+            next_token("{3+}"),
+            Some(Token::Literal {
+                size: 3,
+                plus: true
+            })
+        );
+        assert_eq!(next_token("\"unterminated"), None);
+        assert_eq!(next_token("{x}"), None);
+        assert_eq!(next_token(""), None);
+    }
+
+    #[test]
+    fn sasl_plain_responses() {
+        let b64 = STANDARD.encode("\0me@example.com\0secret");
+        assert_eq!(
+            decode_plain(&b64),
+            Some(("me@example.com".into(), "secret".into()))
+        );
+        let with_authzid = STANDARD.encode("admin\0me\0pw");
+        assert_eq!(
+            decode_plain(&with_authzid),
+            Some(("me".into(), "pw".into()))
+        );
+        assert_eq!(decode_plain("not base64!"), None);
+        assert_eq!(decode_plain(&STANDARD.encode("only-one-part")), None);
+    }
+}

@@ -1,0 +1,399 @@
+//! `mailtoken proxy`: local IMAP, POP and SMTP listeners for mail programs that can only send
+//! a password. A program logs in with the account's user name; the proxy gets the account's
+//! token the way `mailtoken token` does (same store, same lock), logs in to the real server
+//! with XOAUTH2 or OAUTHBEARER, answers the program with success, and relays bytes both ways.
+//!
+//! One thread per session, each with a deadline before login and an idle limit after: a slow
+//! or hostile client holds up nothing but itself. The protocol front ends are imap.rs, pop.rs
+//! and smtp.rs; who may log in is decided in `Gate`.
+
+mod imap;
+mod peer;
+mod pop;
+mod relay;
+mod smtp;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+
+use crate::config::{Config, OpenAccount, Paths, ProxySettings, Want};
+use crate::error::{self, Kind, usage};
+use crate::log::printable;
+use crate::mail::servers::Server;
+use crate::mail::wire::{Conn, Transport};
+use crate::provider::Service;
+
+/// Time a client has to log in, from connecting.
+const PRE_AUTH: Duration = Duration::from_secs(60);
+/// Sessions served at once; more are turned away with a temporary failure.
+const MAX_SESSIONS: usize = 256;
+/// After login: IMAP IDLE is renewed every 29 minutes by well-behaved clients.
+const IDLE_LIMIT: Duration = Duration::from_secs(31 * 60);
+/// Failed local logins from one address before it must wait.
+const MAX_FAILURES: u32 = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// How long sessions may go on after SIGTERM before the proxy exits anyway.
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Set by SIGTERM/SIGINT: stop accepting, let sessions finish.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn request_stop(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+}
+
+/// Run every listener of `[proxy]` until SIGTERM or SIGINT.
+pub fn run(paths: &Paths) -> Result<()> {
+    let config = Config::load(&paths.config)?;
+    let settings = config.proxy.clone().ok_or_else(|| {
+        usage(format!(
+            "{} has no [proxy] section: add one with the addresses to listen on, e.g.\n  \
+             [proxy]\n  imap = \"127.0.0.1:1143\"\n  smtp = \"127.0.0.1:1587\"",
+            paths.config.display()
+        ))
+    })?;
+    let listeners = bind(&settings)?;
+    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+    unsafe {
+        libc::signal(
+            libc::SIGTERM,
+            request_stop as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            request_stop as *const () as libc::sighandler_t,
+        );
+    }
+    crate::mail::wire::set_reporting(crate::log::verbose());
+    let gate = Arc::new(Gate::new(paths.clone(), settings));
+    let active = Arc::new(AtomicUsize::new(0));
+    for (service, listener) in &listeners {
+        eprintln!(
+            "mailtoken proxy: {} on {}",
+            service.name(),
+            listener.local_addr()?
+        );
+    }
+    while !STOP.load(Ordering::SeqCst) {
+        let mut idle = true;
+        for (service, listener) in &listeners {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    idle = false;
+                    start_session(*service, stream, peer, &gate, &active);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => eprintln!("mailtoken proxy: accept failed: {e}"),
+            }
+        }
+        if idle {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    drop(listeners);
+    let until = Instant::now() + GRACE;
+    while active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "mailtoken proxy: stopped ({} session(s) still open were closed)",
+        active.load(Ordering::SeqCst)
+    );
+    Ok(())
+}
+
+/// Bind each configured listener; only loopback addresses (see README: other addresses need
+/// local TLS and a password, and local TLS is not there yet).
+fn bind(settings: &ProxySettings) -> Result<Vec<(Service, TcpListener)>> {
+    let mut out = Vec::new();
+    for (service, addr) in [
+        (Service::Imap, &settings.imap),
+        (Service::Pop, &settings.pop),
+        (Service::Smtp, &settings.smtp),
+    ] {
+        let Some(addr) = addr else { continue };
+        let parsed: SocketAddr = addr.parse().map_err(|_| {
+            usage(format!(
+                "[proxy] {} = \"{addr}\" is not an address and port like \"127.0.0.1:1143\"",
+                service.name()
+            ))
+        })?;
+        if !parsed.ip().is_loopback() {
+            bail!(usage(format!(
+                "[proxy] {} = \"{addr}\": the proxy listens only on this machine (127.0.0.1 or \
+                 ::1); other addresses would hand your mailbox to the network",
+                service.name()
+            )));
+        }
+        let listener = TcpListener::bind(parsed)
+            .with_context(|| format!("cannot listen on {addr} for {}", service.name()))?;
+        listener.set_nonblocking(true)?;
+        out.push((service, listener));
+    }
+    if out.is_empty() {
+        return Err(usage(
+            "[proxy] names no listener: set imap, pop and/or smtp to an address like \"127.0.0.1:1143\"",
+        ));
+    }
+    Ok(out)
+}
+
+fn start_session(
+    service: Service,
+    stream: TcpStream,
+    peer: SocketAddr,
+    gate: &Arc<Gate>,
+    active: &Arc<AtomicUsize>,
+) {
+    if active.load(Ordering::SeqCst) >= MAX_SESSIONS {
+        drop(stream);
+        return;
+    }
+    active.fetch_add(1, Ordering::SeqCst);
+    let (gate, active) = (Arc::clone(gate), Arc::clone(active));
+    thread::spawn(move || {
+        let started = Instant::now();
+        let outcome = session(service, stream, peer, &gate);
+        active.fetch_sub(1, Ordering::SeqCst);
+        eprintln!(
+            "mailtoken proxy: {} {peer}: {} ({:.1} s)",
+            service.name(),
+            printable(&outcome),
+            started.elapsed().as_secs_f64()
+        );
+    });
+}
+
+/// One session, start to end; what happened, for the log line (never a secret).
+fn session(service: Service, stream: TcpStream, peer: SocketAddr, gate: &Gate) -> String {
+    let local = match stream.local_addr() {
+        Ok(local) => local,
+        Err(e) => return format!("no local address: {e}"),
+    };
+    let same_user = peer::uid_of(peer, local) == Some(gate.me);
+    let _ = stream.set_read_timeout(Some(crate::mail::wire::TIMEOUT));
+    let _ = stream.set_write_timeout(Some(crate::mail::wire::TIMEOUT));
+    let client = match stream.try_clone() {
+        Ok(c) => c,
+        Err(e) => return format!("cannot use the connection: {e}"),
+    };
+    let conn = Conn::with_deadline(Transport::Plain(stream), PRE_AUTH);
+    let caller = Caller {
+        ip: peer.ip(),
+        same_user,
+    };
+    let login = match service {
+        Service::Imap => imap::front(conn, &caller, gate),
+        Service::Pop => pop::front(conn, &caller, gate),
+        Service::Smtp => smtp::front(conn, &caller, gate),
+    };
+    let Some(done) = login else {
+        return "closed before logging in".into();
+    };
+    let (client_transport, to_upstream) = done.client.into_parts();
+    drop(client_transport);
+    let (upstream, to_client) = done.upstream.into_parts();
+    let _ = client.set_write_timeout(None);
+    match relay::run(client, to_upstream, upstream, to_client, IDLE_LIMIT) {
+        Ok(t) => format!(
+            "{}: logged in; {} bytes up, {} bytes down",
+            done.account, t.up, t.down
+        ),
+        Err(e) => format!("{}: logged in; relay ended: {e}", done.account),
+    }
+}
+
+/// Who connected: their address, and whether the kernel says they are the proxy's own user.
+pub struct Caller {
+    pub ip: IpAddr,
+    pub same_user: bool,
+}
+
+/// A finished login: both connections, ready for the relay.
+pub struct LoggedIn {
+    pub account: String,
+    pub client: Conn,
+    pub upstream: Conn,
+}
+
+/// Why a local login was not let through, worded for the mail program's user.
+pub enum Denied {
+    /// No such account, a wrong local password, or another user without one: a password
+    /// error to the client.
+    Credentials(String),
+    /// The stored login is gone or refused: the person must run `mailtoken login`.
+    LoginNeeded(String),
+    /// The real server or the token server cannot be reached: try later.
+    Unavailable(String),
+}
+
+impl Denied {
+    pub fn text(&self) -> &str {
+        match self {
+            Denied::Credentials(t) | Denied::LoginNeeded(t) | Denied::Unavailable(t) => t,
+        }
+    }
+}
+
+/// Who may log in, and the way to the real server.
+pub struct Gate {
+    paths: Paths,
+    settings: ProxySettings,
+    me: u32,
+    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
+}
+
+impl Gate {
+    fn new(paths: Paths, settings: ProxySettings) -> Gate {
+        Gate {
+            paths,
+            settings,
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            me: unsafe { libc::geteuid() },
+            failures: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Check the local credentials, get the account's token, and log in to its real server.
+    pub fn login(
+        &self,
+        caller: &Caller,
+        user: &str,
+        password: &str,
+        service: Service,
+    ) -> std::result::Result<(String, Conn), Denied> {
+        self.admit(caller, password)?;
+        // The config is read at each login, so edits apply without a restart.
+        let config = Config::load(&self.paths.config)
+            .map_err(|e| Denied::Unavailable(format!("mailtoken's config: {e:#}")))?;
+        let name = config.account_for_login(user).ok_or_else(|| {
+            self.failed(caller);
+            Denied::Credentials(format!(
+                "no account for `{user}` in mailtoken's config: log in with the account's user or name"
+            ))
+        })?;
+        let acct = config
+            .open(&self.paths, name)
+            .map_err(|e| Denied::Unavailable(format!("{e:#}")))?;
+        let server = crate::mail::servers::server(&acct.account, service)
+            .map_err(|e| Denied::Unavailable(format!("{e:#}")))?;
+        let mailbox = acct
+            .account
+            .user
+            .clone()
+            .unwrap_or_else(|| user.to_string());
+        let refused = |e: anyhow::Error| {
+            Denied::LoginNeeded(format!(
+                "{server} refused the token of `{name}` ({}); check `mailtoken check {name}`, \
+                 or log in again with `mailtoken login {name}`",
+                first_line(&format!("{e:#}"))
+            ))
+        };
+        let unreachable =
+            |e: anyhow::Error| Denied::Unavailable(format!("cannot reach {server}: {e:#}"));
+        let token = token_for(&acct, false)?;
+        let first = match log_in_upstream(service, &server, &mailbox, &token) {
+            Ok(conn) => return Ok((acct.name.clone(), conn)),
+            Err(e) if error::kind(&e) == Some(Kind::Server) => return Err(unreachable(e)),
+            Err(e) => e,
+        };
+        // A token the server refuses may have been revoked just now: one try with a fresh one.
+        let Ok(fresh) = token_for(&acct, true) else {
+            return Err(refused(first));
+        };
+        match log_in_upstream(service, &server, &mailbox, &fresh) {
+            Ok(conn) => Ok((acct.name.clone(), conn)),
+            Err(e) if error::kind(&e) == Some(Kind::Server) => Err(unreachable(e)),
+            Err(e) => Err(refused(e)),
+        }
+    }
+
+    /// The proxy's own user needs no local password; anyone else needs the configured one.
+    fn admit(&self, caller: &Caller, password: &str) -> std::result::Result<(), Denied> {
+        if caller.same_user {
+            return Ok(());
+        }
+        if self.locked_out(caller) {
+            return Err(Denied::Unavailable(
+                "too many failed logins from this address: wait a minute".into(),
+            ));
+        }
+        let Some(hash) = &self.settings.password_hash else {
+            self.failed(caller);
+            return Err(Denied::Credentials(
+                "this proxy serves only the user who runs it (set password_hash in [proxy] to let others in)"
+                    .into(),
+            ));
+        };
+        if crate::proxy::password::verify(password, hash) {
+            Ok(())
+        } else {
+            self.failed(caller);
+            Err(Denied::Credentials("wrong local password".into()))
+        }
+    }
+
+    fn locked_out(&self, caller: &Caller) -> bool {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures
+            .get(&caller.ip)
+            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
+    }
+
+    fn failed(&self, caller: &Caller) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = failures.entry(caller.ip).or_insert((0, Instant::now()));
+        if entry.1.elapsed() >= FAILURE_WINDOW {
+            *entry = (0, Instant::now());
+        }
+        entry.0 += 1;
+    }
+}
+
+fn token_for(acct: &OpenAccount, force: bool) -> std::result::Result<String, Denied> {
+    let want = Want::own(&acct.account).map_err(|e| Denied::Unavailable(format!("{e:#}")))?;
+    match crate::token::get(acct, &want, force) {
+        Ok(access) => Ok(access.access_token),
+        Err(e) => Err(match error::kind(&e) {
+            Some(Kind::LoginNeeded) => Denied::LoginNeeded(
+                first_line(&format!("{e:#}")).to_string()
+                    + &format!(": run `mailtoken login {}`", acct.name),
+            ),
+            _ => Denied::Unavailable(first_line(&format!("{e:#}")).to_string()),
+        }),
+    }
+}
+
+fn log_in_upstream(service: Service, server: &Server, user: &str, token: &str) -> Result<Conn> {
+    match service {
+        Service::Imap => crate::mail::imap::login(server, user, token),
+        Service::Pop => {
+            crate::mail::pop::login(server, user, token, crate::mail::sasl::Mech::Xoauth2)
+        }
+        Service::Smtp => {
+            let mut session = crate::mail::smtp::open(server)?;
+            let mech = if !session.ehlo().offers_auth("XOAUTH2")
+                && session.ehlo().offers_auth("OAUTHBEARER")
+            {
+                crate::mail::sasl::Mech::Oauthbearer
+            } else {
+                crate::mail::sasl::Mech::Xoauth2
+            };
+            crate::mail::smtp::authenticate(&mut session, server, user, token, mech)?;
+            Ok(session.into_conn())
+        }
+    }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+mod password;
+pub use password::hash as hash_password;

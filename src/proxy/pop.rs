@@ -1,0 +1,94 @@
+//! The proxy's POP3 side before login: USER/PASS and AUTH PLAIN (RFC 5034), with or without
+//! the initial response.
+
+use super::imap::decode_plain;
+use super::{Caller, Denied, Gate, LoggedIn};
+use crate::mail::wire::Conn;
+use crate::provider::Service;
+
+const MAX_COMMANDS: usize = 20;
+
+pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
+    conn.write_line("+OK mailtoken proxy ready").ok()?;
+    let mut user: Option<String> = None;
+    for _ in 0..MAX_COMMANDS {
+        let line = conn.read_line().ok()?;
+        let (command, rest) = line.split_once(' ').unwrap_or((&line, ""));
+        let credentials = match command.to_ascii_uppercase().as_str() {
+            "CAPA" => {
+                conn.write_line("+OK\r\nUSER\r\nSASL PLAIN\r\n.").ok()?;
+                continue;
+            }
+            "USER" if !rest.is_empty() => {
+                user = Some(rest.to_string());
+                conn.write_line("+OK").ok()?;
+                continue;
+            }
+            "PASS" => match user.take() {
+                Some(user) => (user, rest.to_string()),
+                None => {
+                    conn.write_line("-ERR USER first").ok()?;
+                    continue;
+                }
+            },
+            "AUTH" => {
+                let mut words = rest.split_whitespace();
+                if !words
+                    .next()
+                    .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN"))
+                {
+                    conn.write_line("-ERR only AUTH PLAIN is offered here")
+                        .ok()?;
+                    continue;
+                }
+                let response = match words.next() {
+                    Some(ir) => ir.to_string(),
+                    None => {
+                        conn.write_line("+ ").ok()?;
+                        conn.read_line().ok()?
+                    }
+                };
+                match decode_plain(&response) {
+                    Some(credentials) => credentials,
+                    None => {
+                        conn.write_line("-ERR not a SASL PLAIN response").ok()?;
+                        continue;
+                    }
+                }
+            }
+            "QUIT" => {
+                let _ = conn.write_line("+OK bye");
+                return None;
+            }
+            "NOOP" => {
+                conn.write_line("+OK").ok()?;
+                continue;
+            }
+            _ => {
+                conn.write_line("-ERR log in first (USER/PASS or AUTH PLAIN)")
+                    .ok()?;
+                continue;
+            }
+        };
+        match gate.login(caller, &credentials.0, &credentials.1, Service::Pop) {
+            Ok((account, upstream)) => {
+                conn.write_line("+OK logged in through mailtoken").ok()?;
+                return Some(LoggedIn {
+                    account,
+                    client: conn,
+                    upstream,
+                });
+            }
+            Err(denied) => {
+                let code = match denied {
+                    Denied::Unavailable(_) => "[SYS/TEMP] ",
+                    _ => "[AUTH] ",
+                };
+                conn.write_line(&format!("-ERR {code}mailtoken: {}", denied.text()))
+                    .ok()?;
+            }
+        }
+    }
+    let _ = conn.write_line("-ERR too many commands without logging in");
+    None
+}

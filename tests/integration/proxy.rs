@@ -1,0 +1,378 @@
+//! `mailtoken proxy` against the fake IMAP, POP and SMTP servers: a mail program logs in with
+//! a user name and any password, the proxy logs in upstream with the stored token, and the
+//! session is relayed. Clients are raw sockets, Python's imaplib and smtplib, and another
+//! user's process.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::support::mail_servers::*;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running proxy; killed when dropped.
+struct Proxy {
+    _env: Env,
+    child: Option<Running>,
+    port: u16,
+}
+
+impl Proxy {
+    /// The account `work` (user alice@example.com) with its `service` server at `upstream`,
+    /// and the proxy listening for `service`.
+    fn start(service: &str, upstream: u16, extra_proxy: &str) -> Proxy {
+        let env = Env::new();
+        let port = free_port();
+        env.write_config(&format!(
+            "[proxy]\n{service} = \"127.0.0.1:{port}\"\n{extra_proxy}\n{}",
+            account_toml(
+                "work",
+                &format!(
+                    "{service}_host = \"127.0.0.1\"\n{service}_port = {upstream}\n{service}_tls = \"none\""
+                )
+            )
+        ));
+        env.write_token("work", TOKEN);
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("--config")
+            .arg(env.config())
+            .arg("--data-dir")
+            .arg(env.data_dir())
+            .arg("proxy");
+        let child = Running::spawn(cmd, "mailtoken proxy".into());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the proxy never listened");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Proxy {
+            _env: env,
+            child: Some(child),
+            port,
+        }
+    }
+
+    fn connect(&self) -> Client {
+        Client::new(TcpStream::connect(("127.0.0.1", self.port)).unwrap())
+    }
+
+    /// Stop it as a service manager would, and return its log.
+    fn stop(mut self) -> RunResult {
+        let child = self.child.take().unwrap();
+        child.signal(libc::SIGTERM);
+        child.wait(Duration::from_secs(30))
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.take() {
+            child.signal(libc::SIGKILL);
+        }
+    }
+}
+
+struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    fn new(stream: TcpStream) -> Client {
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    fn send(&mut self, line: &str) {
+        self.reader
+            .get_mut()
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.reader.read_line(&mut line).unwrap();
+        line.trim_end().to_string()
+    }
+
+    /// Lines up to and including the first that starts with `prefix`.
+    fn until(&mut self, prefix: &str) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            let line = self.line();
+            assert!(!line.is_empty(), "the connection ended; got {lines:?}");
+            let done = line.starts_with(prefix);
+            lines.push(line);
+            if done {
+                return lines;
+            }
+        }
+    }
+}
+
+#[test]
+fn imap_login_with_a_password_becomes_xoauth2_upstream_and_the_session_is_relayed() {
+    let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let proxy = Proxy::start("imap", upstream, "");
+    let mut c = proxy.connect();
+    let greeting = c.line();
+    assert!(greeting.starts_with("* OK [CAPABILITY "), "{greeting}");
+    assert!(greeting.contains("AUTH=PLAIN"), "{greeting}");
+    for absent in ["LOGINDISABLED", "STARTTLS", "XOAUTH2"] {
+        assert!(!greeting.contains(absent), "{greeting}");
+    }
+    c.send("a1 LOGIN \"alice@example.com\" \"any password\"");
+    let ok = c.until("a1 ");
+    assert!(ok.last().unwrap().starts_with("a1 OK"), "{ok:?}");
+    // From here on, the real server answers.
+    c.send("a2 CAPABILITY");
+    let caps = c.until("a2 ");
+    assert!(caps[0].contains("AUTH=XOAUTH2"), "{caps:?}");
+    c.send("a3 LOGOUT");
+    let bye = c.until("a3 ");
+    assert!(bye[0].contains("fake IMAP"), "{bye:?}");
+    let s = seen.wait();
+    assert_eq!(s.response.as_deref(), Some(xoauth2(USER, TOKEN).as_str()));
+    assert!(s.logout);
+    let log = proxy.stop();
+    assert_eq!(log.code, Some(0), "{}", log.all());
+    assert!(log.stderr.contains("work: logged in"), "{}", log.all());
+    log.assert_no_secrets();
+}
+
+#[test]
+fn imap_literals_and_authenticate_plain_are_understood() {
+    let cases: [&[&str]; 4] = [
+        &["a1 LOGIN {17}", "@alice@example.com {2}", "@pw"],
+        &["a1 LOGIN {17+}", "alice@example.com {2+}", "pw"],
+        &["a1 AUTHENTICATE PLAIN AGFsaWNlQGV4YW1wbGUuY29tAHB3"],
+        &["a1 AUTHENTICATE PLAIN", "@AGFsaWNlQGV4YW1wbGUuY29tAHB3"],
+    ];
+    for lines in cases {
+        let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
+        let proxy = Proxy::start("imap", upstream, "");
+        let mut c = proxy.connect();
+        c.line();
+        for line in lines {
+            // `@` marks a line sent only after the proxy's `+` continuation.
+            match line.strip_prefix('@') {
+                Some(rest) => {
+                    let cont = c.line();
+                    assert!(cont.starts_with('+'), "{lines:?}: {cont}");
+                    c.send(rest);
+                }
+                None => c.send(line),
+            }
+        }
+        let reply = c.until("a1 ");
+        assert!(
+            reply.last().unwrap().starts_with("a1 OK"),
+            "{lines:?}: {reply:?}"
+        );
+        c.send("a2 LOGOUT");
+        c.until("a2 ");
+        assert!(seen.wait().logout, "{lines:?}");
+    }
+}
+
+#[test]
+fn refusals_say_what_to_do_and_unreachable_servers_are_temporary() {
+    // An unknown user: a password error.
+    let (upstream, _seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let proxy = Proxy::start("imap", upstream, "");
+    let mut c = proxy.connect();
+    c.line();
+    c.send("a1 LOGIN eve@example.com pw");
+    let no = c.line();
+    assert!(no.starts_with("a1 NO [AUTHENTICATIONFAILED]"), "{no}");
+    assert!(no.contains("no account for `eve@example.com`"), "{no}");
+    drop(proxy);
+
+    // The server refuses the token (twice: the proxy tries once more with a fresh one).
+    let (upstream, _seen) = imap_server("not-this-token".into(), true);
+    let proxy = Proxy::start("imap", upstream, "");
+    let mut c = proxy.connect();
+    c.line();
+    c.send("a1 LOGIN work pw");
+    let no = c.line();
+    assert!(no.starts_with("a1 NO [AUTHENTICATIONFAILED]"), "{no}");
+    assert!(no.contains("mailtoken login work"), "{no}");
+    drop(proxy);
+
+    // The server is down: come back later, not "wrong password".
+    let proxy = Proxy::start("imap", closed_port(), "");
+    let mut c = proxy.connect();
+    c.line();
+    c.send("a1 LOGIN work pw");
+    let no = c.line();
+    assert!(no.starts_with("a1 NO [UNAVAILABLE]"), "{no}");
+}
+
+#[test]
+fn pop_user_pass_logs_in_upstream_and_relays() {
+    let (upstream, seen) = pop_server(xoauth2(USER, TOKEN));
+    let proxy = Proxy::start("pop", upstream, "");
+    let mut c = proxy.connect();
+    assert!(c.line().starts_with("+OK"));
+    c.send("CAPA");
+    let capa = c.until(".");
+    assert!(capa.contains(&"USER".to_string()), "{capa:?}");
+    c.send("USER alice@example.com");
+    assert_eq!(c.line(), "+OK");
+    c.send("PASS whatever");
+    assert!(c.line().starts_with("+OK logged in"));
+    c.send("QUIT");
+    assert_eq!(c.line(), "+OK bye");
+    assert!(seen.wait().quit);
+}
+
+#[test]
+fn smtp_auth_plain_and_login_then_the_message_goes_upstream() {
+    for auth in ["plain", "login"] {
+        let (upstream, seen) = smtp_server(SmtpMode::Accept {
+            auth_line: format!("AUTH XOAUTH2 {}", xoauth2(USER, TOKEN)),
+        });
+        let proxy = Proxy::start("smtp", upstream, "");
+        let mut c = proxy.connect();
+        assert!(c.line().starts_with("220 "));
+        c.send("EHLO client.example");
+        let ehlo = c.until("250 ");
+        assert!(
+            ehlo.iter().any(|l| l.contains("AUTH PLAIN LOGIN")),
+            "{ehlo:?}"
+        );
+        assert!(!ehlo.iter().any(|l| l.contains("STARTTLS")), "{ehlo:?}");
+        if auth == "plain" {
+            c.send(&format!(
+                "AUTH PLAIN {}",
+                STANDARD.encode("\0alice@example.com\0pw")
+            ));
+        } else {
+            c.send("AUTH LOGIN");
+            assert!(c.line().starts_with("334 "));
+            c.send(&STANDARD.encode("alice@example.com"));
+            assert!(c.line().starts_with("334 "));
+            c.send(&STANDARD.encode("pw"));
+        }
+        let ok = c.line();
+        assert!(ok.starts_with("235 "), "{auth}: {ok}");
+        c.send("MAIL FROM:<alice@example.com>");
+        assert!(c.line().starts_with("250"));
+        c.send("RCPT TO:<bob@example.com>");
+        assert!(c.line().starts_with("250"));
+        c.send("DATA");
+        assert!(c.line().starts_with("354"));
+        c.send("Subject: through the proxy\r\n\r\nhello\r\n.");
+        assert!(c.line().starts_with("250"));
+        c.send("QUIT");
+        assert!(c.line().starts_with("221"));
+        let s = seen.wait();
+        assert!(s.data.unwrap().contains("through the proxy"), "{auth}");
+    }
+}
+
+#[test]
+fn python_imaplib_and_smtplib_log_in_through_the_proxy() {
+    let (imap_up, imap_seen) = imap_server(xoauth2(USER, TOKEN), false);
+    let imap = Proxy::start("imap", imap_up, "");
+    let (smtp_up, smtp_seen) = smtp_server(SmtpMode::Accept {
+        auth_line: format!("AUTH XOAUTH2 {}", xoauth2(USER, TOKEN)),
+    });
+    let smtp = Proxy::start("smtp", smtp_up, "");
+    let script = format!(
+        "import imaplib, smtplib\n\
+         m = imaplib.IMAP4('127.0.0.1', {imap})\n\
+         m.login('alice@example.com', 'any')\n\
+         m.logout()\n\
+         s = smtplib.SMTP('127.0.0.1', {smtp})\n\
+         s.login('alice@example.com', 'any')\n\
+         s.sendmail('alice@example.com', ['bob@example.com'], 'Subject: py\\r\\n\\r\\nhi\\r\\n')\n\
+         s.quit()\n",
+        imap = imap.port,
+        smtp = smtp.port
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(imap_seen.wait().logout);
+    assert!(
+        smtp_seen
+            .wait()
+            .data
+            .is_some_and(|d| d.contains("Subject: py"))
+    );
+}
+
+#[test]
+fn another_user_is_turned_away_without_a_local_password() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running a client as `nobody` needs root (CI runs as root)");
+        return;
+    }
+    let (upstream, _seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let proxy = Proxy::start("imap", upstream, "");
+    // bash's own /dev/tcp and `read`, as nobody (no interpreter from root's home needed).
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{}; read -r greeting <&3; \
+         printf 'a1 LOGIN alice@example.com guess\\r\\n' >&3; read -r reply <&3; echo \"$reply\"",
+        proxy.port
+    );
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+        .args(["bash", "-c", &script])
+        .env("HOME", "/")
+        .output()
+        .expect("setpriv");
+    let reply = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        reply.starts_with("a1 NO [AUTHENTICATIONFAILED]"),
+        "{reply}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        reply.contains("serves only the user who runs it"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn an_oversized_literal_and_a_silent_client_hold_up_nobody() {
+    let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let proxy = Proxy::start("imap", upstream, "");
+    // A client that connects and says nothing.
+    let _silent = TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
+    let mut big = proxy.connect();
+    big.line();
+    big.send("a1 LOGIN {100000000}");
+    let refused = big.line();
+    assert!(refused.contains("literal too large"), "{refused}");
+    let mut rest = Vec::new();
+    let _ = big.reader.read_to_end(&mut rest);
+    // Meanwhile a real client logs in at once.
+    let mut c = proxy.connect();
+    c.line();
+    c.send("a1 LOGIN work pw");
+    assert!(c.until("a1 ").last().unwrap().starts_with("a1 OK"));
+    c.send("a2 LOGOUT");
+    c.until("a2 ");
+    assert!(seen.wait().logout);
+}
