@@ -3,5 +3,5 @@
 # mailtoken.toml.5 is written by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MAILTOKEN_UPDATE_MAN=1 cargo test --quiet --lib man::man_pages_match_the_cli
+MAILTOKEN_UPDATE_MAN=1 cargo test --quiet --test integration man::man_pages_match_the_cli
 ls man/*.1

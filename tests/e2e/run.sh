@@ -477,6 +477,76 @@ check_git_send_email() {
   imap_read_back "$subject" | grep -F "Subject: [PATCH] $subject"
 }
 
+# --- through mailtoken proxy: programs that can only send a password -----------------------
+
+# Start `mailtoken proxy` for the account e2e (IMAP and SMTP on ports of its own) with a copy
+# of the config that has a [proxy] section; stopped by proxy_down.
+proxy_up() {
+  local cfg="$E2E_DIR/tmp/proxy-config.toml"
+  read -r PROXY_IMAP PROXY_SMTP <<<"$(e2e_free_ports 2)"
+  { cat "$MAILTOKEN_CONFIG"; printf '\n[proxy]\nimap = "127.0.0.1:%s"\nsmtp = "127.0.0.1:%s"\n' "$PROXY_IMAP" "$PROXY_SMTP"; } >"$cfg"
+  chmod 600 "$cfg"
+  MAILTOKEN_CONFIG=$cfg command mailtoken proxy 2>"$E2E_DIR/logs/proxy.err" &
+  PROXY_PID=$!
+  trap 'kill $PROXY_PID 2>/dev/null || true' EXIT
+  wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PROXY_IMAP" || fail "the proxy did not listen"
+  say "mailtoken proxy: IMAP on 127.0.0.1:$PROXY_IMAP, SMTP on 127.0.0.1:$PROXY_SMTP"
+}
+
+proxy_down() {
+  kill -TERM "$PROXY_PID"
+  wait "$PROXY_PID" || fail "the proxy did not stop cleanly on SIGTERM"
+  cat "$E2E_DIR/logs/proxy.err"
+  ! grep -qF "$(store_field e2e access_token)" "$E2E_DIR/logs/proxy.err" || fail "the proxy log holds the token"
+}
+
+check_proxy_fetchmail() {
+  proxy_up
+  local rc="$E2E_DIR/tmp/fetchmailrc" out="$E2E_DIR/tmp/proxy-fetchmail.bsmtp" subject
+  subject=$(test_subject)
+  # Any password: the proxy serves its own user and logs in upstream with the token.
+  printf 'poll 127.0.0.1 service %s protocol IMAP\n  user "%s" password "not-a-real-password" sslproto '"''"'\n' \
+    "$PROXY_IMAP" "$E2E_USER" >"$rc"
+  chmod 600 "$rc"
+  timeout 90 fetchmail -f "$rc" -v --nosyslog --keep --all --bsmtp "$out" || fail "fetchmail failed"
+  grep -F "Subject: $subject" "$out" || fail "no \"$subject\" message in $out"
+  say "fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^+ ]*\).*/\1/p') fetched over IMAP through the proxy: ok"
+  proxy_down
+}
+
+check_proxy_git_send_email() {
+  proxy_up
+  local repo="$E2E_DIR/tmp/proxy-git-repo" subject="e2e proxy git send-email $RANDOM$RANDOM"
+  export GIT_CONFIG_GLOBAL=/dev/null GIT_CONFIG_NOSYSTEM=1
+  export GIT_AUTHOR_NAME=e2e GIT_AUTHOR_EMAIL=$E2E_USER GIT_COMMITTER_NAME=e2e GIT_COMMITTER_EMAIL=$E2E_USER
+  git init -q "$repo"
+  git -C "$repo" commit -q --allow-empty -m "$subject"
+  (cd "$repo" && timeout 60 git -c sendemail.smtpServer=127.0.0.1 -c sendemail.smtpServerPort="$PROXY_SMTP" \
+    -c sendemail.smtpEncryption=none -c sendemail.smtpUser="$E2E_USER" -c sendemail.smtpPass=any \
+    -c sendemail.smtpAuth=PLAIN send-email --confirm=never --suppress-cc=all --to "$E2E_USER" -1) ||
+    fail "git send-email through the proxy failed"
+  imap_read_back "$subject" | grep -F "Subject: [PATCH] $subject"
+  proxy_down
+}
+
+check_proxy_concurrent() {
+  proxy_up
+  local n=100 dir="$E2E_DIR/tmp/proxy-many" i before oks pids=()
+  mkdir -p "$dir"
+  before=$(grant_count refresh_token)
+  for i in $(seq "$n"); do
+    { curl -sS --max-time 60 --user "$E2E_USER:any" "imap://127.0.0.1:$PROXY_IMAP/INBOX" \
+      -X 'EXAMINE INBOX' >"$dir/$i.out" 2>"$dir/$i.err" && touch "$dir/$i.ok"; } &
+    pids+=($!)
+  done
+  # Not a bare `wait`: the proxy is a background job of this shell too.
+  wait "${pids[@]}"
+  oks=$(find "$dir" -name '*.ok' | wc -l)
+  say "$n concurrent IMAP sessions through the proxy: $oks ok, $(($(grant_count refresh_token) - before)) refresh grant(s)"
+  ((oks == n)) || { cat "$dir"/*.err | sort | uniq -c; fail "not every session got through"; }
+  proxy_down
+}
+
 # --- main --------------------------------------------------------------------------------
 
 T_START=$(now)
@@ -544,8 +614,11 @@ check "7b. client credentials (client_secret_env); token active at introspection
 check "8a. getmail6 with contrib/getmailrc retrieves the INBOX into a Maildir (IMAPS)" check_getmail
 check "8b. offlineimap with contrib/offlineimaprc syncs the INBOX to a Maildir (IMAPS)" check_offlineimap
 check "8c. fetchmail with contrib/fetchmail-oauth fetches (IMAPS, auth oauthbearer)" check_fetchmail
+check "9a. fetchmail with a plain password, through mailtoken proxy (IMAP)" check_proxy_fetchmail
 check "8d. aerc with contrib/aerc-accounts.conf opens the INBOX (IMAPS, xoauth2) in tmux" check_aerc
 check "8e. git send-email with contrib/gitconfig sends (SMTP STARTTLS, XOAUTH2)" check_git_send_email
+check "9b. git send-email with a plain password (AUTH PLAIN), through mailtoken proxy" check_proxy_git_send_email
+check "9c. 100 concurrent IMAP sessions (curl) through mailtoken proxy" check_proxy_concurrent
 
 echo
 printf '%s\n' "${RESULTS[@]}"
