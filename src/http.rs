@@ -128,6 +128,13 @@ impl Http {
             ))
         };
         let mut response = request.timeout(self.deadline).send().map_err(|e| {
+            if untrusted_certificate(&e) {
+                return usage(format!(
+                    "cannot connect to {url}: {}. The server's certificate is not trusted here: \
+                     check the address, or add its CA to the system's trusted certificates",
+                    error_chain(&e)
+                ));
+            }
             let what = if e.is_timeout() {
                 "timed out talking to"
             } else if e.is_connect() {
@@ -234,6 +241,23 @@ fn timeouts(setting: Option<&str>) -> Result<(Duration, Duration)> {
             "{TIMEOUT_ENV}=`{text}` is not a number of seconds from 1 to 60"
         ))),
     }
+}
+
+/// Whether the TLS handshake failed on the server's certificate (somewhere in the chain).
+fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        let rustls_error = err.downcast_ref::<rustls::Error>().or_else(|| {
+            err.downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        });
+        if matches!(rustls_error, Some(rustls::Error::InvalidCertificate(_))) {
+            return true;
+        }
+        next = err.source();
+    }
+    false
 }
 
 /// reqwest's top-level message is vague ("error sending request"); the cause is in the chain.

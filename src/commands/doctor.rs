@@ -156,7 +156,8 @@ pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
             .why("with a user login, /.default grants whatever delegated permissions the app registration lists, which is rarely what was meant")
             .fix("for a user mailbox use delegated scopes (services = [\"imap\", \"smtp\"]); for app-only access set flow = \"credentials\""),
         ),
-        (Flow::Credentials, None) => out.push(
+        // The /.default rule is Microsoft's; other servers name app-only scopes as they like.
+        (Flow::Credentials, None) if account.provider == Provider::Microsoft => out.push(
             Finding::new(
                 Severity::Error,
                 n,
@@ -678,12 +679,17 @@ mod tests {
         let generic_app_delegated = account(
             "provider = \"generic\"\nflow = \"credentials\"\ntoken_endpoint = \"https://t\"\nclient_secret_env = \"S\"\nscopes = [\"mail\", \"offline_access\"]",
         );
+        // Only Microsoft's app-only scopes end in /.default; a generic server's may not.
         let f = whats(&scope_findings("a", &generic_app_delegated));
-        assert!(f.iter().any(|w| w.contains("delegated")), "{f:?}");
+        assert!(!f.iter().any(|w| w.contains("delegated")), "{f:?}");
         assert!(
             f.iter().any(|w| w.contains("offline_access with client")),
             "{f:?}"
         );
+        let microsoft_app_delegated = account(
+            "provider = \"microsoft\"\nflow = \"credentials\"\nclient_secret_env = \"S\"\nscopes = [\"https://outlook.office365.com/.default\"]",
+        );
+        assert!(scope_findings("a", &microsoft_app_delegated).is_empty());
         let google = account(
             "provider = \"google\"\nflow = \"device\"\nscopes = [\"https://mail.google.com/\", \"offline_access\"]",
         );

@@ -1,8 +1,9 @@
 //! Setting an account up and taking it down: `add`, `login`, `logout`, and `completions`.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 
 use crate::cli::{AddArgs, LoginArgs};
 use crate::config::{self, Account, Paths};
@@ -13,7 +14,17 @@ use crate::store::{Backend, LOCK_TIMEOUT};
 use crate::time;
 
 pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
-    let args = *args;
+    let mut args = *args;
+    // Stored as given, a relative path would mean another file for every directory a mail
+    // program happens to start mailtoken in.
+    for (flag, path) in [
+        ("--client-certificate", &mut args.client_certificate),
+        ("--client-key", &mut args.client_key),
+    ] {
+        if let Some(p) = path {
+            *p = readable_pem(flag, p)?;
+        }
+    }
     let account = Account {
         provider: args.provider,
         user: args.user,
@@ -35,13 +46,39 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
         ..Account::default()
     };
     config::append_account(&paths.config, &args.account, &account)?;
+    let next = if account.flow() == Flow::Credentials {
+        format!(
+            "mailtoken token {} (an app-only account needs no login)",
+            args.account
+        )
+    } else {
+        format!("mailtoken login {}", args.account)
+    };
     eprintln!(
-        "Added account `{}` to {}.\nNext: mailtoken login {}",
+        "Added account `{}` to {}.\nNext: {next}",
         args.account,
-        paths.config.display(),
-        args.account
+        paths.config.display()
     );
     Ok(())
+}
+
+/// An absolute path to a readable PEM file, or the error that says which flag is wrong.
+fn readable_pem(flag: &str, path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path)
+        .with_context(|| format!("{flag} {}: cannot make the path absolute", path.display()))?;
+    let text = std::fs::read_to_string(&absolute).map_err(|e| {
+        usage(format!(
+            "{flag} {}: cannot read it: {e}",
+            absolute.display()
+        ))
+    })?;
+    if !text.contains("-----BEGIN ") {
+        return Err(usage(format!(
+            "{flag} {}: not a PEM file (no -----BEGIN line)",
+            absolute.display()
+        )));
+    }
+    Ok(absolute)
 }
 
 pub fn login(paths: &Paths, args: &LoginArgs) -> Result<()> {

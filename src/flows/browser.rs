@@ -84,13 +84,21 @@ pub fn login(
     let OpenAccount { name, account, .. } = acct;
     let auth_endpoint = endpoints.need_authorization(name)?;
     let token_endpoint = endpoints.need_token(name)?;
+    // Everything local first (the client secret, a certificate): a person who has approved
+    // the login in the browser must not then learn that `pass` is locked.
+    let client = oauth::Client::for_account(account, token_endpoint)?;
     let redirect = Redirect::parse(account.redirect_uri())?;
     let catcher = Catcher::open(&redirect, options.paste)?;
     let redirect_uri = catcher.redirect_uri(&redirect)?;
     let attempt = Attempt::start(acct, auth_endpoint, &redirect_uri)?;
 
+    let where_ = if catcher.listens() {
+        "in a browser on this machine"
+    } else {
+        "in a browser, on any machine"
+    };
     eprintln!(
-        "To log in account `{name}`, open this address in a browser on this machine:\n\n    {}\n",
+        "To log in account `{name}`, open this address {where_}:\n\n    {}\n",
         attempt.url
     );
     if options.open_browser && catcher.listens() {
@@ -104,7 +112,7 @@ pub fn login(
     };
     let reply = catcher.receive(&redirect_uri, &expected, options.timeout)?;
     let code = code_from(reply, account.provider, name)?;
-    attempt.exchange(http, acct, token_endpoint, &code, &redirect_uri)
+    attempt.exchange(http, acct, token_endpoint, &client, &code, &redirect_uri)
 }
 
 /// One login attempt: the secrets that tie the browser's answer to this process.
@@ -146,16 +154,16 @@ impl Attempt {
         http: &Http,
         acct: &OpenAccount,
         token_endpoint: &str,
+        client: &oauth::Client,
         code: &str,
         redirect_uri: &str,
     ) -> Result<(AccessToken, Option<String>)> {
         let OpenAccount { name, account, .. } = acct;
-        let client = oauth::Client::for_account(account, token_endpoint)?;
         let sent_at = time::now();
         let reply = oauth::exchange_code(
             http,
             token_endpoint,
-            &client,
+            client,
             code,
             redirect_uri,
             &self.pkce.verifier,

@@ -72,6 +72,7 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
     let mut tokens = Tokens::empty();
     tokens.update(None, access, refresh);
     let _lock = store.lock(name, LOCK_TIMEOUT)?;
+    store.set_aside_damaged(name)?;
     store.save(name, &tokens)?;
     Ok(tokens)
 }

@@ -115,10 +115,17 @@ pub fn hint(reply: &str) -> Option<&'static str> {
              or IMAP is enabled for the mailbox",
         );
     }
-    if lower.contains("5.7.8") || lower.contains("username and password not accepted") {
+    // Google's own words; 5.7.8 alone is RFC 4954's code for any refused login.
+    if lower.contains("username and password not accepted") {
         return Some(
             "Google refused the login: check that `user` is the account the token belongs to and \
              that the token has scope https://mail.google.com/",
+        );
+    }
+    if lower.contains("5.7.8") {
+        return Some(
+            "the server refused the token: check that `user` is the mailbox the token belongs to \
+             (`mailtoken whoami`) and that the token has the server's mail scope",
         );
     }
     None
@@ -187,7 +194,13 @@ mod tests {
                 .unwrap()
                 .contains("Set-CASMailbox")
         );
-        assert!(hint("535-5.7.8 Username and Password not accepted.").is_some());
+        assert!(
+            hint("535-5.7.8 Username and Password not accepted.")
+                .unwrap()
+                .contains("Google")
+        );
+        let generic = hint("535 5.7.8 Authentication credentials invalid").unwrap();
+        assert!(!generic.contains("Google"), "{generic}");
         assert!(hint("250 fine").is_none());
     }
 

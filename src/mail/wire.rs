@@ -276,6 +276,26 @@ pub fn open(proto: &str, srv: &Server) -> Result<Conn> {
     Ok(conn)
 }
 
+/// What a failed handshake means: a certificate this machine does not trust is a setup
+/// problem to fix (exit 2), not a server to retry later; anything else may be a port that does
+/// not speak TLS from the first byte.
+fn tls_failure(host: &str, e: &std::io::Error) -> anyhow::Error {
+    let certificate = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|r| matches!(r, rustls::Error::InvalidCertificate(_)));
+    if certificate {
+        crate::error::usage(format!(
+            "TLS with {host} failed: {e}. The server's certificate is not trusted here: check \
+             the host name, or add its CA to the system's trusted certificates"
+        ))
+    } else {
+        server(format!(
+            "TLS with {host} failed: {e}. Is this port TLS from the first byte (993, 995, 465)?"
+        ))
+    }
+}
+
 /// The TLS handshake, finished before any protocol line so its failures read as TLS failures.
 pub fn handshake(
     host: &str,
@@ -285,11 +305,8 @@ pub fn handshake(
         .map_err(|_| server(format!("`{host}` is not a valid TLS server name")))?;
     let mut conn = ClientConnection::new(tls_config()?, name).context("cannot start TLS")?;
     while conn.is_handshaking() {
-        conn.complete_io(&mut tcp).map_err(|e| {
-            server(format!(
-                "TLS with {host} failed: {e}. Is this port TLS from the first byte (993, 995, 465)?"
-            ))
-        })?;
+        conn.complete_io(&mut tcp)
+            .map_err(|e| tls_failure(host, &e))?;
     }
     Ok(StreamOwned::new(conn, tcp))
 }
@@ -333,6 +350,40 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(5), "{err}");
         assert!(err.contains("did not finish"), "{err}");
         drop(conn);
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_a_setup_problem_not_a_server_one() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let fixture = |n: &str| format!("{}/tests/fixtures/{n}", env!("CARGO_MANIFEST_DIR"));
+        let cert = CertificateDer::from_pem_file(fixture("app-cert.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("app-key.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut conn = rustls::ServerConnection::new(config).unwrap();
+            let _ = conn.complete_io(&mut s);
+        });
+        let tcp = connect_tcp("127.0.0.1", port).unwrap();
+        let err = handshake("localhost", tcp).err().unwrap();
+        assert_eq!(
+            crate::error::exit_code(&err),
+            crate::error::EXIT_USAGE,
+            "{err}"
+        );
+        assert!(err.to_string().contains("not trusted"), "{err}");
         t.join().unwrap();
     }
 

@@ -183,6 +183,27 @@ impl Store {
         Ok(())
     }
 
+    /// Before a new login replaces them: tokens that cannot be read are not overwritten but
+    /// kept beside, as `NAME.json.damaged-TIME` (they may hold the only refresh token). Says
+    /// so on stderr. File store only; call it under the lock.
+    pub fn set_aside_damaged(&self, account: &str) -> Result<()> {
+        if self.backend != Backend::File || self.load(account).is_ok() {
+            return Ok(());
+        }
+        let path = self.token_path(account);
+        let aside = self
+            .dir
+            .join(format!("{account}.json.damaged-{}", crate::time::now()));
+        fs::rename(&path, &aside)
+            .with_context(|| format!("cannot move the damaged {} aside", path.display()))?;
+        eprintln!(
+            "mailtoken: the token file {} could not be read; it was kept as {}",
+            path.display(),
+            aside.display()
+        );
+        Ok(())
+    }
+
     /// The account's token file as it is, checked like `load` checks it but changed in
     /// nothing: for `doctor`, which also judges its mode and age.
     pub fn inspect_file(&self, account: &str) -> Result<Option<(Vec<u8>, fs::Metadata)>> {

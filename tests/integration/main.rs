@@ -14,6 +14,7 @@ mod hygiene;
 mod local_input;
 mod mailcheck;
 mod man;
+mod newcomer;
 mod parsers;
 mod proxy;
 mod stores;

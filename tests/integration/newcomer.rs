@@ -1,0 +1,144 @@
+//! What a new user meets in the first hour: answers that fit the setup, checks made before a
+//! person is asked to approve anything, nothing of theirs overwritten, contrib files that work
+//! from cron and systemd.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use crate::support::oauth_server::*;
+
+#[test]
+fn doctor_accepts_a_generic_app_only_account_with_its_own_scopes() {
+    let server = FakeServer::start();
+    let env = TestEnv::with_config_text(&format!(
+        "[accounts.app]\nprovider = \"generic\"\nuser = \"{USER}\"\nclient_id = \"{CLIENT_ID}\"\n\
+         flow = \"credentials\"\ntoken_endpoint = \"{}/token\"\nclient_secret_env = \"APP_SECRET\"\n\
+         scopes = [\"mail\"]\n",
+        server.base_url()
+    ));
+    let out = env.run(&["doctor", "app"]);
+    assert!(!out.stdout.contains("delegated"), "{}", out.stdout);
+    assert!(!out.stdout.contains(".default"), "{}", out.stdout);
+}
+
+#[test]
+fn a_broken_secret_command_stops_a_browser_login_before_the_address_is_shown() {
+    let server = FakeServer::start();
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "flow = \"browser\"\nauthorization_endpoint = \"{}/authorize\"\n\
+             client_secret_command = \"echo the vault is locked >&2; exit 1\"\n",
+            server.base_url()
+        ),
+    );
+    let mut cmd = env.command(&["login", ACCOUNT, "--paste", "--no-open"]);
+    cmd.stdin(Stdio::null());
+    let out = Running::spawn(cmd, "login --paste".into()).wait(RUN_TIMEOUT);
+    assert_ne!(out.code, Some(0));
+    assert!(
+        out.stderr.contains("client_secret_command"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("/authorize?"),
+        "the person was sent to approve a login that could not finish:\n{}",
+        out.stderr
+    );
+}
+
+#[test]
+fn a_new_login_keeps_a_damaged_token_file_beside_instead_of_overwriting_it() {
+    let server = FakeServer::start();
+    let env = TestEnv::new(&server);
+    let damaged = b"{\"version\":1,\"refresh_token\":\"rt-maybe-the-only-one\",";
+    env.write_token_bytes(ACCOUNT, damaged);
+    server.push_polls(&[Poll::Success]);
+    let out = env.run(&["login", ACCOUNT]);
+    out.expect_code(0);
+    assert!(out.stderr.contains("it was kept as"), "{}", out.stderr);
+    let kept: Vec<_> = std::fs::read_dir(&env.data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains(".json.damaged-"))
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert_eq!(std::fs::read(&kept[0]).unwrap(), damaged);
+    assert!(env.read_token_json(ACCOUNT)["refresh_token"].is_string());
+}
+
+#[test]
+fn add_stores_absolute_certificate_paths_and_refuses_missing_files() {
+    let env = TestEnv::empty();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for name in ["app-cert.pem", "app-key.pem"] {
+        std::fs::copy(fixtures.join(name), env.dir.path().join(name)).unwrap();
+    }
+    let add = |cert: &str| {
+        env.run(&[
+            "add",
+            "app",
+            "--provider",
+            "microsoft",
+            "--client-id",
+            "id",
+            "--tenant",
+            "t",
+            "--flow",
+            "credentials",
+            "--client-certificate",
+            cert,
+            "--client-key",
+            "app-key.pem",
+        ])
+    };
+    let missing = add("no-such.pem");
+    missing.expect_code(2);
+    assert!(
+        missing.stderr.contains("--client-certificate"),
+        "{}",
+        missing.stderr
+    );
+    let out = add("app-cert.pem");
+    out.expect_code(0);
+    assert!(
+        out.stderr.contains("Next: mailtoken token app"),
+        "{}",
+        out.stderr
+    );
+    let config = std::fs::read_to_string(&env.config).unwrap();
+    let absolute = env.dir.path().join("app-cert.pem");
+    assert!(
+        config.contains(&format!("client_certificate = \"{}\"", absolute.display())),
+        "{config}"
+    );
+}
+
+#[test]
+fn contrib_timers_name_mailtoken_by_its_full_path() {
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib");
+    // cron's PATH is /usr/bin:/bin and systemd's lacks ~/.cargo/bin, where `cargo install`
+    // puts mailtoken: a bare `mailtoken` there is "command not found".
+    for file in [
+        "crontab",
+        "systemd/mailtoken-refresh.service",
+        "systemd/mailtoken-proxy.service",
+    ] {
+        let text = std::fs::read_to_string(contrib.join(file)).unwrap();
+        let commands = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.starts_with("ExecStart=") || l.contains(" * * "));
+        for line in commands {
+            if let Some(at) = line.find("mailtoken ") {
+                let before = &line[..at];
+                assert!(
+                    before.ends_with("/.cargo/bin/"),
+                    "{file}: `{line}` runs mailtoken by PATH"
+                );
+            }
+        }
+    }
+}
