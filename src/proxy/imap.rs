@@ -5,7 +5,7 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{Caller, Denied, Gate, LoggedIn};
+use super::{Caller, Denied, Gate, LoggedIn, conclude};
 use crate::mail::wire::Conn;
 use crate::provider::Service;
 
@@ -25,79 +25,55 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
     for _ in 0..MAX_COMMANDS {
         let line = conn.read_line().ok()?;
         let (tag, command, rest) = split_command(&line)?;
-        let reply = match command.to_ascii_uppercase().as_str() {
-            "CAPABILITY" => format!("* CAPABILITY {CAPABILITIES}\r\n{tag} OK CAPABILITY completed"),
-            "NOOP" => format!("{tag} OK NOOP completed"),
-            "ID" => format!("* ID (\"name\" \"mailtoken\")\r\n{tag} OK ID completed"),
+        let credentials = match command.to_ascii_uppercase().as_str() {
+            "LOGIN" => login_arguments(&mut conn, rest)
+                .ok_or_else(|| format!("{tag} BAD LOGIN needs a user name and a password")),
+            "AUTHENTICATE" => authenticate_plain(&mut conn, rest).map_err(|t| format!("{tag} {t}")),
+            "CAPABILITY" => Err(format!(
+                "* CAPABILITY {CAPABILITIES}\r\n{tag} OK CAPABILITY completed"
+            )),
+            "NOOP" => Err(format!("{tag} OK NOOP completed")),
+            "ID" => Err(format!(
+                "* ID (\"name\" \"mailtoken\")\r\n{tag} OK ID completed"
+            )),
             "LOGOUT" => {
                 let _ = conn.write_line(&format!(
                     "* BYE mailtoken proxy logging out\r\n{tag} OK LOGOUT completed"
                 ));
                 return None;
             }
-            "STARTTLS" => {
-                format!("{tag} NO STARTTLS: this proxy listens on this machine only, without TLS")
-            }
-            "LOGIN" => match login_arguments(&mut conn, rest) {
-                Some((user, password)) => {
-                    match finish(&mut conn, tag, &user, &password, caller, gate) {
-                        Ok(upstream) => {
-                            return Some(LoggedIn {
-                                account: upstream.0,
-                                client: conn,
-                                upstream: upstream.1,
-                            });
-                        }
-                        Err(reply) => reply,
-                    }
-                }
-                None => format!("{tag} BAD LOGIN needs a user name and a password"),
-            },
-            "AUTHENTICATE" => match authenticate_plain(&mut conn, rest) {
-                Ok((user, password)) => {
-                    match finish(&mut conn, tag, &user, &password, caller, gate) {
-                        Ok(upstream) => {
-                            return Some(LoggedIn {
-                                account: upstream.0,
-                                client: conn,
-                                upstream: upstream.1,
-                            });
-                        }
-                        Err(reply) => reply,
-                    }
-                }
-                Err(text) => format!("{tag} {text}"),
-            },
-            _ => format!("{tag} BAD log in first (LOGIN or AUTHENTICATE PLAIN)"),
+            "STARTTLS" => Err(format!(
+                "{tag} NO STARTTLS: this proxy listens on this machine only, without TLS"
+            )),
+            _ => Err(format!(
+                "{tag} BAD log in first (LOGIN or AUTHENTICATE PLAIN)"
+            )),
         };
-        conn.write_line(&reply).ok()?;
+        let (user, password) = match credentials {
+            Ok(credentials) => credentials,
+            Err(reply) => {
+                conn.write_line(&reply).ok()?;
+                continue;
+            }
+        };
+        let outcome = gate.login(caller, &user, &password, Service::Imap);
+        conn = match conclude(
+            conn,
+            outcome,
+            &format!("{tag} OK logged in through mailtoken"),
+            |d| match d {
+                Denied::Unavailable(t) => format!("{tag} NO [UNAVAILABLE] mailtoken: {t}"),
+                Denied::Credentials(t) | Denied::LoginNeeded(t) => {
+                    format!("{tag} NO [AUTHENTICATIONFAILED] mailtoken: {t}")
+                }
+            },
+        ) {
+            Ok(done) => return Some(done),
+            Err(conn) => conn,
+        };
     }
     let _ = conn.write_line("* BYE too many commands without logging in");
     None
-}
-
-/// Log in upstream; `Err` is the tagged reply for a refusal.
-fn finish(
-    conn: &mut Conn,
-    tag: &str,
-    user: &str,
-    password: &str,
-    caller: &Caller,
-    gate: &Gate,
-) -> Result<(String, Conn), String> {
-    match gate.login(caller, user, password, Service::Imap) {
-        Ok((account, upstream)) => {
-            conn.write_line(&format!("{tag} OK logged in through mailtoken"))
-                .map_err(|_| String::new())?;
-            Ok((account, upstream))
-        }
-        Err(denied) => Err(match denied {
-            Denied::Unavailable(t) => format!("{tag} NO [UNAVAILABLE] mailtoken: {t}"),
-            Denied::Credentials(t) | Denied::LoginNeeded(t) => {
-                format!("{tag} NO [AUTHENTICATIONFAILED] mailtoken: {t}")
-            }
-        }),
-    }
 }
 
 /// `TAG COMMAND rest`.

@@ -241,6 +241,31 @@ impl Denied {
     }
 }
 
+/// The end of a login attempt in any front end: on success answer `ok` and hand both
+/// connections over; on a refusal answer with the protocol's words for it and give the
+/// connection back, for the client to try again.
+fn conclude(
+    mut conn: Conn,
+    outcome: std::result::Result<(String, Conn), Denied>,
+    ok: &str,
+    refusal: impl Fn(&Denied) -> String,
+) -> std::result::Result<LoggedIn, Conn> {
+    match outcome {
+        Ok((account, upstream)) => match conn.write_line(ok) {
+            Ok(()) => Ok(LoggedIn {
+                account,
+                client: conn,
+                upstream,
+            }),
+            Err(_) => Err(conn),
+        },
+        Err(denied) => {
+            let _ = conn.write_line(&refusal(&denied));
+            Err(conn)
+        }
+    }
+}
+
 /// Who may log in, and the way to the real server.
 pub struct Gate {
     paths: Paths,

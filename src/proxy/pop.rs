@@ -2,7 +2,7 @@
 //! the initial response.
 
 use super::imap::decode_plain;
-use super::{Caller, Denied, Gate, LoggedIn};
+use super::{Caller, Denied, Gate, LoggedIn, conclude};
 use crate::mail::wire::Conn;
 use crate::provider::Service;
 
@@ -70,24 +70,17 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
                 continue;
             }
         };
-        match gate.login(caller, &credentials.0, &credentials.1, Service::Pop) {
-            Ok((account, upstream)) => {
-                conn.write_line("+OK logged in through mailtoken").ok()?;
-                return Some(LoggedIn {
-                    account,
-                    client: conn,
-                    upstream,
-                });
-            }
-            Err(denied) => {
-                let code = match denied {
-                    Denied::Unavailable(_) => "[SYS/TEMP] ",
-                    _ => "[AUTH] ",
-                };
-                conn.write_line(&format!("-ERR {code}mailtoken: {}", denied.text()))
-                    .ok()?;
-            }
-        }
+        let outcome = gate.login(caller, &credentials.0, &credentials.1, Service::Pop);
+        conn = match conclude(conn, outcome, "+OK logged in through mailtoken", |d| {
+            let code = match d {
+                Denied::Unavailable(_) => "[SYS/TEMP]",
+                _ => "[AUTH]",
+            };
+            format!("-ERR {code} mailtoken: {}", d.text())
+        }) {
+            Ok(done) => return Some(done),
+            Err(conn) => conn,
+        };
     }
     let _ = conn.write_line("-ERR too many commands without logging in");
     None

@@ -5,7 +5,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::imap::decode_plain;
-use super::{Caller, Denied, Gate, LoggedIn};
+use super::{Caller, Denied, Gate, LoggedIn, conclude};
 use crate::mail::wire::Conn;
 use crate::provider::Service;
 
@@ -64,25 +64,22 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
                 continue;
             }
         };
-        match gate.login(caller, &credentials.0, &credentials.1, Service::Smtp) {
-            Ok((account, upstream)) => {
-                conn.write_line("235 2.7.0 logged in through mailtoken")
-                    .ok()?;
-                return Some(LoggedIn {
-                    account,
-                    client: conn,
-                    upstream,
-                });
-            }
-            Err(denied) => {
-                let code = match denied {
+        let outcome = gate.login(caller, &credentials.0, &credentials.1, Service::Smtp);
+        conn = match conclude(
+            conn,
+            outcome,
+            "235 2.7.0 logged in through mailtoken",
+            |d| {
+                let code = match d {
                     Denied::Unavailable(_) => "454 4.7.0",
                     _ => "535 5.7.8",
                 };
-                conn.write_line(&format!("{code} mailtoken: {}", denied.text()))
-                    .ok()?;
-            }
-        }
+                format!("{code} mailtoken: {}", d.text())
+            },
+        ) {
+            Ok(done) => return Some(done),
+            Err(conn) => conn,
+        };
     }
     let _ = conn.write_line("421 4.7.0 too many commands without logging in");
     None

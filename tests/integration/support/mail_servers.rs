@@ -12,7 +12,7 @@ use std::process::Command;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
 
-pub use super::run::{RUN_TIMEOUT, RunResult, Running, bin};
+pub use super::run::{RUN_TIMEOUT, RunResult, Running, bin, closed_port};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
@@ -408,14 +408,6 @@ pub fn raw_server(bytes: Vec<u8>) -> (u16, Seen<String>) {
         }
         let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
     })
-}
-
-pub fn closed_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 // ---------------------------------------------------------------------------

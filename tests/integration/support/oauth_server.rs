@@ -1367,14 +1367,6 @@ pub fn mode_of(p: &Path) -> u32 {
         & 0o777
 }
 
-/// A port on 127.0.0.1 that (very likely) nobody listens on.
-pub fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    let p = l.local_addr().expect("addr").port();
-    drop(l);
-    p
-}
-
 /// Independent standard base64 (with padding), for computing test vectors.
 pub fn b64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";

@@ -157,3 +157,12 @@ impl Drop for Running {
         }
     }
 }
+
+/// A port on 127.0.0.1 that (very likely) nobody listens on.
+pub fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
