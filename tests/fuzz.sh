@@ -4,7 +4,7 @@
 #     bash tests/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]      (default: 60 s, all targets)
 #
 # Targets (tests/fuzz/fuzz_targets, invariants in tests/fuzz/invariants.rs): config, token_file,
-# oauth_reply, discovery, callback, mail_reply. Not part of CI; tests/integration/parsers.rs runs the same invariants
+# oauth_reply, discovery, callback, mail_reply, proxy_input. Not part of CI; tests/integration/parsers.rs runs the same invariants
 # over generated inputs in `cargo test`. A crash leaves its input in tests/fuzz/artifacts/TARGET/:
 # add it to tests/fuzz/seeds/TARGET/ so tests/integration/parsers.rs replays it, then fix the bug.
 #
@@ -16,7 +16,7 @@ cd "$(dirname "$0")/fuzz"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(config token_file oauth_reply discovery callback mail_reply)
+[ ${#targets[@]} -gt 0 ] || targets=(config token_file oauth_reply discovery callback mail_reply proxy_input)
 command -v cargo-fuzz >/dev/null || { echo "fuzz.sh: install cargo-fuzz first" >&2; exit 2; }
 
 export RUSTC_BOOTSTRAP=1

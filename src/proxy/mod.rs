@@ -7,8 +7,8 @@
 //! or hostile client holds up nothing but itself. The protocol front ends are imap.rs, pop.rs
 //! and smtp.rs; who may log in is decided in `Gate`.
 
-mod imap;
-mod peer;
+pub mod imap;
+pub mod peer;
 mod pop;
 mod relay;
 mod smtp;

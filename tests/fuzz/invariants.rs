@@ -11,6 +11,7 @@
 use mailtoken::flows::browser::{self, Callback};
 use mailtoken::http::Reply;
 use mailtoken::mail::{imap, pop, smtp};
+use mailtoken::proxy::imap as proxy_imap;
 use mailtoken::{config, log, oauth, provider, store};
 
 /// Stands for a secret in seed inputs.
@@ -133,5 +134,31 @@ pub fn mail_reply(data: &[u8]) {
             !shown.chars().any(|c| c.is_control() && c != '\n'),
             "{shown:?}"
         );
+    }
+}
+
+/// What a local mail program sends the proxy before it logs in: commands, IMAP strings and
+/// literals, SASL PLAIN responses. No panic; tokens never claim more text than there is.
+pub fn proxy_input(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    for line in text.split('\n') {
+        let line = line.trim_end_matches('\r');
+        if let Some((tag, command, rest)) = proxy_imap::split_command(line) {
+            assert!(!tag.is_empty() && !command.is_empty() && rest.len() < line.len());
+            let mut rest = rest.to_string();
+            for _ in 0..8 {
+                match proxy_imap::next_token(&rest) {
+                    Some(proxy_imap::Token::Text(value, used)) => {
+                        let trimmed = rest.trim_start_matches(' ');
+                        assert!(used <= trimmed.len() && value.len() <= trimmed.len());
+                        rest = trimmed[used..].to_string();
+                    }
+                    _ => break,
+                }
+            }
+        }
+        if let Some((user, _password)) = proxy_imap::decode_plain(line) {
+            assert!(!user.is_empty());
+        }
     }
 }

@@ -163,3 +163,8 @@ fn callback_parser_holds_on_generated_inputs() {
 fn mail_reply_parsers_hold_on_generated_inputs() {
     check("mail_reply", invariants::mail_reply);
 }
+
+#[test]
+fn proxy_input_parsers_hold_on_generated_inputs() {
+    check("proxy_input", invariants::proxy_input);
+}
