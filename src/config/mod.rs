@@ -37,6 +37,14 @@ pub struct ProxySettings {
     pub imap: Option<String>,
     pub pop: Option<String>,
     pub smtp: Option<String>,
+    /// Listeners with TLS from the first byte (with `tls_certificate` and `tls_key`).
+    pub imaps: Option<String>,
+    pub pops: Option<String>,
+    pub smtps: Option<String>,
+    /// A certificate (chain) and its key, PEM, for local TLS: implicit on imaps/pops/smtps,
+    /// STARTTLS on the others.
+    pub tls_certificate: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     /// A local password for clients of other users (and the only way in for them), as an
     /// Argon2 hash from `mailtoken proxy --hash-password`; never the password itself.
     pub password_hash: Option<String>,

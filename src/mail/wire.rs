@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
 use rustls_platform_verifier::BuilderVerifierExt;
 
 use crate::config::TlsMode;
@@ -43,10 +43,12 @@ pub fn report(proto: &str, what: &str, detail: impl std::fmt::Display) {
     }
 }
 
-/// A connection's bytes: plain TCP, or TLS over it (from the start, or after STARTTLS).
+/// A connection's bytes: plain TCP, or TLS over it (from the start, or after STARTTLS), as
+/// the client of a mail server or, in the proxy, as the server for a local mail program.
 pub enum Transport {
     Plain(TcpStream),
     Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    ServerTls(Box<StreamOwned<ServerConnection, TcpStream>>),
 }
 
 impl Read for Transport {
@@ -54,6 +56,7 @@ impl Read for Transport {
         match self {
             Transport::Plain(s) => s.read(buf),
             Transport::Tls(s) => s.read(buf),
+            Transport::ServerTls(s) => s.read(buf),
         }
     }
 }
@@ -63,6 +66,7 @@ impl Write for Transport {
         match self {
             Transport::Plain(s) => s.write(buf),
             Transport::Tls(s) => s.write(buf),
+            Transport::ServerTls(s) => s.write(buf),
         }
     }
 
@@ -70,6 +74,7 @@ impl Write for Transport {
         match self {
             Transport::Plain(s) => s.flush(),
             Transport::Tls(s) => s.flush(),
+            Transport::ServerTls(s) => s.flush(),
         }
     }
 }
@@ -186,7 +191,9 @@ impl Conn {
                 deadline,
                 limit,
             }),
-            Transport::Tls(_) => Err(server("STARTTLS on a connection that is already TLS")),
+            Transport::Tls(_) | Transport::ServerTls(_) => {
+                Err(server("STARTTLS on a connection that is already TLS"))
+            }
         }
     }
 
@@ -197,10 +204,37 @@ impl Conn {
         (self.reader.into_inner(), buffered)
     }
 
+    /// The server side of STARTTLS (or of implicit TLS, right after connecting), for the
+    /// proxy's local clients; data sent ahead of the handshake is refused, as in `starttls`.
+    pub fn accept_tls(self, config: Arc<ServerConfig>) -> Result<Conn> {
+        if !self.reader.buffer().is_empty() {
+            return Err(server("the client sent data before the TLS handshake"));
+        }
+        let (deadline, limit) = (self.deadline, self.limit);
+        let Transport::Plain(mut tcp) = self.reader.into_inner() else {
+            return Err(server("TLS on a connection that is already TLS"));
+        };
+        let mut conn = ServerConnection::new(config).context("cannot start TLS")?;
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)
+                .map_err(|e| server(format!("the local TLS handshake failed: {e}")))?;
+        }
+        Ok(Conn {
+            reader: BufReader::new(Transport::ServerTls(Box::new(StreamOwned::new(conn, tcp)))),
+            deadline,
+            limit,
+        })
+    }
+
+    pub fn is_tls(&self) -> bool {
+        !matches!(self.reader.get_ref(), Transport::Plain(_))
+    }
+
     /// What the TLS session is, for the progress lines.
     pub fn tls_summary(&self, host: &str) -> String {
         match self.reader.get_ref() {
             Transport::Plain(_) => NO_TLS.to_string(),
+            Transport::ServerTls(_) => "local TLS".to_string(),
             Transport::Tls(tls) => format!(
                 "{:?} {:?}, certificate verified for {host}",
                 tls.conn

@@ -11,6 +11,19 @@ use crate::provider::Service;
 
 /// What the client is told before login; after it, the real server's own answers.
 pub const CAPABILITIES: &str = "IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN";
+
+/// The capabilities now: STARTTLS while it is possible, LOGINDISABLED while a login would
+/// cross the network in clear.
+fn capabilities(conn: &Conn, caller: &Caller, gate: &Gate) -> String {
+    let mut caps = CAPABILITIES.to_string();
+    if !conn.is_tls() && gate.tls.is_some() {
+        caps.push_str(" STARTTLS");
+    }
+    if caller.needs_tls && !conn.is_tls() {
+        caps.push_str(" LOGINDISABLED");
+    }
+    caps
+}
 /// Commands before login; a client that needs more is not logging in.
 const MAX_COMMANDS: usize = 20;
 /// The largest literal accepted before login (a user name or a password).
@@ -19,18 +32,29 @@ const MAX_LITERAL: usize = 8 * 1024;
 /// Serve until the client has logged in (`Some`) or gone (`None`).
 pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
     conn.write_line(&format!(
-        "* OK [CAPABILITY {CAPABILITIES}] mailtoken proxy ready"
+        "* OK [CAPABILITY {}] mailtoken proxy ready",
+        capabilities(&conn, caller, gate)
     ))
     .ok()?;
     for _ in 0..MAX_COMMANDS {
         let line = conn.read_line().ok()?;
         let (tag, command, rest) = split_command(&line)?;
-        let credentials = match command.to_ascii_uppercase().as_str() {
+        let command = command.to_ascii_uppercase();
+        if caller.needs_tls
+            && !conn.is_tls()
+            && matches!(command.as_str(), "LOGIN" | "AUTHENTICATE")
+        {
+            conn.write_line(&format!("{tag} NO [PRIVACYREQUIRED] STARTTLS first"))
+                .ok()?;
+            continue;
+        }
+        let credentials = match command.as_str() {
             "LOGIN" => login_arguments(&mut conn, rest)
                 .ok_or_else(|| format!("{tag} BAD LOGIN needs a user name and a password")),
             "AUTHENTICATE" => authenticate_plain(&mut conn, rest).map_err(|t| format!("{tag} {t}")),
             "CAPABILITY" => Err(format!(
-                "* CAPABILITY {CAPABILITIES}\r\n{tag} OK CAPABILITY completed"
+                "* CAPABILITY {}\r\n{tag} OK CAPABILITY completed",
+                capabilities(&conn, caller, gate)
             )),
             "NOOP" => Err(format!("{tag} OK NOOP completed")),
             "ID" => Err(format!(
@@ -42,9 +66,14 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
                 ));
                 return None;
             }
-            "STARTTLS" => Err(format!(
-                "{tag} NO STARTTLS: this proxy listens on this machine only, without TLS"
-            )),
+            "STARTTLS" => match &gate.tls {
+                Some(tls) if !conn.is_tls() => {
+                    conn.write_line(&format!("{tag} OK begin TLS now")).ok()?;
+                    conn = conn.accept_tls(tls.clone()).ok()?;
+                    continue;
+                }
+                _ => Err(format!("{tag} BAD STARTTLS is not available here")),
+            },
             _ => Err(format!(
                 "{tag} BAD log in first (LOGIN or AUTHENTICATE PLAIN)"
             )),

@@ -58,7 +58,8 @@ pub fn run(paths: &Paths) -> Result<()> {
             paths.config.display()
         ))
     })?;
-    let listeners = bind(&settings)?;
+    let tls = local_tls(&settings)?;
+    let listeners = bind(&settings, tls.is_some())?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(
@@ -71,22 +72,23 @@ pub fn run(paths: &Paths) -> Result<()> {
         );
     }
     crate::mail::wire::set_reporting(crate::log::verbose());
-    let gate = Arc::new(Gate::new(paths.clone(), settings));
+    let gate = Arc::new(Gate::new(paths.clone(), settings, tls));
     let active = Arc::new(AtomicUsize::new(0));
-    for (service, listener) in &listeners {
+    for (kind, listener) in &listeners {
         eprintln!(
-            "mailtoken proxy: {} on {}",
-            service.name(),
+            "mailtoken proxy: {}{} on {}",
+            kind.service.name(),
+            if kind.implicit_tls { " (TLS)" } else { "" },
             listener.local_addr()?
         );
     }
     while !STOP.load(Ordering::SeqCst) {
         let mut idle = true;
-        for (service, listener) in &listeners {
+        for (kind, listener) in &listeners {
             match listener.accept() {
                 Ok((stream, peer)) => {
                     idle = false;
-                    start_session(*service, stream, peer, &gate, &active);
+                    start_session(*kind, stream, peer, &gate, &active);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => eprintln!("mailtoken proxy: accept failed: {e}"),
@@ -108,33 +110,55 @@ pub fn run(paths: &Paths) -> Result<()> {
     Ok(())
 }
 
-/// Bind each configured listener; only loopback addresses (see README: other addresses need
-/// local TLS and a password, and local TLS is not there yet).
-fn bind(settings: &ProxySettings) -> Result<Vec<(Service, TcpListener)>> {
+/// A listener: the protocol, and whether TLS starts with the first byte.
+#[derive(Clone, Copy)]
+struct Listener {
+    service: Service,
+    implicit_tls: bool,
+}
+
+/// Bind each configured listener. Loopback addresses always; another address only with local
+/// TLS and a local password (a scanner on the office network, say), since there the kernel
+/// cannot vouch for the user and the password would cross the network.
+fn bind(settings: &ProxySettings, tls: bool) -> Result<Vec<(Listener, TcpListener)>> {
     let mut out = Vec::new();
-    for (service, addr) in [
-        (Service::Imap, &settings.imap),
-        (Service::Pop, &settings.pop),
-        (Service::Smtp, &settings.smtp),
+    for (key, service, implicit_tls, addr) in [
+        ("imap", Service::Imap, false, &settings.imap),
+        ("pop", Service::Pop, false, &settings.pop),
+        ("smtp", Service::Smtp, false, &settings.smtp),
+        ("imaps", Service::Imap, true, &settings.imaps),
+        ("pops", Service::Pop, true, &settings.pops),
+        ("smtps", Service::Smtp, true, &settings.smtps),
     ] {
         let Some(addr) = addr else { continue };
         let parsed: SocketAddr = addr.parse().map_err(|_| {
             usage(format!(
-                "[proxy] {} = \"{addr}\" is not an address and port like \"127.0.0.1:1143\"",
-                service.name()
+                "[proxy] {key} = \"{addr}\" is not an address and port like \"127.0.0.1:1143\""
             ))
         })?;
-        if !parsed.ip().is_loopback() {
+        if implicit_tls && !tls {
             bail!(usage(format!(
-                "[proxy] {} = \"{addr}\": the proxy listens only on this machine (127.0.0.1 or \
-                 ::1); other addresses would hand your mailbox to the network",
-                service.name()
+                "[proxy] {key} needs tls_certificate and tls_key"
+            )));
+        }
+        let guarded = tls && settings.password_hash.is_some();
+        if !parsed.ip().is_loopback() && !guarded {
+            bail!(usage(format!(
+                "[proxy] {key} = \"{addr}\" is not on this machine: listening on the network \
+                 needs local TLS (tls_certificate, tls_key) and a local password (password_hash), \
+                 or the mailbox would be open to anyone who can connect"
             )));
         }
         let listener = TcpListener::bind(parsed)
-            .with_context(|| format!("cannot listen on {addr} for {}", service.name()))?;
+            .with_context(|| format!("cannot listen on {addr} for {key}"))?;
         listener.set_nonblocking(true)?;
-        out.push((service, listener));
+        out.push((
+            Listener {
+                service,
+                implicit_tls,
+            },
+            listener,
+        ));
     }
     if out.is_empty() {
         return Err(usage(
@@ -144,8 +168,38 @@ fn bind(settings: &ProxySettings) -> Result<Vec<(Service, TcpListener)>> {
     Ok(out)
 }
 
+/// The local TLS configuration from `tls_certificate` and `tls_key`, if set.
+fn local_tls(settings: &ProxySettings) -> Result<Option<Arc<rustls::ServerConfig>>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (&settings.tls_certificate, &settings.tls_key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => bail!(usage(
+            "[proxy] tls_certificate and tls_key go together: set both"
+        )),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| usage(format!("[proxy] tls_certificate {}: {e}", cert.display())))?;
+    let key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| usage(format!("[proxy] tls_key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("cannot set up TLS")?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            usage(format!(
+                "[proxy] the TLS certificate and key do not go together: {e}"
+            ))
+        })?;
+    Ok(Some(Arc::new(config)))
+}
+
 fn start_session(
-    service: Service,
+    kind: Listener,
     stream: TcpStream,
     peer: SocketAddr,
     gate: &Arc<Gate>,
@@ -159,11 +213,11 @@ fn start_session(
     let (gate, active) = (Arc::clone(gate), Arc::clone(active));
     thread::spawn(move || {
         let started = Instant::now();
-        let outcome = session(service, stream, peer, &gate);
+        let outcome = session(kind, stream, peer, &gate);
         active.fetch_sub(1, Ordering::SeqCst);
         eprintln!(
             "mailtoken proxy: {} {peer}: {} ({:.1} s)",
-            service.name(),
+            kind.service.name(),
             printable(&outcome),
             started.elapsed().as_secs_f64()
         );
@@ -171,7 +225,7 @@ fn start_session(
 }
 
 /// One session, start to end; what happened, for the log line (never a secret).
-fn session(service: Service, stream: TcpStream, peer: SocketAddr, gate: &Gate) -> String {
+fn session(kind: Listener, stream: TcpStream, peer: SocketAddr, gate: &Gate) -> String {
     let local = match stream.local_addr() {
         Ok(local) => local,
         Err(e) => return format!("no local address: {e}"),
@@ -179,16 +233,23 @@ fn session(service: Service, stream: TcpStream, peer: SocketAddr, gate: &Gate) -
     let same_user = peer::uid_of(peer, local) == Some(gate.me);
     let _ = stream.set_read_timeout(Some(crate::mail::wire::TIMEOUT));
     let _ = stream.set_write_timeout(Some(crate::mail::wire::TIMEOUT));
-    let client = match stream.try_clone() {
-        Ok(c) => c,
-        Err(e) => return format!("cannot use the connection: {e}"),
-    };
-    let conn = Conn::with_deadline(Transport::Plain(stream), PRE_AUTH);
+    let mut conn = Conn::with_deadline(Transport::Plain(stream), PRE_AUTH);
+    if kind.implicit_tls {
+        let Some(tls) = gate.tls.clone() else {
+            return "no local TLS configured".into();
+        };
+        conn = match conn.accept_tls(tls) {
+            Ok(conn) => conn,
+            Err(e) => return format!("{e:#}"),
+        };
+    }
     let caller = Caller {
         ip: peer.ip(),
         same_user,
+        // Off this machine, nothing but TLS carries a password.
+        needs_tls: !local.ip().is_loopback(),
     };
-    let login = match service {
+    let login = match kind.service {
         Service::Imap => imap::front(conn, &caller, gate),
         Service::Pop => pop::front(conn, &caller, gate),
         Service::Smtp => smtp::front(conn, &caller, gate),
@@ -196,10 +257,8 @@ fn session(service: Service, stream: TcpStream, peer: SocketAddr, gate: &Gate) -
     let Some(done) = login else {
         return "closed before logging in".into();
     };
-    let (client_transport, to_upstream) = done.client.into_parts();
-    drop(client_transport);
+    let (client, to_upstream) = done.client.into_parts();
     let (upstream, to_client) = done.upstream.into_parts();
-    let _ = client.set_write_timeout(None);
     match relay::run(client, to_upstream, upstream, to_client, IDLE_LIMIT) {
         Ok(t) => format!(
             "{}: logged in; {} bytes up, {} bytes down",
@@ -213,6 +272,8 @@ fn session(service: Service, stream: TcpStream, peer: SocketAddr, gate: &Gate) -
 pub struct Caller {
     pub ip: IpAddr,
     pub same_user: bool,
+    /// The listener is on the network: no login before TLS.
+    pub needs_tls: bool,
 }
 
 /// A finished login: both connections, ready for the relay.
@@ -270,15 +331,18 @@ fn conclude(
 pub struct Gate {
     paths: Paths,
     settings: ProxySettings,
+    /// Local TLS, for STARTTLS and the implicit-TLS listeners.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
     me: u32,
     failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
 impl Gate {
-    fn new(paths: Paths, settings: ProxySettings) -> Gate {
+    fn new(paths: Paths, settings: ProxySettings, tls: Option<Arc<rustls::ServerConfig>>) -> Gate {
         Gate {
             paths,
             settings,
+            tls,
             // SAFETY: geteuid has no preconditions and cannot fail.
             me: unsafe { libc::geteuid() },
             failures: Mutex::new(HashMap::new()),

@@ -14,9 +14,33 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
     for _ in 0..MAX_COMMANDS {
         let line = conn.read_line().ok()?;
         let (command, rest) = line.split_once(' ').unwrap_or((&line, ""));
-        let credentials = match command.to_ascii_uppercase().as_str() {
+        let command = command.to_ascii_uppercase();
+        if caller.needs_tls
+            && !conn.is_tls()
+            && matches!(command.as_str(), "USER" | "PASS" | "AUTH")
+        {
+            conn.write_line("-ERR [AUTH] STLS first").ok()?;
+            continue;
+        }
+        let credentials = match command.as_str() {
             "CAPA" => {
-                conn.write_line("+OK\r\nUSER\r\nSASL PLAIN\r\n.").ok()?;
+                let stls = if gate.tls.is_some() && !conn.is_tls() {
+                    "STLS\r\n"
+                } else {
+                    ""
+                };
+                conn.write_line(&format!("+OK\r\nUSER\r\nSASL PLAIN\r\n{stls}."))
+                    .ok()?;
+                continue;
+            }
+            "STLS" => {
+                match &gate.tls {
+                    Some(tls) if !conn.is_tls() => {
+                        conn.write_line("+OK begin TLS now").ok()?;
+                        conn = conn.accept_tls(tls.clone()).ok()?;
+                    }
+                    _ => conn.write_line("-ERR STLS is not available here").ok()?,
+                }
                 continue;
             }
             "USER" if !rest.is_empty() => {

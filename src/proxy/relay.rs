@@ -1,6 +1,7 @@
 //! After the login: bytes both ways, untouched, until either side closes or both are idle.
-//! Plain and TLS upstreams alike, one thread per direction: a TLS session is shared under a
-//! lock that is never held while waiting for the network.
+//! Each side is plain TCP or TLS (the real server's, or the proxy's own for a local client);
+//! one thread per direction. A TLS session is shared under a lock that is never held while
+//! waiting for the network.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -9,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use rustls::ClientConnection;
+use rustls::Connection;
 
 use crate::mail::wire::Transport;
 
@@ -22,112 +23,121 @@ pub struct Totals {
     pub down: u64,
 }
 
-/// Relay between `client` and the authenticated `upstream`, first delivering what each side
-/// sent ahead (`to_upstream`: the client pipelined past its login; `to_client`: the server
-/// spoke right after it). Ends when a side closes, or neither has sent anything for `idle`.
+/// One end of the relay: its socket, and its TLS session if it has one.
+struct Side {
+    sock: TcpStream,
+    tls: Option<Arc<Mutex<Connection>>>,
+}
+
+impl Side {
+    fn new(transport: Transport) -> io::Result<Side> {
+        let (sock, tls) = match transport {
+            Transport::Plain(sock) => (sock, None),
+            Transport::Tls(s) => {
+                let rustls::StreamOwned { conn, sock } = *s;
+                (sock, Some(Connection::from(conn)))
+            }
+            Transport::ServerTls(s) => {
+                let rustls::StreamOwned { conn, sock } = *s;
+                (sock, Some(Connection::from(conn)))
+            }
+        };
+        sock.set_read_timeout(Some(TICK))?;
+        sock.set_write_timeout(Some(TICK))?;
+        Ok(Side {
+            sock,
+            tls: tls.map(|c| Arc::new(Mutex::new(c))),
+        })
+    }
+
+    fn reader(&self) -> io::Result<SideReader> {
+        Ok(SideReader {
+            sock: self.sock.try_clone()?,
+            tls: self.tls.clone(),
+            raw: vec![0; 16 * 1024],
+        })
+    }
+
+    fn writer(&self) -> io::Result<SideWriter> {
+        Ok(SideWriter {
+            sock: self.sock.try_clone()?,
+            tls: self.tls.clone(),
+        })
+    }
+
+    /// Say goodbye properly on TLS, then close both ways so the other thread's read ends.
+    fn close(&self) {
+        if let Some(tls) = &self.tls
+            && let Ok(mut conn) = tls.lock()
+        {
+            conn.send_close_notify();
+            let _ = conn.write_tls(&mut &self.sock);
+        }
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
+
+/// Relay between the `client` and the authenticated `upstream`, first delivering what each
+/// side sent ahead (`to_upstream`: the client pipelined past its login; `to_client`: the
+/// server spoke right after it). Ends when a side closes, or neither has sent anything for
+/// `idle`.
 pub fn run(
-    client: TcpStream,
+    client: Transport,
     to_upstream: Vec<u8>,
     upstream: Transport,
     to_client: Vec<u8>,
     idle: Duration,
 ) -> io::Result<Totals> {
-    let last = Arc::new(AtomicU64::new(0));
-    let start = Instant::now();
-    let touch = {
-        let last = Arc::clone(&last);
-        move || last.store(start.elapsed().as_secs(), Ordering::Relaxed)
+    let (client, upstream) = (Arc::new(Side::new(client)?), Arc::new(Side::new(upstream)?));
+    client.writer()?.write_all(&to_client)?;
+    upstream.writer()?.write_all(&to_upstream)?;
+    let clock = Arc::new(Clock::new());
+    let down = {
+        let (from, to, clock) = (upstream.reader()?, client.writer()?, Arc::clone(&clock));
+        let (client, upstream) = (Arc::clone(&client), Arc::clone(&upstream));
+        thread::spawn(move || {
+            let n = copy(from, to, idle, &clock);
+            client.close();
+            upstream.close();
+            n
+        })
     };
-    let idle_for = {
-        let last = Arc::clone(&last);
-        move || Duration::from_secs(start.elapsed().as_secs() - last.load(Ordering::Relaxed))
-    };
-    client.set_read_timeout(Some(TICK))?;
-    let mut client_w = client.try_clone()?;
-    client_w.write_all(&to_client)?;
-
-    match upstream {
-        Transport::Plain(up) => {
-            up.set_read_timeout(Some(TICK))?;
-            let mut up_w = up.try_clone()?;
-            up_w.write_all(&to_upstream)?;
-            let (touch2, idle2) = (touch.clone(), idle_for.clone());
-            let down = spawn_copy(up.try_clone()?, client_w, idle, touch2, idle2, {
-                let (client, up) = (client.try_clone()?, up.try_clone()?);
-                move || close(&client, &up)
-            });
-            let upn = copy(&client, &mut up_w, idle, &touch, &idle_for);
-            close(&client, &up);
-            Ok(Totals {
-                up: upn,
-                down: down.join().unwrap_or(0),
-            })
-        }
-        Transport::Tls(stream) => {
-            let rustls::StreamOwned { conn, sock } = *stream;
-            sock.set_read_timeout(Some(TICK))?;
-            let conn = Arc::new(Mutex::new(conn));
-            let mut sink = TlsWriter {
-                conn: Arc::clone(&conn),
-                sock: sock.try_clone()?,
-            };
-            sink.write_all(&to_upstream)?;
-            let mut source = TlsReader {
-                conn: Arc::clone(&conn),
-                sock: sock.try_clone()?,
-                raw: vec![0; 16 * 1024],
-            };
-            let (touch2, idle2) = (touch.clone(), idle_for.clone());
-            let down = {
-                let (client_r, sock2) = (client.try_clone()?, sock.try_clone()?);
-                thread::spawn(move || {
-                    let n = copy(&mut source, &mut client_w, idle, &touch2, &idle2);
-                    close(&client_r, &sock2);
-                    n
-                })
-            };
-            let upn = copy(&client, &mut sink, idle, &touch, &idle_for);
-            if let Ok(mut c) = conn.lock() {
-                c.send_close_notify();
-                let _ = c.write_tls(&mut &sock);
-            }
-            close(&client, &sock);
-            Ok(Totals {
-                up: upn,
-                down: down.join().unwrap_or(0),
-            })
-        }
-    }
-}
-
-fn close(a: &TcpStream, b: &TcpStream) {
-    let _ = a.shutdown(Shutdown::Both);
-    let _ = b.shutdown(Shutdown::Both);
-}
-
-fn spawn_copy(
-    mut from: TcpStream,
-    mut to: TcpStream,
-    idle: Duration,
-    touch: impl Fn() + Send + 'static,
-    idle_for: impl Fn() -> Duration + Send + 'static,
-    done: impl FnOnce() + Send + 'static,
-) -> thread::JoinHandle<u64> {
-    thread::spawn(move || {
-        let n = copy(&mut from, &mut to, idle, &touch, &idle_for);
-        done();
-        n
+    let up = copy(client.reader()?, upstream.writer()?, idle, &clock);
+    upstream.close();
+    client.close();
+    Ok(Totals {
+        up,
+        down: down.join().unwrap_or(0),
     })
 }
 
+/// When either direction last moved a byte.
+struct Clock {
+    start: Instant,
+    last: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        Clock {
+            start: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last
+            .store(self.start.elapsed().as_secs(), Ordering::Relaxed);
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.start.elapsed().as_secs();
+        Duration::from_secs(now.saturating_sub(self.last.load(Ordering::Relaxed)))
+    }
+}
+
 /// Copy until end of stream, an error, or `idle` without traffic in either direction.
-fn copy(
-    mut from: impl Read,
-    to: &mut impl Write,
-    idle: Duration,
-    touch: &impl Fn(),
-    idle_for: &impl Fn() -> Duration,
-) -> u64 {
+fn copy(mut from: impl Read, mut to: impl Write, idle: Duration, clock: &Clock) -> u64 {
     let mut buf = vec![0u8; 32 * 1024];
     let mut total = 0;
     loop {
@@ -138,7 +148,7 @@ fn copy(
                     return total;
                 }
                 total += n as u64;
-                touch();
+                clock.touch();
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e)
@@ -147,7 +157,7 @@ fn copy(
                     io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
                 ) =>
             {
-                if idle_for() >= idle {
+                if clock.idle_for() >= idle {
                     return total;
                 }
             }
@@ -156,19 +166,25 @@ fn copy(
     }
 }
 
-/// The plaintext side of a TLS session: network bytes are read without the lock, then
-/// decrypted under it.
-struct TlsReader {
-    conn: Arc<Mutex<ClientConnection>>,
+/// Plaintext from a side: network bytes are read without the lock, then decrypted under it.
+struct SideReader {
     sock: TcpStream,
+    tls: Option<Arc<Mutex<Connection>>>,
     raw: Vec<u8>,
 }
 
-impl Read for TlsReader {
+fn poisoned() -> io::Error {
+    io::Error::other("a relay thread failed")
+}
+
+impl Read for SideReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Some(tls) = &self.tls else {
+            return self.sock.read(buf);
+        };
         loop {
             {
-                let mut conn = self.conn.lock().map_err(|_| io::ErrorKind::Other)?;
+                let mut conn = tls.lock().map_err(|_| poisoned())?;
                 match conn.reader().read(buf) {
                     Ok(n) => return Ok(n),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -176,16 +192,15 @@ impl Read for TlsReader {
                 }
             }
             let n = self.sock.read(&mut self.raw)?;
-            let mut conn = self.conn.lock().map_err(|_| io::ErrorKind::Other)?;
             if n == 0 {
-                // The server closed without close_notify: treat it as the end.
+                // Closed without close_notify: the end all the same.
                 return Ok(0);
             }
+            let mut conn = tls.lock().map_err(|_| poisoned())?;
             let mut fresh = &self.raw[..n];
             while !fresh.is_empty() {
                 conn.read_tls(&mut fresh)?;
-                conn.process_new_packets()
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+                conn.process_new_packets().map_err(io::Error::other)?;
             }
             while conn.wants_write() {
                 conn.write_tls(&mut &self.sock)?;
@@ -194,16 +209,19 @@ impl Read for TlsReader {
     }
 }
 
-/// The sending side of a TLS session: encrypt and send under the lock (sending does not
-/// wait on the peer beyond the socket's buffer).
-struct TlsWriter {
-    conn: Arc<Mutex<ClientConnection>>,
+/// Plaintext to a side: encrypted and sent under the lock (sending waits on the socket's
+/// buffer only).
+struct SideWriter {
     sock: TcpStream,
+    tls: Option<Arc<Mutex<Connection>>>,
 }
 
-impl Write for TlsWriter {
+impl Write for SideWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut conn = self.conn.lock().map_err(|_| io::ErrorKind::Other)?;
+        let Some(tls) = &self.tls else {
+            return self.sock.write(buf);
+        };
+        let mut conn = tls.lock().map_err(|_| poisoned())?;
         let n = conn.writer().write(buf)?;
         while conn.wants_write() {
             conn.write_tls(&mut &self.sock)?;

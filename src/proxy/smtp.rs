@@ -24,11 +24,21 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
     for _ in 0..MAX_COMMANDS {
         let line = conn.read_line().ok()?;
         let (command, rest) = line.split_once(' ').unwrap_or((&line, ""));
-        let credentials = match command.to_ascii_uppercase().as_str() {
+        let command = command.to_ascii_uppercase();
+        if caller.needs_tls && !conn.is_tls() && command == "AUTH" {
+            conn.write_line("530 5.7.0 Must issue a STARTTLS command first")
+                .ok()?;
+            continue;
+        }
+        let credentials = match command.as_str() {
             "EHLO" => {
+                let mut extensions: Vec<&str> = EXTENSIONS.to_vec();
+                if gate.tls.is_some() && !conn.is_tls() {
+                    extensions.insert(0, "STARTTLS");
+                }
                 let mut reply = String::from("250-mailtoken proxy");
-                for (i, ext) in EXTENSIONS.iter().enumerate() {
-                    let sep = if i + 1 == EXTENSIONS.len() { ' ' } else { '-' };
+                for (i, ext) in extensions.iter().enumerate() {
+                    let sep = if i + 1 == extensions.len() { ' ' } else { '-' };
                     reply.push_str(&format!("\r\n250{sep}{ext}"));
                 }
                 conn.write_line(&reply).ok()?;
@@ -47,8 +57,15 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
                 return None;
             }
             "STARTTLS" => {
-                conn.write_line("454 4.7.0 no TLS: this proxy listens on this machine only")
-                    .ok()?;
+                match &gate.tls {
+                    Some(tls) if !conn.is_tls() => {
+                        conn.write_line("220 2.0.0 begin TLS now").ok()?;
+                        conn = conn.accept_tls(tls.clone()).ok()?;
+                    }
+                    _ => conn
+                        .write_line("454 4.7.0 TLS is not available here")
+                        .ok()?,
+                }
                 continue;
             }
             "AUTH" => match auth(&mut conn, rest)? {

@@ -376,3 +376,85 @@ fn an_oversized_literal_and_a_silent_client_hold_up_nobody() {
     c.until("a2 ");
     assert!(seen.wait().logout);
 }
+
+fn tls_settings() -> String {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    format!(
+        "tls_certificate = \"{}\"\ntls_key = \"{}\"\n",
+        fixtures.join("app-cert.pem").display(),
+        fixtures.join("app-key.pem").display()
+    )
+}
+
+/// Python's TLS clients against the proxy's own certificate (a test certificate, so not
+/// verified here): STARTTLS for IMAP and SMTP, and TLS from the first byte for IMAP.
+#[test]
+fn local_tls_starttls_and_implicit_tls_with_python_clients() {
+    let (imap_up, imap_seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let starttls = Proxy::start("imap", imap_up, &tls_settings());
+    let (imaps_up, imaps_seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let imaps_port = free_port();
+    let implicit = Proxy::start(
+        "imap",
+        imaps_up,
+        &format!("imaps = \"127.0.0.1:{imaps_port}\"\n{}", tls_settings()),
+    );
+    let (smtp_up, smtp_seen) = smtp_server(SmtpMode::Accept {
+        auth_line: format!("AUTH XOAUTH2 {}", xoauth2(USER, TOKEN)),
+    });
+    let smtp = Proxy::start("smtp", smtp_up, &tls_settings());
+    let script = format!(
+        "import imaplib, smtplib, ssl\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n\
+         ctx.check_hostname = False\n\
+         ctx.verify_mode = ssl.CERT_NONE\n\
+         m = imaplib.IMAP4('127.0.0.1', {imap})\n\
+         assert 'STARTTLS' in m.capabilities, m.capabilities\n\
+         m.starttls(ssl_context=ctx)\n\
+         assert 'STARTTLS' not in m.capabilities, m.capabilities\n\
+         m.login('alice@example.com', 'any')\n\
+         m.logout()\n\
+         m = imaplib.IMAP4_SSL('127.0.0.1', {imaps}, ssl_context=ctx)\n\
+         m.login('alice@example.com', 'any')\n\
+         m.logout()\n\
+         s = smtplib.SMTP('127.0.0.1', {smtp})\n\
+         s.starttls(context=ctx)\n\
+         s.login('alice@example.com', 'any')\n\
+         s.sendmail('alice@example.com', ['bob@example.com'], 'Subject: tls\\r\\n\\r\\nhi\\r\\n')\n\
+         s.quit()\n",
+        imap = starttls.port,
+        imaps = imaps_port,
+        smtp = smtp.port
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(imap_seen.wait().logout);
+    assert!(imaps_seen.wait().logout);
+    assert!(
+        smtp_seen
+            .wait()
+            .data
+            .is_some_and(|d| d.contains("Subject: tls"))
+    );
+    drop(implicit);
+}
+
+#[test]
+fn a_listener_off_this_machine_needs_local_tls_and_a_password() {
+    let env = Env::new();
+    env.write_config(&format!(
+        "[proxy]\nimap = \"0.0.0.0:{}\"\n{}",
+        free_port(),
+        account_toml("work", "")
+    ));
+    let out = env.run(&["proxy"]);
+    assert_eq!(out.code, Some(2), "{}", out.all());
+    assert!(out.stderr.contains("needs local TLS"), "{}", out.all());
+}
