@@ -458,3 +458,79 @@ fn a_listener_off_this_machine_needs_local_tls_and_a_password() {
     assert_eq!(out.code, Some(2), "{}", out.all());
     assert!(out.stderr.contains("needs local TLS"), "{}", out.all());
 }
+
+/// As `nobody`: one IMAP LOGIN with `password`; the proxy's reply line.
+fn login_as_nobody(port: u16, password: &str) -> String {
+    let script = format!(
+        "exec 3<>/dev/tcp/127.0.0.1/{port}; read -r greeting <&3; \
+         printf 'a1 LOGIN alice@example.com \"{password}\"\\r\\n' >&3; read -r reply <&3; echo \"$reply\""
+    );
+    let out = std::process::Command::new("setpriv")
+        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
+        .args(["bash", "-c", &script])
+        .env("HOME", "/")
+        .output()
+        .expect("setpriv");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn another_user_with_the_local_password_gets_in_and_guessing_is_slowed_down() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: running a client as `nobody` needs root (CI runs as root)");
+        return;
+    }
+    let hash = {
+        let env = Env::new();
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("--config")
+            .arg(env.config())
+            .args(["proxy", "--hash-password"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"office scanner 42\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let proxy = Proxy::start("imap", upstream, &format!("password_hash = \"{hash}\""));
+    let ok = login_as_nobody(proxy.port, "office scanner 42");
+    assert!(ok.starts_with("a1 OK"), "{ok}");
+    assert!(seen.wait().response.is_some());
+    for _ in 0..5 {
+        let no = login_as_nobody(proxy.port, "guess");
+        assert!(no.contains("wrong local password"), "{no}");
+    }
+    let slowed = login_as_nobody(proxy.port, "office scanner 42");
+    assert!(slowed.contains("too many failed logins"), "{slowed}");
+}
+
+#[test]
+fn an_upstream_that_closes_mid_session_ends_the_client_session() {
+    // The fake server ends the session after LOGOUT, whatever the client does next.
+    let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let proxy = Proxy::start("imap", upstream, "");
+    let mut c = proxy.connect();
+    c.line();
+    c.send("a1 LOGIN work pw");
+    c.until("a1 ");
+    c.send("a2 LOGOUT");
+    c.until("a2 ");
+    assert!(seen.wait().logout);
+    // The server is gone: the client sees its connection end, promptly.
+    let started = Instant::now();
+    let mut rest = String::new();
+    let _ = c.reader.read_to_string(&mut rest);
+    assert!(started.elapsed() < Duration::from_secs(5), "{rest}");
+    let log = proxy.stop();
+    assert!(log.stderr.contains("work: logged in"), "{}", log.all());
+}
