@@ -50,8 +50,14 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
                 time::format_utc(access.expires_at)
             ),
             Err(err) => {
-                eprintln!("{name}: FAILED: {err:#}");
                 let kind = error::kind(&err);
+                // The summary below names the accounts that need a login, once.
+                let text = format!("{err:#}");
+                let text: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.starts_with("A new login is needed"))
+                    .collect();
+                eprintln!("{name}: FAILED: {}", text.join("\n"));
                 if kind == Some(Kind::LoginNeeded) {
                     needs_login.push(name);
                 }

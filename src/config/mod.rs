@@ -249,7 +249,50 @@ fn toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
             let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
             format!("line {line}, column {column}: ")
         });
-    anyhow::anyhow!("{}{}", place.unwrap_or_default(), e.message().trim())
+    anyhow::anyhow!(
+        "{}{}",
+        place.unwrap_or_default(),
+        shorter_message(e.message().trim())
+    )
+}
+
+/// serde's "unknown field `x`, expected one of `a`, `b`, ..." lists every key (three dozen for
+/// an account): name the closest one instead, as a spelling fix.
+fn shorter_message(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once("`, expected one of ") else {
+        return message.to_string();
+    };
+    let closest = expected
+        .split(", ")
+        .map(|k| k.trim_matches('`'))
+        .min_by_key(|k| edit_distance(unknown, k));
+    match closest {
+        Some(key) if edit_distance(unknown, key) <= 3 => {
+            format!("unknown key `{unknown}`: did you mean `{key}`?")
+        }
+        _ => format!("unknown key `{unknown}` (`man mailtoken.toml` lists the keys)"),
+    }
+}
+
+/// Levenshtein distance, for spelling suggestions.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
@@ -301,6 +344,8 @@ refresh_margin = 10
         let msg = format!("{err:#}");
         assert!(msg.contains("line 4"), "{msg}");
         assert!(msg.contains("clinet_secret_env"), "{msg}");
+        assert!(msg.contains("did you mean `client_secret_env`?"), "{msg}");
+        assert!(msg.len() < 200, "{msg}");
         let err = Config::parse("refresh_margin = \"soon\"").unwrap_err();
         assert!(format!("{err:#}").contains("line 1"));
     }

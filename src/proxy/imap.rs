@@ -1,6 +1,7 @@
-//! The proxy's IMAP side before login: a greeting and capabilities of its own (LOGIN and
-//! AUTHENTICATE PLAIN, no STARTTLS, no LOGINDISABLED), LOGIN with quoted strings and
-//! literals (`{n}` and `{n+}`), AUTHENTICATE PLAIN with and without SASL-IR.
+//! The proxy's IMAP side before login: capabilities of its own (LOGIN and AUTHENTICATE PLAIN;
+//! STARTTLS only with local TLS; LOGINDISABLED only where a login would cross the network in
+//! clear), LOGIN with quoted strings and literals (`{n}`, `{n+}`), AUTHENTICATE PLAIN with and
+//! without SASL-IR.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -8,6 +8,7 @@
 //! and smtp.rs; who may log in is decided in `Gate`.
 
 pub mod imap;
+mod password;
 pub mod peer;
 mod pop;
 mod relay;
@@ -28,6 +29,8 @@ use crate::log::printable;
 use crate::mail::servers::Server;
 use crate::mail::wire::{Conn, Transport};
 use crate::provider::Service;
+
+pub use password::hash as hash_password;
 
 /// Time a client has to log in, from connecting.
 const PRE_AUTH: Duration = Duration::from_secs(60);
@@ -420,7 +423,7 @@ impl Gate {
                     .into(),
             ));
         };
-        if crate::proxy::password::verify(password, hash) {
+        if password::verify(password, hash) {
             Ok(())
         } else {
             self.failed(caller);
@@ -483,6 +486,3 @@ fn log_in_upstream(service: Service, server: &Server, user: &str, token: &str) -
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
-
-mod password;
-pub use password::hash as hash_password;

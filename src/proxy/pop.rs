@@ -1,5 +1,5 @@
 //! The proxy's POP3 side before login: USER/PASS and AUTH PLAIN (RFC 5034), with or without
-//! the initial response.
+//! the initial response, and STLS with local TLS.
 
 use super::imap::decode_plain;
 use super::{Caller, Denied, Gate, LoggedIn, conclude};

@@ -1,5 +1,5 @@
-//! The proxy's SMTP side before login: EHLO with AUTH PLAIN and LOGIN (no STARTTLS), and the
-//! two AUTH exchanges, with or without the initial response.
+//! The proxy's SMTP side before login: EHLO with AUTH PLAIN and LOGIN (and STARTTLS with local
+//! TLS), and the two AUTH exchanges, with or without the initial response.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;

@@ -20,7 +20,8 @@ E2E_MARGIN=5
 
 E2E_APT_PACKAGES=(dovecot-imapd dovecot-submissiond dovecot-lmtpd curl msmtp mutt isync
   libsasl2-modules-kdexoauth2 tmux openssl ca-certificates
-  getmail6 offlineimap3 fetchmail aerc git git-email libauthen-sasl-perl libio-socket-ssl-perl)
+  getmail6 offlineimap3 fetchmail aerc git git-email libauthen-sasl-perl libio-socket-ssl-perl
+  alpine)
 
 say() { printf '%s\n' "$*" >&2; }
 die() {

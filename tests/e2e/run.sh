@@ -547,6 +547,61 @@ check_proxy_concurrent() {
   proxy_down
 }
 
+# Drive a program in tmux: answer the prompts it shows (a table of screen text -> keys) until
+# `done` shows on the screen, for at most `secs` seconds.
+tmux_until() {
+  local sock=$1 done=$2 secs=$3 screen i
+  shift 3
+  for ((i = 0; i < secs * 4; i++)); do
+    screen=$(tmux -S "$sock" capture-pane -p 2>/dev/null || true)
+    [[ $screen == *"$done"* ]] && return 0
+    local pair
+    for pair in "$@"; do
+      if [[ $screen == *"${pair%%=>*}"* ]]; then
+        # shellcheck disable=SC2086
+        tmux -S "$sock" send-keys ${pair#*=>}
+        sleep 0.5
+        break
+      fi
+    done
+    sleep 0.25
+  done
+  echo "$screen"
+  return 1
+}
+
+check_proxy_alpine() {
+  command -v alpine >/dev/null || { say "alpine is not installed"; exit 77; }
+  proxy_up
+  local home="$E2E_DIR/tmp/alpine-home" sock="$E2E_DIR/tmux-alpine.sock" subject sent
+  subject=$(test_subject)
+  sent="e2e alpine $RANDOM$RANDOM"
+  mkdir -p "$home"
+  cat >"$home/.pinerc" <<EOF
+personal-name=e2e
+user-domain=${E2E_USER#*@}
+inbox-path={127.0.0.1:$PROXY_IMAP/user=$E2E_USER/notls}INBOX
+smtp-server=127.0.0.1:$PROXY_SMTP/user=$E2E_USER/notls
+feature-list=quit-without-confirm
+EOF
+  trap 'kill $PROXY_PID 2>/dev/null || true; tmux -S "'"$sock"'" kill-server 2>/dev/null || true' EXIT
+  HOME=$home tmux -S "$sock" new-session -d -x 200 -y 50 "alpine -i"
+  # Any password will do: the proxy serves its own user.
+  local answers=("Exit this greeting=>E" "ENTER PASSWORD=>any Enter" "Preserve password=>n"
+    "Create?=>y" "Send message?=>y")
+  tmux_until "$sock" "$subject" 60 "${answers[@]}" || fail "Alpine did not show \"$subject\" in the INBOX"
+  say "Alpine opened the INBOX through the proxy and lists \"$subject\""
+  tmux -S "$sock" send-keys c
+  tmux_until "$sock" "COMPOSE MESSAGE" 20 || fail "Alpine did not open the composer"
+  tmux -S "$sock" send-keys "$E2E_USER" Enter Enter Enter "$sent" Enter "sent by Alpine through mailtoken proxy" C-x
+  # Back at the message index, the message is sent (the status line about it is brief).
+  tmux_until "$sock" "MESSAGE INDEX" 60 "${answers[@]}" || fail "Alpine did not send"
+  tmux -S "$sock" kill-server
+  imap_read_back "$sent" | grep -F "Subject: $sent"
+  say "Alpine sent \"$sent\" through the proxy (SMTP AUTH), read back over IMAP"
+  proxy_down
+}
+
 # --- main --------------------------------------------------------------------------------
 
 T_START=$(now)
@@ -619,6 +674,7 @@ check "8d. aerc with contrib/aerc-accounts.conf opens the INBOX (IMAPS, xoauth2)
 check "8e. git send-email with contrib/gitconfig sends (SMTP STARTTLS, XOAUTH2)" check_git_send_email
 check "9b. git send-email with a plain password (AUTH PLAIN), through mailtoken proxy" check_proxy_git_send_email
 check "9c. 100 concurrent IMAP sessions (curl) through mailtoken proxy" check_proxy_concurrent
+check "9d. Alpine reads the INBOX and sends, through mailtoken proxy (tmux)" check_proxy_alpine
 
 echo
 printf '%s\n' "${RESULTS[@]}"

@@ -29,6 +29,12 @@ fn refresh_all_renews_every_login_and_names_those_needing_a_person() {
         "{}",
         out.stderr
     );
+    assert_eq!(
+        out.stderr.matches("new login is needed").count(),
+        1,
+        "said once per account:\n{}",
+        out.stderr
+    );
     // Even a fresh access token is renewed: the point is to use the refresh token.
     assert_eq!(server.count(Kind::Refresh), 1);
     assert!(server.was_revoked("fake-rt-seed"));
