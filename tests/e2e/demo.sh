@@ -3,7 +3,7 @@
 # server (oidc-provider) and a real mail server (Dovecot) on 127.0.0.1, logs in, fetches a
 # token, sends a message and reads it back, printing each step. Stops everything at the end.
 #
-#   sudo bash tests/e2e/demo.sh
+#   bash tests/e2e/demo.sh        (as root)
 #
 # Needs root (apt-get for Dovecot and the mail tools; Dovecot starts as root), Node 20, npm.
 # The browser part of the login is played by tests/e2e/approve.mjs, signing in as the test
@@ -30,7 +30,7 @@ show() {
   "$@" 2>&1 | sed 's/^/    /'
 }
 
-step "Install what is missing (Dovecot, msmtp, curl; oidc-provider from npm) and build mailtoken"
+step "Install what is missing with apt-get (${E2E_APT_PACKAGES[*]}) and npm (oidc-provider), and build mailtoken"
 e2e_install_packages
 e2e_install_node
 e2e_build
