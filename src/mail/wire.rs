@@ -272,6 +272,8 @@ pub fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
             Ok(tcp) => {
                 tcp.set_read_timeout(Some(TIMEOUT))?;
                 tcp.set_write_timeout(Some(TIMEOUT))?;
+                // Each command is written whole and then answered: nothing to gain from Nagle.
+                tcp.set_nodelay(true)?;
                 return Ok(tcp);
             }
             Err(e) => last = Some(e),

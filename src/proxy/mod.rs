@@ -85,20 +85,31 @@ pub fn run(paths: &Paths) -> Result<()> {
             listener.local_addr()?
         );
     }
+    // Wait on every listener at once: a connection is accepted the moment it arrives, and
+    // SIGTERM (which interrupts the wait) is noticed within the poll's timeout.
+    let mut fds: Vec<libc::pollfd> = listeners
+        .iter()
+        .map(|(_, l)| libc::pollfd {
+            fd: std::os::fd::AsRawFd::as_raw_fd(l),
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
     while !STOP.load(Ordering::SeqCst) {
-        let mut idle = true;
-        for (kind, listener) in &listeners {
+        // SAFETY: `fds` is a valid array of pollfd for the length given.
+        unsafe {
+            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 250);
+        }
+        for (fd, (kind, listener)) in fds.iter_mut().zip(&listeners) {
+            if fd.revents == 0 {
+                continue;
+            }
+            fd.revents = 0;
             match listener.accept() {
-                Ok((stream, peer)) => {
-                    idle = false;
-                    start_session(*kind, stream, peer, &gate, &active);
-                }
+                Ok((stream, peer)) => start_session(*kind, stream, peer, &gate, &active),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => eprintln!("mailtoken proxy: accept failed: {e}"),
             }
-        }
-        if idle {
-            thread::sleep(Duration::from_millis(20));
         }
     }
     drop(listeners);
@@ -236,6 +247,7 @@ fn session(kind: Listener, stream: TcpStream, peer: SocketAddr, gate: &Gate) -> 
     let same_user = peer::uid_of(peer, local) == Some(gate.me);
     let _ = stream.set_read_timeout(Some(crate::mail::wire::TIMEOUT));
     let _ = stream.set_write_timeout(Some(crate::mail::wire::TIMEOUT));
+    let _ = stream.set_nodelay(true);
     let mut conn = Conn::with_deadline(Transport::Plain(stream), PRE_AUTH);
     if kind.implicit_tls {
         let Some(tls) = gate.tls.clone() else {

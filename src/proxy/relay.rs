@@ -44,6 +44,9 @@ impl Side {
         };
         sock.set_read_timeout(Some(TICK))?;
         sock.set_write_timeout(Some(TICK))?;
+        // A relay forwards what it gets at once: Nagle's wait for an ACK (which the peer may
+        // delay 40 ms) would only add latency to every small reply.
+        sock.set_nodelay(true)?;
         Ok(Side {
             sock,
             tls: tls.map(|c| Arc::new(Mutex::new(c))),
@@ -54,7 +57,7 @@ impl Side {
         Ok(SideReader {
             sock: self.sock.try_clone()?,
             tls: self.tls.clone(),
-            raw: vec![0; 16 * 1024],
+            raw: vec![0; 64 * 1024],
         })
     }
 
@@ -138,7 +141,8 @@ impl Clock {
 
 /// Copy until end of stream, an error, or `idle` without traffic in either direction.
 fn copy(mut from: impl Read, mut to: impl Write, idle: Duration, clock: &Clock) -> u64 {
-    let mut buf = vec![0u8; 32 * 1024];
+    // Large reads: a FETCH of big messages moves megabytes, and each read is a wake-up.
+    let mut buf = vec![0u8; 256 * 1024];
     let mut total = 0;
     loop {
         match from.read(&mut buf) {
