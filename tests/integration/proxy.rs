@@ -330,24 +330,8 @@ fn another_user_is_turned_away_without_a_local_password() {
     }
     let (upstream, _seen) = imap_server(xoauth2(USER, TOKEN), true);
     let proxy = Proxy::start("imap", upstream, "");
-    // bash's own /dev/tcp and `read`, as nobody (no interpreter from root's home needed).
-    let script = format!(
-        "exec 3<>/dev/tcp/127.0.0.1/{}; read -r greeting <&3; \
-         printf 'a1 LOGIN alice@example.com guess\\r\\n' >&3; read -r reply <&3; echo \"$reply\"",
-        proxy.port
-    );
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid", "nobody", "--regid", "nogroup", "--clear-groups"])
-        .args(["bash", "-c", &script])
-        .env("HOME", "/")
-        .output()
-        .expect("setpriv");
-    let reply = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        reply.starts_with("a1 NO [AUTHENTICATIONFAILED]"),
-        "{reply}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let reply = login_as_nobody(proxy.port, "guess");
+    assert!(reply.starts_with("a1 NO [AUTHENTICATIONFAILED]"), "{reply}");
     assert!(
         reply.contains("serves only the user who runs it"),
         "{reply}"
@@ -459,7 +443,8 @@ fn a_listener_off_this_machine_needs_local_tls_and_a_password() {
     assert!(out.stderr.contains("needs local TLS"), "{}", out.all());
 }
 
-/// As `nobody`: one IMAP LOGIN with `password`; the proxy's reply line.
+/// As `nobody`, with bash's own /dev/tcp (no interpreter from root's home needed): one IMAP
+/// LOGIN with `password`; the proxy's reply line.
 fn login_as_nobody(port: u16, password: &str) -> String {
     let script = format!(
         "exec 3<>/dev/tcp/127.0.0.1/{port}; read -r greeting <&3; \
