@@ -260,7 +260,7 @@ fn toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
 /// an account): name the closest one instead, as a spelling fix.
 fn shorter_message(message: &str) -> String {
     let Some(rest) = message.strip_prefix("unknown field `") else {
-        return message.to_string();
+        return plain_types(message);
     };
     let Some((unknown, expected)) = rest.split_once("`, expected one of ") else {
         return message.to_string();
@@ -275,6 +275,23 @@ fn shorter_message(message: &str) -> String {
         }
         _ => format!("unknown key `{unknown}` (`man mailtoken.toml` lists the keys)"),
     }
+}
+
+/// Rust's names for types ("expected u64") in the words of a config file's reader.
+fn plain_types(message: &str) -> String {
+    [
+        ("expected u64", "expected a number"),
+        ("expected u16", "expected a port number (0-65535)"),
+        (
+            "expected a sequence",
+            "expected a list, like [\"a\", \"b\"]",
+        ),
+        ("expected a boolean", "expected true or false"),
+    ]
+    .iter()
+    .fold(message.to_string(), |text, (rust, plain)| {
+        text.replace(rust, plain)
+    })
 }
 
 /// Levenshtein distance, for spelling suggestions.
@@ -348,6 +365,12 @@ refresh_margin = 10
         assert!(msg.len() < 200, "{msg}");
         let err = Config::parse("refresh_margin = \"soon\"").unwrap_err();
         assert!(format!("{err:#}").contains("line 1"));
+        assert!(format!("{err:#}").contains("expected a number"), "{err:#}");
+        let err = Config::parse(
+            "[accounts.a]\nprovider = \"google\"\nclient_id = \"x\"\nscopes = \"mail\"\n",
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("expected a list"), "{err:#}");
     }
 
     #[test]
