@@ -58,6 +58,8 @@ impl Side {
             sock: self.sock.try_clone()?,
             tls: self.tls.clone(),
             raw: vec![0; 64 * 1024],
+            fed: 0,
+            got: 0,
         })
     }
 
@@ -171,10 +173,15 @@ fn copy(mut from: impl Read, mut to: impl Write, idle: Duration, clock: &Clock) 
 }
 
 /// Plaintext from a side: network bytes are read without the lock, then decrypted under it.
+/// rustls holds at most 16 KiB of decrypted text, so bytes read from the network wait in
+/// `raw[fed..got]` and are fed only as the plaintext before them is handed on: a large FETCH
+/// or APPEND arrives in reads far bigger than that.
 struct SideReader {
     sock: TcpStream,
     tls: Option<Arc<Mutex<Connection>>>,
     raw: Vec<u8>,
+    fed: usize,
+    got: usize,
 }
 
 fn poisoned() -> io::Error {
@@ -194,21 +201,26 @@ impl Read for SideReader {
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                     Err(e) => return Err(e),
                 }
+                if self.fed < self.got {
+                    // The plaintext buffer is empty now, so rustls takes bytes; none means
+                    // the peer said close_notify.
+                    match conn.read_tls(&mut &self.raw[self.fed..self.got])? {
+                        0 => return Ok(0),
+                        n => self.fed += n,
+                    }
+                    conn.process_new_packets().map_err(io::Error::other)?;
+                    while conn.wants_write() {
+                        conn.write_tls(&mut &self.sock)?;
+                    }
+                    continue;
+                }
             }
             let n = self.sock.read(&mut self.raw)?;
             if n == 0 {
                 // Closed without close_notify: the end all the same.
                 return Ok(0);
             }
-            let mut conn = tls.lock().map_err(|_| poisoned())?;
-            let mut fresh = &self.raw[..n];
-            while !fresh.is_empty() {
-                conn.read_tls(&mut fresh)?;
-                conn.process_new_packets().map_err(io::Error::other)?;
-            }
-            while conn.wants_write() {
-                conn.write_tls(&mut &self.sock)?;
-            }
+            (self.fed, self.got) = (0, n);
         }
     }
 }

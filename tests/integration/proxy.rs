@@ -430,6 +430,51 @@ fn local_tls_starttls_and_implicit_tls_with_python_clients() {
     drop(implicit);
 }
 
+/// Megabytes each way over the proxy's own TLS: the decrypting side takes in far more than
+/// the 16 KiB rustls holds as plaintext per read, and must hand it on in order, none lost.
+#[test]
+fn megabytes_pass_both_ways_over_local_tls() {
+    let (imap_up, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let imaps_port = free_port();
+    let proxy = Proxy::start(
+        "imap",
+        imap_up,
+        &format!("imaps = \"127.0.0.1:{imaps_port}\"\n{}", tls_settings()),
+    );
+    let script = format!(
+        "import socket, ssl\n\
+         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)\n\
+         ctx.check_hostname = False\n\
+         ctx.verify_mode = ssl.CERT_NONE\n\
+         s = ctx.wrap_socket(socket.create_connection(('127.0.0.1', {imaps}), timeout=30))\n\
+         f = s.makefile('rwb')\n\
+         f.readline()\n\
+         f.write(b'a1 LOGIN alice@example.com any\\r\\n'); f.flush()\n\
+         assert f.readline().startswith(b'a1 OK')\n\
+         line = b'a2 X-ECHO ' + bytes(range(97, 123)) * ((4 << 20) // 26)\n\
+         f.write(line + b'\\r\\n'); f.flush()\n\
+         assert f.readline() == b'* X-ECHO {{%d}}\\r\\n' % len(line)\n\
+         assert f.read(len(line)) == line, 'the echo differs'\n\
+         assert f.readline() == b'\\r\\n'\n\
+         assert f.readline().startswith(b'a2 OK')\n\
+         f.write(b'a3 LOGOUT\\r\\n'); f.flush()\n\
+         while not f.readline().startswith(b'a3 '): pass\n",
+        imaps = imaps_port
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    let log = proxy.stop();
+    assert!(
+        out.status.success(),
+        "{}\nproxy: {}",
+        String::from_utf8_lossy(&out.stderr),
+        log.stderr
+    );
+    assert!(seen.wait().logout);
+}
+
 #[test]
 fn a_listener_off_this_machine_needs_local_tls_and_a_password() {
     let env = Env::new();

@@ -260,6 +260,12 @@ pub fn imap_server(expected: String, sasl_ir: bool) -> (u16, Seen<ImapSession>) 
                         ));
                     }
                 }
+                // Bulk in both directions: the whole command line comes back as a literal.
+                "X-ECHO" => {
+                    c.send(&format!("* X-ECHO {{{}}}", line.len()));
+                    c.send(&line);
+                    c.send(&format!("{tag} OK X-ECHO completed"));
+                }
                 "LOGOUT" => {
                     s.logout = true;
                     c.send("* BYE fake IMAP logging out");
