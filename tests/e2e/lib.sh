@@ -18,10 +18,10 @@ E2E_DOVECOT_SECRET=e2e-dovecot-secret-0123456789
 E2E_AT_TTL=${E2E_AT_TTL:-25}
 E2E_MARGIN=5
 
-E2E_APT_PACKAGES=(dovecot-imapd dovecot-submissiond dovecot-lmtpd curl msmtp mutt isync
+E2E_APT_PACKAGES=(dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd curl msmtp mutt isync
   libsasl2-modules-kdexoauth2 tmux openssl ca-certificates
   getmail6 offlineimap3 fetchmail aerc git git-email libauthen-sasl-perl libio-socket-ssl-perl
-  alpine)
+  alpine postfix libsasl2-modules)
 
 say() { printf '%s\n' "$*" >&2; }
 die() {
@@ -60,6 +60,8 @@ e2e_install_packages() {
     apt-get update -qq >/dev/null
     # policy-rc.d may or may not stop the packaged dovecot from starting; either way it
     # listens on the standard ports and our instance uses its own, so they never meet.
+    # Postfix unconfigured: the suite runs an instance of its own (check 9e).
+    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   command -v node >/dev/null || die "node (20 or later) is needed for the OAuth server"
@@ -112,7 +114,7 @@ e2e_setup_state() {
   chown nobody:nogroup "$E2E_DIR/mail"
   # `mailtoken` on PATH under its own name: the contrib files call `mailtoken token ...`.
   ln -s "$E2E_BIN" "$E2E_DIR/bin/mailtoken"
-  read -r OIDC_PORT IMAP_PORT IMAPS_PORT SUBMISSION_PORT LMTP_PORT RELAY_PORT <<<"$(e2e_free_ports 6)"
+  read -r OIDC_PORT IMAP_PORT IMAPS_PORT POP3_PORT SUBMISSION_PORT LMTP_PORT RELAY_PORT <<<"$(e2e_free_ports 7)"
   ISSUER="http://127.0.0.1:$OIDC_PORT"
   export PATH="$E2E_DIR/bin:$PATH"
   export HOME="$E2E_DIR/home"
@@ -159,13 +161,13 @@ timeout_msecs = 10000
 EOF
   chmod 600 "$d/oauth2.conf.ext"
   cat >"$d/dovecot.conf" <<EOF
-# Dovecot for the mailtoken e2e suite: IMAP (plain + implicit TLS), submission (STARTTLS) and
-# LMTP, all on 127.0.0.1, logging in only with OAuth2 bearer tokens (XOAUTH2, OAUTHBEARER).
+# Dovecot for the mailtoken e2e suite: IMAP (plain + implicit TLS), POP3 (plain), submission
+# (STARTTLS) and LMTP, all on 127.0.0.1, logging in only with OAuth2 bearer tokens (XOAUTH2, OAUTHBEARER).
 base_dir = $d/run
 state_dir = $d/state
 log_path = $E2E_DIR/logs/dovecot.log
 instance_name = mailtoken-e2e
-protocols = imap submission lmtp
+protocols = imap pop3 submission lmtp
 listen = 127.0.0.1
 hostname = mail.e2e.test
 postmaster_address = postmaster@example.test
@@ -174,7 +176,8 @@ ssl = yes
 ssl_cert = <$E2E_DIR/tls/server.pem
 ssl_key = <$E2E_DIR/tls/server.key
 ssl_dh = </usr/share/dovecot/dh.pem
-# Plain-text IMAP on 127.0.0.1 is allowed so curl can log in without TLS setup.
+# Plain-text IMAP and POP on 127.0.0.1 are allowed so curl and the proxy's checks can log in
+# without TLS setup.
 disable_plaintext_auth = no
 # The checks log in with wrong tokens on purpose; no need to wait 2 s for each refusal.
 # (They do so from 127.0.0.2: Dovecot's auth penalty, up to 15 s per client IP after a
@@ -204,6 +207,11 @@ service imap-login {
   inet_listener imaps {
     port = $IMAPS_PORT
     ssl = yes
+  }
+}
+service pop3-login {
+  inet_listener pop3 {
+    port = $POP3_PORT
   }
 }
 service submission-login {
@@ -238,6 +246,9 @@ scopes = ["openid", "email", "offline_access", "mail"]
 imap_host = "127.0.0.1"
 imap_port = $IMAP_PORT
 imap_tls = "none"
+pop_host = "127.0.0.1"
+pop_port = $POP3_PORT
+pop_tls = "none"
 smtp_host = "127.0.0.1"
 smtp_port = $SUBMISSION_PORT
 smtp_tls = "none"
@@ -295,7 +306,7 @@ e2e_start_dovecot() {
   dovecot -c "$E2E_DIR/dovecot/dovecot.conf" || die "Dovecot did not start (see $E2E_DIR/logs/dovecot.log)"
   E2E_DOVECOT_STARTED=1
   local p
-  for p in $IMAP_PORT $IMAPS_PORT $SUBMISSION_PORT $LMTP_PORT; do
+  for p in $IMAP_PORT $IMAPS_PORT $POP3_PORT $SUBMISSION_PORT $LMTP_PORT; do
     wait_for 15 port_open "$p" || die "Dovecot is not listening on $p (see $E2E_DIR/logs/dovecot.log)"
   done
 }

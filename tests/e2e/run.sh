@@ -5,6 +5,7 @@
 #
 #   bash tests/e2e/run.sh            run every check; exit 1 if one failed
 #   bash tests/e2e/run.sh --serve    start the servers and wait (Ctrl-C stops them)
+#   E2E_ONLY='device|postfix' bash tests/e2e/run.sh    only the checks whose functions match
 #
 # Needs root (apt-get, and Dovecot starts as root then drops privileges), Node 20 and npm.
 # Everything listens on 127.0.0.1; all state is in one temp dir, removed at the end unless
@@ -48,6 +49,8 @@ trap 'exit 130' INT TERM
 # command), its output in a log file that is shown when it fails. Exit 77 means SKIP.
 check() {
   local title=$1 fn=$2 t0 rc log
+  # E2E_ONLY=REGEX runs only the checks whose function names match (others are not counted).
+  [[ -z ${E2E_ONLY:-} || $fn =~ $E2E_ONLY ]] || return 0
   log="$E2E_DIR/logs/check-$fn.log"
   t0=$(now)
   set +e
@@ -479,38 +482,44 @@ check_git_send_email() {
 
 # --- through mailtoken proxy: programs that can only send a password -----------------------
 
-# Start `mailtoken proxy` for the account e2e (IMAP and SMTP on ports of its own) with a copy
-# of the config that has a [proxy] section; stopped by proxy_down.
+# Start `mailtoken proxy` for the account e2e (IMAP, POP and SMTP on ports of its own) with a copy
+# of the config that has a [proxy] section (plus the lines in $1); stopped by proxy_down.
 proxy_up() {
   local cfg="$E2E_DIR/tmp/proxy-config.toml"
-  read -r PROXY_IMAP PROXY_SMTP <<<"$(e2e_free_ports 2)"
-  { cat "$MAILTOKEN_CONFIG"; printf '\n[proxy]\nimap = "127.0.0.1:%s"\nsmtp = "127.0.0.1:%s"\n' "$PROXY_IMAP" "$PROXY_SMTP"; } >"$cfg"
+  read -r PROXY_IMAP PROXY_POP PROXY_SMTP <<<"$(e2e_free_ports 3)"
+  { cat "$MAILTOKEN_CONFIG"; printf '\n[proxy]\nimap = "127.0.0.1:%s"\npop = "127.0.0.1:%s"\nsmtp = "127.0.0.1:%s"\n%s\n' "$PROXY_IMAP" "$PROXY_POP" "$PROXY_SMTP" "${1:-}"; } >"$cfg"
   chmod 600 "$cfg"
   MAILTOKEN_CONFIG=$cfg command mailtoken proxy 2>"$E2E_DIR/logs/proxy.err" &
   PROXY_PID=$!
   trap 'kill $PROXY_PID 2>/dev/null || true' EXIT
   wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PROXY_IMAP" || fail "the proxy did not listen"
-  say "mailtoken proxy: IMAP on 127.0.0.1:$PROXY_IMAP, SMTP on 127.0.0.1:$PROXY_SMTP"
+  say "mailtoken proxy: IMAP on 127.0.0.1:$PROXY_IMAP, POP on 127.0.0.1:$PROXY_POP, SMTP on 127.0.0.1:$PROXY_SMTP"
 }
 
 proxy_down() {
   kill -TERM "$PROXY_PID"
   wait "$PROXY_PID" || fail "the proxy did not stop cleanly on SIGTERM"
   cat "$E2E_DIR/logs/proxy.err"
-  ! grep -qF "$(store_field e2e access_token)" "$E2E_DIR/logs/proxy.err" || fail "the proxy log holds the token"
+  # -e: a token may start with a dash.
+  ! grep -qF -e "$(store_field e2e access_token)" "$E2E_DIR/logs/proxy.err" || fail "the proxy log holds the token"
 }
 
 check_proxy_fetchmail() {
   proxy_up
-  local rc="$E2E_DIR/tmp/fetchmailrc" out="$E2E_DIR/tmp/proxy-fetchmail.bsmtp" subject
+  local rc="$E2E_DIR/tmp/fetchmailrc" out subject protocol port
   subject=$(test_subject)
-  # Any password: the proxy serves its own user and logs in upstream with the token.
-  printf 'poll 127.0.0.1 service %s protocol IMAP\n  user "%s" password "not-a-real-password" sslproto '"''"'\n' \
-    "$PROXY_IMAP" "$E2E_USER" >"$rc"
-  chmod 600 "$rc"
-  timeout 90 fetchmail -f "$rc" -v --nosyslog --keep --all --bsmtp "$out" || fail "fetchmail failed"
-  grep -F "Subject: $subject" "$out" || fail "no \"$subject\" message in $out"
-  say "fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^+ ]*\).*/\1/p') fetched over IMAP through the proxy: ok"
+  for protocol in IMAP POP3; do
+    port=$PROXY_IMAP
+    [[ $protocol == POP3 ]] && port=$PROXY_POP
+    out="$E2E_DIR/tmp/proxy-fetchmail-$protocol.bsmtp"
+    # Any password: the proxy serves its own user and logs in upstream with the token.
+    printf 'poll 127.0.0.1 service %s protocol %s\n  user "%s" password "not-a-real-password" sslproto '"''"'\n' \
+      "$port" "$protocol" "$E2E_USER" >"$rc"
+    chmod 600 "$rc"
+    timeout 90 fetchmail -f "$rc" -v --nosyslog --keep --all --bsmtp "$out" || fail "fetchmail ($protocol) failed"
+    grep -F "Subject: $subject" "$out" || fail "no \"$subject\" message in $out"
+    say "fetchmail $(fetchmail --version 2>/dev/null | sed -n 's/^This is fetchmail release \([^+ ]*\).*/\1/p') fetched over $protocol through the proxy: ok"
+  done
   proxy_down
 }
 
@@ -527,6 +536,57 @@ check_proxy_git_send_email() {
     fail "git send-email through the proxy failed"
   imap_read_back "$subject" | grep -F "Subject: [PATCH] $subject"
   proxy_down
+}
+
+# Postfix as a relay client (relayhost + SASL password, as contrib/proxy/README.md sets it
+# up): an instance of its own under $E2E_DIR, no SMTP listener; a message handed to its
+# sendmail goes through the proxy to Dovecot's submission port and back through IMAP.
+# Postfix's SMTP client runs as the user postfix, not as the proxy's user: it gets in with
+# the local password only.
+check_proxy_postfix() {
+  command -v postfix >/dev/null || fail "postfix is not installed"
+  local dir="$E2E_DIR/postfix" subject="e2e postfix via proxy $RANDOM$RANDOM" hash
+  hash=$(printf 'the-local-password\n' | mailtoken proxy --hash-password)
+  proxy_up "password_hash = \"$hash\""
+  mkdir -p "$dir/queue" "$dir/data"
+  chown postfix "$dir/data"
+  printf '[127.0.0.1]:%s %s:the-local-password\n' "$PROXY_SMTP" "$E2E_USER" >"$dir/sasl_passwd"
+  chmod 600 "$dir/sasl_passwd"
+  cat >"$dir/main.cf" <<EOF
+compatibility_level = 3.6
+queue_directory = $dir/queue
+data_directory = $dir/data
+maillog_file_prefixes = $E2E_DIR/logs
+maillog_file = $E2E_DIR/logs/postfix.log
+inet_interfaces = loopback-only
+inet_protocols = ipv4
+myhostname = client.e2e.test
+mydestination =
+relayhost = [127.0.0.1]:$PROXY_SMTP
+smtp_sasl_auth_enable = yes
+smtp_sasl_password_maps = texthash:$dir/sasl_passwd
+smtp_sasl_security_options = noanonymous
+smtp_tls_security_level = none
+EOF
+  # Debian's services, without the SMTP listener (nothing to receive) and out of chroot
+  # (the SASL plugins live outside the queue directory).
+  grep -v '^smtp \+inet ' /usr/share/postfix/master.cf.dist >"$dir/master.cf"
+  postconf -c "$dir" -F '*/*/chroot = n'
+  # Postfix's own commands report only to syslog, or to a terminal: script(1) is one.
+  script -qec "postfix -c $dir start" /dev/null || fail "postfix did not start"
+  trap "postfix -c '$dir' stop >/dev/null 2>&1 || true; kill $PROXY_PID 2>/dev/null || true" EXIT
+  printf 'From: %s\nTo: %s\nSubject: %s\n\nsent by Postfix through mailtoken proxy\n' \
+    "$E2E_USER" "$E2E_USER" "$subject" | sendmail -C "$dir" -f "$E2E_USER" "$E2E_USER" ||
+    fail "postfix's sendmail refused the message"
+  imap_read_back "$subject" | grep -F "Subject: $subject" || {
+    cat "$E2E_DIR/logs/postfix.log"
+    fail "the message Postfix relayed did not arrive"
+  }
+  grep -F "status=sent (250" "$E2E_DIR/logs/postfix.log"
+  postfix -c "$dir" stop
+  proxy_down
+  grep -F "smtp 127.0.0.1" "$E2E_DIR/logs/proxy.err" | grep -F "e2e: logged in" ||
+    fail "the proxy's log has no SMTP login"
 }
 
 check_proxy_concurrent() {
@@ -669,12 +729,13 @@ check "7b. client credentials (client_secret_env); token active at introspection
 check "8a. getmail6 with contrib/getmailrc retrieves the INBOX into a Maildir (IMAPS)" check_getmail
 check "8b. offlineimap with contrib/offlineimaprc syncs the INBOX to a Maildir (IMAPS)" check_offlineimap
 check "8c. fetchmail with contrib/fetchmail-oauth fetches (IMAPS, auth oauthbearer)" check_fetchmail
-check "9a. fetchmail with a plain password, through mailtoken proxy (IMAP)" check_proxy_fetchmail
+check "9a. fetchmail with a plain password, through mailtoken proxy (IMAP and POP3)" check_proxy_fetchmail
 check "8d. aerc with contrib/aerc-accounts.conf opens the INBOX (IMAPS, xoauth2) in tmux" check_aerc
 check "8e. git send-email with contrib/gitconfig sends (SMTP STARTTLS, XOAUTH2)" check_git_send_email
 check "9b. git send-email with a plain password (AUTH PLAIN), through mailtoken proxy" check_proxy_git_send_email
 check "9c. 100 concurrent IMAP sessions (curl) through mailtoken proxy" check_proxy_concurrent
 check "9d. Alpine reads the INBOX and sends, through mailtoken proxy (tmux)" check_proxy_alpine
+check "9e. Postfix relays through mailtoken proxy (relayhost, SASL password as user postfix)" check_proxy_postfix
 
 echo
 printf '%s\n' "${RESULTS[@]}"

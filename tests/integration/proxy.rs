@@ -430,6 +430,48 @@ fn local_tls_starttls_and_implicit_tls_with_python_clients() {
     drop(implicit);
 }
 
+/// 200 programs log in at once and each gets its own relayed session: nobody is turned away,
+/// no session gets another's replies, and the proxy's log has a line for each.
+#[test]
+fn two_hundred_sessions_at_once() {
+    const N: usize = 200;
+    let (upstream, ended) = imap_server_for(N, xoauth2(USER, TOKEN));
+    let proxy = Proxy::start("imap", upstream, "");
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(N));
+    let clients: Vec<_> = (0..N)
+        .map(|i| {
+            let (barrier, port) = (barrier.clone(), proxy.port);
+            std::thread::spawn(move || {
+                let mut c = Client::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+                c.line();
+                // All logged in before any goes on: 200 relays open at the same moment.
+                c.send("a1 LOGIN alice@example.com any");
+                let ok = c.until("a1 ");
+                barrier.wait();
+                c.send(&format!("a2 X-ECHO client-{i}"));
+                let echo = c.until("a2 ");
+                c.send("a3 LOGOUT");
+                c.until("a3 ");
+                (ok, echo, i)
+            })
+        })
+        .collect();
+    for client in clients {
+        let (ok, echo, i) = client.join().expect("a client failed");
+        assert!(ok.last().unwrap().starts_with("a1 OK"), "{ok:?}");
+        assert!(echo[1].ends_with(&format!("client-{i}")), "{echo:?}");
+    }
+    let sessions: Vec<_> = (0..N).map(|_| ended.recv_timeout(WAIT).unwrap()).collect();
+    assert!(sessions.iter().all(|s| s.logout));
+    let log = proxy.stop();
+    assert_eq!(
+        log.stderr.matches("work: logged in").count(),
+        N,
+        "{}",
+        log.all()
+    );
+}
+
 /// Megabytes each way over the proxy's own TLS: the decrypting side takes in far more than
 /// the 16 KiB rustls holds as plaintext per read, and must hand it on in order, none lost.
 #[test]

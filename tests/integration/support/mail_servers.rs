@@ -1,6 +1,7 @@
 //! Fake mail and HTTP servers on 127.0.0.1 for the `send-test`, `check`, `whoami` and
-//! `doctor` tests, and a temporary home to run the binary in. Plain std: one thread per server, one
-//! connection each, every accept, read and child process bounded in time.
+//! `doctor` tests, and a temporary home to run the binary in. Plain std: one thread per
+//! connection, one connection per server (but `imap_server_for`), every accept, read and child
+//! process bounded in time.
 //!
 //! Each server reports what it saw through a channel; `Seen::wait` gives up after `WAIT`.
 
@@ -60,27 +61,39 @@ impl<T> Seen<T> {
 fn serve<T: Send + 'static>(
     handler: impl FnOnce(TcpStream, &Sender<T>) + Send + 'static,
 ) -> (u16, Seen<T>) {
+    let (port, mut streams) = accept_bounded(1);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        if let Some(stream) = streams.next() {
+            handler(stream, &tx);
+        }
+    });
+    (port, Seen(rx))
+}
+
+/// A listener on 127.0.0.1, and its first `n` connections as they come (ready for blocking
+/// I/O with timeouts); the iterator ends early when `WAIT` passes without them.
+fn accept_bounded(n: usize) -> (u16, impl Iterator<Item = TcpStream> + Send) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let deadline = Instant::now() + WAIT;
+    let deadline = Instant::now() + WAIT;
+    let streams = std::iter::from_fn(move || {
         loop {
             match listener.accept() {
                 Ok((stream, _)) => {
                     stream.set_nonblocking(false).unwrap();
                     stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
                     stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-                    handler(stream, &tx);
-                    return;
+                    return Some(stream);
                 }
-                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(10)),
-                Err(_) => return,
+                Err(_) if Instant::now() < deadline => thread::sleep(Duration::from_millis(2)),
+                Err(_) => return None,
             }
         }
-    });
-    (port, Seen(rx))
+    })
+    .take(n);
+    (port, streams)
 }
 
 struct Lines {
@@ -222,61 +235,81 @@ pub struct ImapSession {
 /// ask for CAPABILITY and send the response after a continuation.
 pub fn imap_server(expected: String, sasl_ir: bool) -> (u16, Seen<ImapSession>) {
     serve(move |stream, tx| {
-        let mut s = ImapSession::default();
-        let mut c = Lines::new(stream);
-        if sasl_ir {
-            c.send("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] fake IMAP ready");
-        } else {
-            c.send("* OK fake IMAP ready");
-        }
-        while let Some(line) = c.read() {
-            s.commands.push(line.clone());
-            let mut parts = line.splitn(4, ' ');
-            let tag = parts.next().unwrap_or("").to_string();
-            let cmd = parts.next().unwrap_or("").to_ascii_uppercase();
-            match cmd.as_str() {
-                "CAPABILITY" => {
-                    c.send("* CAPABILITY IMAP4rev1 AUTH=XOAUTH2");
-                    c.send(&format!("{tag} OK CAPABILITY completed"));
-                }
-                "AUTHENTICATE" => {
-                    let _mech = parts.next();
-                    let response = match parts.next() {
-                        Some(ir) => ir.to_string(),
-                        None => {
-                            c.send("+ ");
-                            c.read().unwrap_or_default()
-                        }
-                    };
-                    s.response = Some(response.clone());
-                    if response == expected {
-                        c.send(&format!("{tag} OK AUTHENTICATE completed"));
-                    } else {
-                        c.send(&format!("+ {}", STANDARD.encode(CHALLENGE_JSON)));
-                        let answer = c.read().unwrap_or_default();
-                        s.commands.push(answer);
-                        c.send(&format!(
-                            "{tag} NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
-                        ));
-                    }
-                }
-                // Bulk in both directions: the whole command line comes back as a literal.
-                "X-ECHO" => {
-                    c.send(&format!("* X-ECHO {{{}}}", line.len()));
-                    c.send(&line);
-                    c.send(&format!("{tag} OK X-ECHO completed"));
-                }
-                "LOGOUT" => {
-                    s.logout = true;
-                    c.send("* BYE fake IMAP logging out");
-                    c.send(&format!("{tag} OK LOGOUT completed"));
-                    break;
-                }
-                _ => c.send(&format!("{tag} BAD unknown command")),
-            }
-        }
-        let _ = tx.send(s);
+        let _ = tx.send(imap_session(stream, &expected, sasl_ir));
     })
+}
+
+/// An IMAP server for `n` sessions at once, each on its own thread and answered as
+/// `imap_server` answers one; the sessions come back in the order they end.
+pub fn imap_server_for(n: usize, expected: String) -> (u16, Receiver<ImapSession>) {
+    let (port, streams) = accept_bounded(n);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        for stream in streams {
+            let (tx, expected) = (tx.clone(), expected.clone());
+            thread::spawn(move || {
+                let _ = tx.send(imap_session(stream, &expected, true));
+            });
+        }
+    });
+    (port, rx)
+}
+
+fn imap_session(stream: TcpStream, expected: &str, sasl_ir: bool) -> ImapSession {
+    let mut s = ImapSession::default();
+    let mut c = Lines::new(stream);
+    if sasl_ir {
+        c.send("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2] fake IMAP ready");
+    } else {
+        c.send("* OK fake IMAP ready");
+    }
+    while let Some(line) = c.read() {
+        s.commands.push(line.clone());
+        let mut parts = line.splitn(4, ' ');
+        let tag = parts.next().unwrap_or("").to_string();
+        let cmd = parts.next().unwrap_or("").to_ascii_uppercase();
+        match cmd.as_str() {
+            "CAPABILITY" => {
+                c.send("* CAPABILITY IMAP4rev1 AUTH=XOAUTH2");
+                c.send(&format!("{tag} OK CAPABILITY completed"));
+            }
+            "AUTHENTICATE" => {
+                let _mech = parts.next();
+                let response = match parts.next() {
+                    Some(ir) => ir.to_string(),
+                    None => {
+                        c.send("+ ");
+                        c.read().unwrap_or_default()
+                    }
+                };
+                s.response = Some(response.clone());
+                if response == *expected {
+                    c.send(&format!("{tag} OK AUTHENTICATE completed"));
+                } else {
+                    c.send(&format!("+ {}", STANDARD.encode(CHALLENGE_JSON)));
+                    let answer = c.read().unwrap_or_default();
+                    s.commands.push(answer);
+                    c.send(&format!(
+                        "{tag} NO [AUTHENTICATIONFAILED] Invalid credentials (Failure)"
+                    ));
+                }
+            }
+            // Bulk in both directions: the whole command line comes back as a literal.
+            "X-ECHO" => {
+                c.send(&format!("* X-ECHO {{{}}}", line.len()));
+                c.send(&line);
+                c.send(&format!("{tag} OK X-ECHO completed"));
+            }
+            "LOGOUT" => {
+                s.logout = true;
+                c.send("* BYE fake IMAP logging out");
+                c.send(&format!("{tag} OK LOGOUT completed"));
+                break;
+            }
+            _ => c.send(&format!("{tag} BAD unknown command")),
+        }
+    }
+    s
 }
 
 // ---------------------------------------------------------------------------
