@@ -8,7 +8,11 @@ use mailtoken::{config, error, log, process};
 
 fn main() {
     process::forbid_core_dumps();
-    let cli = Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(result) = token::quick(&args) {
+        finish(result);
+    }
+    let cli = Cli::parse_from(args);
     log::set_verbose(cli.verbose);
     let result =
         config::Paths::resolve(cli.config, cli.data_dir).and_then(|paths| match cli.command {
@@ -28,9 +32,14 @@ fn main() {
             Command::Doctor { account } => doctor::run(&paths, account.as_deref()),
             Command::Proxy { hash_password } => proxy::run(&paths, hash_password),
         });
+    finish(result);
+}
+
+fn finish(result: anyhow::Result<()>) -> ! {
     if let Err(err) = result {
         // Errors may quote a server: its control characters are shown, not obeyed.
         eprintln!("mailtoken: {}", log::printable(&format!("{err:#}")));
         std::process::exit(error::exit_code(&err));
     }
+    std::process::exit(0)
 }

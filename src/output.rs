@@ -6,9 +6,10 @@ use crate::error::usage;
 use crate::mail::sasl;
 use crate::store::AccessToken;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
     /// The access token alone
+    #[default]
     Raw,
     /// base64 SASL XOAUTH2 initial response (needs a user)
     Xoauth2,

@@ -14,6 +14,29 @@ use crate::provider::Flow;
 use crate::store::{AccessToken, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
+/// The cached access token, if it has life left and nothing is waiting to be stored: what
+/// `get` hands out first, without a lock, a refresh or a program run. None means "ask `get`".
+pub fn cached(acct: &OpenAccount, want: &Want) -> Result<Option<AccessToken>> {
+    if acct.store.has_pending(&acct.name) {
+        return Ok(None);
+    }
+    let seen = acct.store.load(&acct.name)?;
+    let access = seen
+        .as_ref()
+        .and_then(|t| t.access_for(want.key.as_deref()));
+    Ok(fresh(access, acct.margin).cloned())
+}
+
+fn fresh(access: Option<&AccessToken>, margin: u64) -> Option<&AccessToken> {
+    let access = access.filter(|a| a.is_fresh(time::now(), margin))?;
+    debug!(
+        "using cached access token {} ({} left)",
+        fingerprint(&access.access_token),
+        time::format_span(access.expires_at.saturating_sub(time::now()))
+    );
+    Some(access)
+}
+
 /// A valid access token for the account, refreshing it if needed (or if `force`).
 pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> {
     let OpenAccount {
@@ -35,15 +58,7 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     // The cached path: one read of a file that is only ever replaced whole, so no lock.
     let seen = store.load(name)?;
     let seen_access = seen.as_ref().and_then(|t| t.access_for(key)).cloned();
-    if let Some(access) = &seen_access
-        && !force
-        && access.is_fresh(time::now(), margin)
-    {
-        debug!(
-            "using cached access token {} ({} left)",
-            fingerprint(&access.access_token),
-            time::format_span(access.expires_at.saturating_sub(time::now()))
-        );
+    if !force && let Some(access) = fresh(seen_access.as_ref(), margin) {
         return Ok(access.clone());
     }
     if seen.is_none() && !app_only {

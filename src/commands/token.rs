@@ -1,16 +1,23 @@
 //! `token` (print a valid token for a mail program) and `refresh` (renew now, for timers).
 
+use std::ffi::OsString;
+use std::path::PathBuf;
+
 use anyhow::Result;
 
 use crate::cli::TokenArgs;
 use crate::config::{self, Config, Paths, Want};
 use crate::error::{self, Kind};
-use crate::output::{self, Sasl};
+use crate::output::{self, Format, Sasl};
 use crate::provider::Flow;
+use crate::store::Backend;
 use crate::time;
 
 pub fn print(paths: &Paths, args: &TokenArgs) -> Result<()> {
-    let acct = config::open(paths, &args.account)?;
+    let (config, source) = Config::read(&paths.config)?;
+    let acct = config.open(paths, &args.account)?;
+    // For the next call's quick path (`quick` below).
+    config::snapshot::save(paths, &acct.name, &source);
     if let Some(user) = &args.user {
         config::validate_user(user).map_err(|e| error::usage(format!("--user: {e}")))?;
     }
@@ -74,5 +81,186 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
         Some(Some(kind)) => Err(error::failure(kind, summary)),
         // A local failure (a damaged store) is not worth retrying like a network one.
         Some(None) => Err(anyhow::anyhow!(summary)),
+    }
+}
+
+/// `token NAME` as mail programs run it, thousands of times a day: answered from the account's
+/// config snapshot and its cached token, before the command-line parser is even built. None
+/// when anything is out of the ordinary (another command or flag, no snapshot of an unchanged
+/// config, a token due, a store other than files): then the full path runs, from the start,
+/// and says what it always says. What this path prints, the full path would have printed.
+pub fn quick(args: &[OsString]) -> Option<Result<()>> {
+    // MAILTOKEN_QUICK=0: every call takes the full path (to rule this one out).
+    if std::env::var_os("MAILTOKEN_QUICK").is_some_and(|v| v == "0") {
+        return None;
+    }
+    let call = QuickCall::parse(args)?;
+    let paths = Paths::resolve(
+        call.config.or(from_env("MAILTOKEN_CONFIG")?),
+        call.data_dir.or(from_env("MAILTOKEN_DATA_DIR")?),
+    )
+    .ok()?;
+    let acct = config::snapshot::load(&paths, &call.account)?
+        .open(&paths, &call.account)
+        .ok()?;
+    if *acct.store.backend() != Backend::File {
+        return None;
+    }
+    if let Some(user) = &call.user {
+        config::validate_user(user).ok()?;
+    }
+    let sasl = Sasl {
+        user: call.user.as_deref().or(acct.account.user.as_deref()),
+        host: None,
+        port: None,
+    };
+    output::require_user(call.format, &sasl).ok()?;
+    let want = Want::own(&acct.account).ok()?;
+    let tokens = crate::token::cached(&acct, &want).ok()??;
+    let text = output::render(call.format, &tokens, &sasl).ok()?;
+    Some(super::write_stdout(
+        &format!("{text}\n"),
+        "cannot write the token to stdout",
+    ))
+}
+
+/// A path from the environment as clap would take it; None (ask the full path) when it is
+/// set but empty, which clap may read either way.
+fn from_env(var: &str) -> Option<Option<PathBuf>> {
+    match std::env::var_os(var) {
+        None => Some(None),
+        Some(v) if v.is_empty() => None,
+        Some(v) => Some(Some(PathBuf::from(v))),
+    }
+}
+
+/// The arguments the quick path takes: `token NAME` with `--format`/`-f`, `--user`, and the
+/// global `--config` and `--data-dir`, each at most once, as `--flag VALUE` or `--flag=VALUE`.
+#[derive(Debug, Default, PartialEq)]
+pub struct QuickCall {
+    pub account: String,
+    pub format: Format,
+    pub user: Option<String>,
+    pub config: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+}
+
+impl QuickCall {
+    /// None for anything else: the full parser decides about it.
+    pub fn parse(args: &[OsString]) -> Option<QuickCall> {
+        let mut words = args.iter().skip(1).map(|a| a.to_str());
+        let mut call = QuickCall::default();
+        let (mut account, mut format) = (None, None);
+        let mut subcommand = false;
+        while let Some(word) = words.next() {
+            let word = word?;
+            let (flag, inline) = match word.split_once('=') {
+                Some((flag, value)) if flag.starts_with("--") => (flag, Some(value)),
+                _ => (word, None),
+            };
+            let mut value = || inline.map(Some).unwrap_or_else(|| words.next().flatten());
+            match flag {
+                "token" if !subcommand && inline.is_none() => subcommand = true,
+                "--format" | "-f" if subcommand && format.is_none() => {
+                    format = Some(<Format as clap::ValueEnum>::from_str(value()?, false).ok()?);
+                }
+                "--user" if subcommand && call.user.is_none() => {
+                    call.user = Some(value()?.to_string());
+                }
+                "--config" if call.config.is_none() => call.config = Some(value()?.into()),
+                "--data-dir" if call.data_dir.is_none() => call.data_dir = Some(value()?.into()),
+                _ if subcommand
+                    && account.is_none()
+                    && inline.is_none()
+                    && !word.starts_with('-') =>
+                {
+                    account = Some(word.to_string());
+                }
+                _ => return None,
+            }
+        }
+        call.account = account?;
+        call.format = format.unwrap_or(Format::Raw);
+        // A value that looks like a flag is clap's to judge (it may refuse it).
+        [
+            call.user.as_deref(),
+            call.config.as_ref().and_then(|p| p.to_str()),
+            call.data_dir.as_ref().and_then(|p| p.to_str()),
+        ]
+        .iter()
+        .flatten()
+        .all(|v| !v.starts_with('-') && !v.is_empty())
+        .then_some(call)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(words: &[&str]) -> Option<QuickCall> {
+        let args: Vec<OsString> = std::iter::once("mailtoken")
+            .chain(words.iter().copied())
+            .map(OsString::from)
+            .collect();
+        QuickCall::parse(&args)
+    }
+
+    #[test]
+    fn the_usual_calls_are_taken() {
+        let plain = parse(&["token", "work"]).unwrap();
+        assert_eq!(
+            (plain.account.as_str(), plain.format),
+            ("work", Format::Raw)
+        );
+        for words in [
+            &["token", "work", "--format", "xoauth2"][..],
+            &["token", "work", "-f", "xoauth2"],
+            &["token", "--format=xoauth2", "work"],
+        ] {
+            assert_eq!(parse(words).unwrap().format, Format::Xoauth2, "{words:?}");
+        }
+        let full = parse(&[
+            "--config",
+            "/c.toml",
+            "token",
+            "work",
+            "--user=u@example.com",
+            "--data-dir",
+            "/d",
+        ])
+        .unwrap();
+        assert_eq!(full.user.as_deref(), Some("u@example.com"));
+        assert_eq!(full.config, Some(PathBuf::from("/c.toml")));
+        assert_eq!(full.data_dir, Some(PathBuf::from("/d")));
+    }
+
+    #[test]
+    fn anything_else_is_left_to_the_full_parser() {
+        for words in [
+            &[][..],
+            &["token"],
+            &["status", "work"],
+            &["work", "token"],
+            &["token", "work", "other"],
+            &["token", "work", "--format", "bogus"],
+            &["token", "work", "--format"],
+            &["token", "work", "-fxoauth2"],
+            &["token", "work", "-f", "raw", "-f", "json"],
+            &["token", "work", "--user", "a", "--user", "b"],
+            &["token", "work", "--user", "-v"],
+            &["token", "work", "--user="],
+            &["token", "work", "--force-refresh"],
+            &["token", "work", "--scope", "mail"],
+            &["token", "work", "-v"],
+            &["-v", "token", "work"],
+            &["token", "work", "--help"],
+            &["token", "--", "work"],
+            &["token", "-work"],
+            &["--config", "a", "--config", "b", "token", "work"],
+            &["--config=", "token", "work"],
+        ] {
+            assert_eq!(parse(words), None, "{words:?}");
+        }
     }
 }

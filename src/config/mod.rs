@@ -1,6 +1,7 @@
 //! The TOML config file: where files live, loading and checking the accounts, and opening one.
 
 mod account;
+pub mod snapshot;
 mod validate;
 mod write;
 
@@ -11,6 +12,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 pub use account::{Account, StoreKind, TlsMode, Want};
+pub use snapshot::{Source, Stamp};
 pub use validate::{validate_account_name, validate_user};
 pub use write::{account_toml, append_account};
 
@@ -102,8 +104,14 @@ pub fn open(paths: &Paths, name: &str) -> Result<OpenAccount> {
 
 impl Config {
     pub fn load(path: &Path) -> Result<Config> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
+        Config::read(path).map(|(config, _)| config)
+    }
+
+    /// Load the config, and keep the text it came from with the file's stamp at the time
+    /// (for `snapshot::save`).
+    pub fn read(path: &Path) -> Result<(Config, Source)> {
+        let mut file = match std::fs::File::open(path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(usage(format!(
                     "no config file at {}: add an account with `mailtoken add NAME --provider ... --user ... --client-id ...`",
@@ -114,8 +122,19 @@ impl Config {
                 return Err(e).with_context(|| format!("cannot read {}", path.display()));
             }
         };
+        // The stamp before the read: a change during it gives the next reader another stamp.
+        let stamp = file.metadata().ok().map(|meta| Stamp::of(&meta));
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut file, &mut text)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let config = Config::from_text(path, &text)?;
+        Ok((config, Source { text, stamp }))
+    }
+
+    /// The config in `text`, read from `path`: parsed, checked, and made safe to act on.
+    pub fn from_text(path: &Path, text: &str) -> Result<Config> {
         let config =
-            Config::parse(&text).map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
+            Config::parse(text).map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
         config.refuse_commands_from_a_shared_file(path)?;
         for account in config.accounts.values() {
             if let Some(var) = &account.client_secret_env {

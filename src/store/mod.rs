@@ -37,6 +37,32 @@ pub enum Backend {
 
 pub use keyring::KEYRING_SERVICE;
 
+/// A small private file of the data directory that holds no tokens (a config snapshot), read
+/// with the care of a token file (no symbolic link, ours, private, small); None if it is not
+/// there or fails any of that.
+pub fn read_private_file(path: &Path) -> Option<Vec<u8>> {
+    file::read_checked(path, false)
+        .ok()
+        .flatten()
+        .map(|(bytes, _)| bytes)
+}
+
+/// Replace a small private file of the data directory `dir` whole: written to a 0600 temp
+/// file there and renamed over `path`. Not flushed to disk: it can always be made again.
+pub fn replace_private_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".snapshot.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
 /// A store made ready to take new tokens (see `Store::prepare`): a private temp file in the
 /// data directory with room for them already reserved. Dropped unused, it goes away.
 pub struct Pending {

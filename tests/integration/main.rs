@@ -17,5 +17,6 @@ mod man;
 mod newcomer;
 mod parsers;
 mod proxy;
+mod quick;
 mod stores;
 mod survival;

@@ -1,0 +1,203 @@
+//! The quick path of `token` (answered from the account's config snapshot and cached token,
+//! before the command-line parser is built) against the full path: the same output, errors
+//! and exit codes for every flag combination, and a snapshot that serves only while the
+//! config file is unchanged.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+
+use crate::support::mail_servers::*;
+
+/// `mailtoken --config C --data-dir D ARGS`, with MAILTOKEN_QUICK=0 (the full path always)
+/// or without it.
+fn run(env: &Env, args: &[&str], quick: bool) -> RunResult {
+    let mut cmd = Command::new(bin());
+    cmd.arg("--config")
+        .arg(env.config())
+        .arg("--data-dir")
+        .arg(env.data_dir())
+        .args(args)
+        .env_remove("MAILTOKEN_CONFIG")
+        .env_remove("MAILTOKEN_DATA_DIR")
+        .env_remove("MAILTOKEN_QUICK");
+    if !quick {
+        cmd.env("MAILTOKEN_QUICK", "0");
+    }
+    Running::spawn(cmd, format!("mailtoken {args:?}")).wait(RUN_TIMEOUT)
+}
+
+fn snapshot(env: &Env, account: &str) -> std::path::PathBuf {
+    env.data_dir().join(format!("{account}.config"))
+}
+
+/// Accounts `work` (a user, a cached token), `nouser` (a cached token, no user) and `stale`
+/// (an expired token, a token endpoint nobody answers), in a config old enough to be
+/// snapshotted, with the snapshots made by one full-path call each.
+fn setup() -> Env {
+    let env = Env::new();
+    let nouser = account_toml("nouser", "").replace(&format!("user = \"{USER}\"\n"), "");
+    env.write_config(&format!(
+        "refresh_margin = 60\n\n{}\n{nouser}\n{}",
+        account_toml("work", ""),
+        account_toml("stale", "")
+    ));
+    env.write_token("work", TOKEN);
+    env.write_token("nouser", TOKEN);
+    env.write_tokens(
+        "stale",
+        &serde_json::json!({"version": 1, "access_token": "AT-old-token", "token_type": "Bearer",
+                            "expires_at": 1, "refresh_token": REFRESH}),
+    );
+    // A config changed less than 2 s ago is not snapshotted (its next change could keep the
+    // same timestamps): wait that out once.
+    std::thread::sleep(Duration::from_millis(2100));
+    for account in ["work", "nouser", "stale"] {
+        run(&env, &["token", account], true);
+    }
+    env
+}
+
+#[test]
+fn quick_and_full_paths_agree_on_every_flag_combination_and_error() {
+    let env = setup();
+    assert!(snapshot(&env, "work").exists(), "no snapshot was made");
+    let cases: &[&[&str]] = &[
+        &["token", "work"],
+        &["token", "work", "--format", "raw"],
+        &["token", "work", "--format", "xoauth2"],
+        &["token", "work", "--format", "oauthbearer"],
+        &["token", "work", "--format", "json"],
+        &["token", "work", "-f", "xoauth2"],
+        &["token", "work", "-fxoauth2"],
+        &["token", "work", "--format=oauthbearer"],
+        &["token", "--format", "xoauth2", "work"],
+        &[
+            "token",
+            "work",
+            "--user",
+            "bob@example.com",
+            "-f",
+            "xoauth2",
+        ],
+        &[
+            "token",
+            "work",
+            "--user=bob@example.com",
+            "--format=oauthbearer",
+        ],
+        &["token", "work", "--user", "bob\u{1b}[31m", "-f", "xoauth2"],
+        &["token", "work", "--user", "", "-f", "xoauth2"],
+        &["token", "work", "--user", "-f", "xoauth2"],
+        &[
+            "token",
+            "work",
+            "--host",
+            "mail.example.com",
+            "--port",
+            "993",
+            "-f",
+            "oauthbearer",
+        ],
+        &["token", "work", "--format", "bogus"],
+        &["token", "work", "--format", "raw", "--format", "json"],
+        &[
+            "token",
+            "work",
+            "--user",
+            "a@example.com",
+            "--user",
+            "b@example.com",
+        ],
+        &["token", "work", "extra"],
+        &["token", "work", "--"],
+        &["token", "--", "work"],
+        &["token", "work", "-v"],
+        &["token", "work", "--help"],
+        &["token", "work", "--scope", "mail"],
+        &["token", "work", "--resource", "graph"],
+        &["token", "nouser"],
+        &["token", "nouser", "-f", "xoauth2"],
+        &[
+            "token",
+            "nouser",
+            "--user",
+            "carol@example.com",
+            "-f",
+            "xoauth2",
+        ],
+        &["token", "stale"],
+        &["token", "stale", "-f", "xoauth2"],
+        &["token", "missing"],
+        &["token", "Bad Name"],
+        &["token"],
+        &["token", "work", "--force-refresh"],
+    ];
+    for args in cases {
+        let full = run(&env, args, false);
+        let quick = run(&env, args, true);
+        assert_eq!(
+            (quick.code, &quick.stdout, &quick.stderr),
+            (full.code, &full.stdout, &full.stderr),
+            "{args:?} differs:\nquick: {}\nfull: {}",
+            quick.all(),
+            full.all()
+        );
+    }
+}
+
+/// The user in a SASL string printed for `token work -f xoauth2`.
+fn xoauth2_user(out: &RunResult) -> String {
+    let raw = STANDARD.decode(out.stdout.trim()).unwrap();
+    let text = String::from_utf8(raw).unwrap();
+    text.split('\u{1}')
+        .next()
+        .unwrap()
+        .trim_start_matches("user=")
+        .to_string()
+}
+
+#[test]
+fn the_snapshot_serves_while_the_config_is_unchanged_and_never_after() {
+    let env = setup();
+    let path = snapshot(&env, "work");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("# mailtoken config snapshot 1: "),
+        "{text}"
+    );
+    assert!(
+        !text.contains("nouser") && !text.contains("stale"),
+        "{text}"
+    );
+    assert_private(&path);
+    // Proof that the quick path answers from the snapshot: edit the user there (keeping the
+    // stamp), and that user is what comes out, while the full path reads the config.
+    std::fs::write(&path, text.replace(USER, "snapshot@example.com")).unwrap();
+    let args = ["token", "work", "-f", "xoauth2"];
+    assert_eq!(
+        xoauth2_user(&run(&env, &args, true)),
+        "snapshot@example.com"
+    );
+    assert_eq!(xoauth2_user(&run(&env, &args, false)), USER);
+    // Rewrite the config with the same text: a new stamp, so the snapshot is not used (and
+    // is not remade either while the file is this fresh).
+    let config = std::fs::read_to_string(env.config()).unwrap();
+    env.write_config(&config);
+    assert_eq!(xoauth2_user(&run(&env, &args, true)), USER);
+    // An edit that breaks the config is reported as ever, snapshot or not.
+    env.write_config(&config.replace("refresh_margin = 60", "refresh_margin = \"soon\""));
+    let broken = run(&env, &["token", "work"], true);
+    assert_eq!(broken.code, Some(2), "{}", broken.all());
+    assert!(broken.stderr.contains("line 1"), "{}", broken.all());
+    assert!(broken.stdout.is_empty());
+}
+
+fn assert_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}", path.display());
+}
