@@ -47,7 +47,10 @@ impl Http {
         // Several crates may pick a rustls provider; ours is ring. An Err only means one is set.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (connect, request) = timeouts(std::env::var(TIMEOUT_ENV).ok().as_deref())?;
-        let mut builder = Client::builder().no_proxy();
+        // Our TLS settings: the trust store is read at the first https exchange, not here.
+        let mut builder = Client::builder()
+            .tls_backend_preconfigured((*crate::tls::client_config()).clone())
+            .no_proxy();
         for proxy in proxies_from_env()? {
             builder = builder.proxy(proxy);
         }

@@ -5,16 +5,18 @@
 //!
 //! Layers, lowest first; a module uses only the ones above it in this list.
 //!
-//! - `error`, `log`, `time`, `shell`, `process`, `http`: the failure kinds behind the exit
-//!   codes, verbose logging and the fingerprints that stand in for secrets, clock helpers, the
-//!   one place that starts other programs, no core dumps and SIGTERM held while a token is in
-//!   flight, and the bounded HTTP client.
+//! - `error`, `log`, `time`, `shell`, `process`, `tls`, `http`: the failure kinds behind the
+//!   exit codes, verbose logging and the fingerprints that stand in for secrets, clock helpers,
+//!   the one place that starts other programs, no core dumps and SIGTERM held while a token is
+//!   in flight, the one TLS client setup (trust store read only when a certificate is
+//!   checked), and the bounded HTTP client.
 //! - `provider`: presets for Microsoft, Google and generic servers (endpoints, scopes, mail
 //!   servers).
 //! - `store`: where tokens live (file, keyring, commands: `store/file.rs` writes atomically)
 //!   and the per-account lock (`store/lock.rs`) that makes one process the refresher.
 //! - `config`: the TOML file, its validation rules (`config/validate.rs`), and
-//!   `config::open`, the one way to get an account ready for use ([`config::OpenAccount`]).
+//!   `config::open`, the one way to get an account ready for use ([`config::OpenAccount`]);
+//!   `config/snapshot.rs` keeps one account's settings for the quick `token` path.
 //! - `oauth`: requests to the token endpoint and their replies (`oauth/token_endpoint.rs`:
 //!   refresh, code exchange, device polling), error replies made into advice, discovery, JWT
 //!   client assertions.
@@ -46,4 +48,5 @@ pub mod proxy;
 pub mod shell;
 pub mod store;
 pub mod time;
+pub mod tls;
 pub mod token;

@@ -11,7 +11,7 @@ use crate::log::{debug, fingerprint};
 use crate::oauth;
 use crate::process;
 use crate::provider::Flow;
-use crate::store::{AccessToken, LOCK_TIMEOUT, Tokens};
+use crate::store::{AccessToken, Backend, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
 /// The cached access token, if it has life left and nothing is waiting to be stored: what
@@ -70,7 +70,30 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
 
     debug!("new token due; taking the lock for `{name}`");
     let waited_from = time::now_ms();
-    let _lock = store.lock(name, LOCK_TIMEOUT)?;
+    // Woken when the holder lets go: if it stored a new token meanwhile, that one is ours
+    // without queueing for the lock (the file is replaced whole, so reading needs no lock;
+    // a keyring or a store command is not asked again at each wake-up).
+    let mut stored_meanwhile = None;
+    let lock = store.lock_unless(name, LOCK_TIMEOUT, || {
+        if *store.backend() != Backend::File {
+            return false;
+        }
+        stored_meanwhile = store
+            .load(name)
+            .ok()
+            .flatten()
+            .and_then(|t| t.access_for(key).cloned())
+            .filter(|a| Some(a) != seen_access.as_ref() && a.expires_at > time::now());
+        stored_meanwhile.is_some()
+    })?;
+    let Some(_lock) = lock else {
+        let access = stored_meanwhile.expect("the wait ended on a stored token");
+        debug!(
+            "another process refreshed meanwhile; using {}",
+            fingerprint(&access.access_token)
+        );
+        return Ok(access);
+    };
     // A refresh that failed at the server while we waited would fail for us too: say so now
     // instead of making every waiter wait out the same dead server in turn.
     if let Some(failure) = store.failure_since(name, waited_from) {

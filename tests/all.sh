@@ -12,6 +12,9 @@ cargo fmt --all --check
 step "cargo clippy --all-targets -- -D warnings"
 cargo clippy --all-targets --locked -- -D warnings
 
+step "cargo clippy --no-default-features (a build without the OS keyring, for packagers)"
+cargo clippy --all-targets --locked --no-default-features -- -D warnings
+
 step "cargo test"
 cargo test --all-targets --locked
 

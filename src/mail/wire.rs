@@ -9,8 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use rustls::pki_types::ServerName;
-use rustls::{ClientConfig, ClientConnection, ServerConfig, ServerConnection, StreamOwned};
-use rustls_platform_verifier::BuilderVerifierExt;
+use rustls::{ClientConnection, ServerConfig, ServerConnection, StreamOwned};
 
 use crate::config::TlsMode;
 use crate::error::server;
@@ -248,18 +247,6 @@ impl Conn {
     }
 }
 
-/// The rustls client config: ring, the platform's trust store.
-pub fn tls_config() -> Result<Arc<ClientConfig>> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("cannot set up TLS")?
-        .with_platform_verifier()
-        .context("cannot load the system's trusted certificates")?
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 /// Connect with timeouts, trying each address the name resolves to.
 pub fn connect_tcp(host: &str, port: u16) -> Result<TcpStream> {
     let addrs: Vec<_> = (host, port)
@@ -339,7 +326,8 @@ pub fn handshake(
 ) -> Result<StreamOwned<ClientConnection, TcpStream>> {
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| server(format!("`{host}` is not a valid TLS server name")))?;
-    let mut conn = ClientConnection::new(tls_config()?, name).context("cannot start TLS")?;
+    let mut conn =
+        ClientConnection::new(crate::tls::client_config(), name).context("cannot start TLS")?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp)
             .map_err(|e| tls_failure(host, &e))?;

@@ -136,6 +136,18 @@ impl Store {
         lock::exclusive(&self.lock_path(account), timeout)
     }
 
+    /// As `lock`, but asking `done` whenever the holder lets go: None when it says the lock
+    /// is no longer needed (the holder stored what we were waiting for).
+    pub fn lock_unless(
+        &self,
+        account: &str,
+        timeout: Duration,
+        mut done: impl FnMut() -> bool,
+    ) -> Result<Option<AccountLock>> {
+        self.ensure_dir()?;
+        lock::exclusive_unless(&self.lock_path(account), timeout, &mut done)
+    }
+
     /// The stored tokens, or `None` when the account has never logged in. Tokens that do not
     /// parse are an error and are left exactly as they are: they may hold the only refresh token.
     pub fn load(&self, account: &str) -> Result<Option<Tokens>> {
