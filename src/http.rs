@@ -43,13 +43,15 @@ impl Reply {
 }
 
 impl Http {
-    pub fn new() -> Result<Http> {
+    /// A client trusting the system's CAs and, with `ca_file` (an account's `tls_ca_file`),
+    /// the CA certificates in that PEM file.
+    pub fn new(ca_file: Option<&std::path::Path>) -> Result<Http> {
         // Several crates may pick a rustls provider; ours is ring. An Err only means one is set.
         let _ = rustls::crypto::ring::default_provider().install_default();
         let (connect, request) = timeouts(std::env::var(TIMEOUT_ENV).ok().as_deref())?;
         // Our TLS settings: the trust store is read at the first https exchange, not here.
         let mut builder = Client::builder()
-            .tls_backend_preconfigured((*crate::tls::client_config()).clone())
+            .tls_backend_preconfigured((*crate::tls::client_config_for(ca_file)?).clone())
             .no_proxy();
         for proxy in proxies_from_env()? {
             builder = builder.proxy(proxy);
@@ -68,14 +70,22 @@ impl Http {
         })
     }
 
-    pub fn post_form(&self, url: &str, form: &[(&str, &str)]) -> Result<Reply> {
-        self.send(
-            self.client
-                .post(url)
-                .header("Accept", "application/json")
-                .form(form),
-            url,
-        )
+    /// POST a form; `authorization`: an `Authorization` header value (client_secret_basic).
+    pub fn post_form(
+        &self,
+        url: &str,
+        form: &[(&str, &str)],
+        authorization: Option<&str>,
+    ) -> Result<Reply> {
+        let mut request = self
+            .client
+            .post(url)
+            .header("Accept", "application/json")
+            .form(form);
+        if let Some(value) = authorization {
+            request = request.header("Authorization", value);
+        }
+        self.send(request, url)
     }
 
     pub fn get(&self, url: &str) -> Result<Reply> {
@@ -134,7 +144,7 @@ impl Http {
             if untrusted_certificate(&e) {
                 return usage(format!(
                     "cannot connect to {url}: {}. The server's certificate is not trusted here: \
-                     check the address, or add its CA to the system's trusted certificates",
+                     check the address, or, for a private CA, set `tls_ca_file` in the account",
                     error_chain(&e)
                 ));
             }

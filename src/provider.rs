@@ -101,6 +101,10 @@ pub struct Endpoints {
     pub issuer: Option<String>,
     /// The issuer always sends `iss` in authorization responses (from discovery).
     pub iss_parameter: bool,
+    /// `token_endpoint_auth_methods_supported` of the discovery document; empty if unknown.
+    pub auth_methods: Vec<String>,
+    /// The OIDC userinfo endpoint (the account's `userinfo_endpoint`, or discovery's).
+    pub userinfo: Option<String>,
 }
 
 impl Endpoints {
@@ -112,6 +116,12 @@ impl Endpoints {
             authorization: self.authorization.or(other.authorization),
             issuer: self.issuer.or(other.issuer),
             iss_parameter: self.iss_parameter || other.iss_parameter,
+            userinfo: self.userinfo.or(other.userinfo),
+            auth_methods: if self.auth_methods.is_empty() {
+                other.auth_methods
+            } else {
+                self.auth_methods
+            },
         }
     }
 

@@ -142,6 +142,7 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
         Err(err) => {
             if error::kind(&err) == Some(Kind::Server) {
                 store.note_failure(name, &format!("{err:#}"));
+                oauth::discovery::forget(acct);
             }
             return Err(err);
         }
@@ -178,10 +179,10 @@ fn refresh(
              (the server sent none: is offline_access among the scopes?)",
         )
     })?;
-    let http = Http::new()?;
-    let endpoints = oauth::endpoints(&http, account)?;
+    let http = Http::new(account.tls_ca_file().as_deref())?;
+    let endpoints = oauth::endpoints(&http, acct)?;
     let token_endpoint = endpoints.need_token(name)?;
-    let client = oauth::Client::for_account(account, token_endpoint)?;
+    let client = oauth::Client::for_account(account, token_endpoint, &endpoints)?;
     let scope = want.scopes.join(" ");
     debug!(
         "refreshing at {token_endpoint} with refresh token {}",

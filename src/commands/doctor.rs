@@ -137,6 +137,17 @@ pub fn mode_finding(path: &Path, mode: u32, is_dir: bool) -> Option<Finding> {
     )
 }
 
+/// A `tls_ca_file` that cannot be read or holds no certificate: every TLS connection of the
+/// account would fail on it.
+pub fn ca_file_findings(name: &str, account: &Account) -> Vec<Finding> {
+    account
+        .tls_ca_file()
+        .and_then(|path| crate::tls::ca_certificates(&path).err())
+        .map(|e| Finding::new(Severity::Error, Some(name), format!("{e:#}")))
+        .into_iter()
+        .collect()
+}
+
 /// Flow and scopes that contradict each other, and scopes a provider needs or refuses.
 pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -466,20 +477,17 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             }
         };
         out.extend(scope_findings(name, &acct.account));
-        servers.extend(token_server(&acct.account));
+        out.extend(ca_file_findings(name, &acct.account));
+        servers.extend(token_server(&acct.account).map(|url| (url, acct.account.tls_ca_file())));
         if *acct.store.backend() == store::Backend::File {
             out.extend(stored_findings(&acct, now));
         } else {
             out.extend(backend_findings(&acct, now));
         }
     }
-    if !servers.is_empty() {
-        match Http::new() {
-            Ok(http) => {
-                for url in servers {
-                    out.extend(clock_finding(&http, &url, now));
-                }
-            }
+    for (url, ca_file) in servers {
+        match Http::new(ca_file.as_deref()) {
+            Ok(http) => out.extend(clock_finding(&http, &url, now)),
             Err(e) => out.push(Finding::new(Severity::Warning, None, format!("{e:#}"))),
         }
     }
@@ -626,6 +634,31 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn an_unusable_ca_file_is_an_error_a_good_one_is_not() {
+        let account = |extra: &str| {
+            crate::config::Config::parse(&format!(
+                "[accounts.a]\nprovider = \"generic\"\nclient_id = \"c\"\n\
+                 token_endpoint = \"https://id.example.com/t\"\nscopes = [\"mail\"]\n{extra}"
+            ))
+            .unwrap()
+            .accounts
+            .remove("a")
+            .unwrap()
+        };
+        let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+        let good = account(&format!("tls_ca_file = \"{fixtures}/private-ca.pem\""));
+        assert!(super::ca_file_findings("a", &good).is_empty());
+        let bad = account(&format!("tls_ca_file = \"{fixtures}/README.md\""));
+        let found = super::ca_file_findings("a", &bad);
+        assert_eq!(found.len(), 1);
+        assert!(
+            format!("{:?}", found[0]).contains("holds no certificate"),
+            "{found:?}"
+        );
+        assert!(super::ca_file_findings("a", &account("")).is_empty());
+    }
+
     use super::*;
 
     fn account(toml: &str) -> Account {

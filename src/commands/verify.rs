@@ -80,7 +80,12 @@ fn send_by_graph(acct: &OpenAccount, args: &SendTestArgs) -> Result<()> {
         "graph sendMail   POST {url} with token {}",
         fingerprint(&token.access_token)
     );
-    let status = graph::send_mail(&Http::new()?, &url, &token.access_token, &body)?;
+    let status = graph::send_mail(
+        &Http::new(acct.account.tls_ca_file().as_deref())?,
+        &url,
+        &token.access_token,
+        &body,
+    )?;
     eprintln!("graph accepted   HTTP {status}");
     eprintln!(
         "Sent: Microsoft Graph accepted the message for {}.",

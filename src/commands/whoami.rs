@@ -2,8 +2,6 @@
 //! Microsoft Graph `/me`, or OIDC userinfo. Never the token itself.
 
 use anyhow::{Result, anyhow};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::{Map, Value};
 
 use super::verify::{app_only_user, own_token};
@@ -11,6 +9,7 @@ use crate::config::{self, OpenAccount, Paths};
 use crate::http::Http;
 use crate::log::{fingerprint, printable};
 use crate::mail::graph;
+use crate::oauth::jwt;
 use crate::provider::{self, Provider};
 use crate::store::AccessToken;
 use crate::time;
@@ -27,7 +26,7 @@ pub fn run(paths: &Paths, name: &str) -> Result<()> {
         time::format_span(token.expires_at.saturating_sub(now))
     );
     let mut names = Vec::new();
-    if let Some(claims) = jwt_claims(&token.access_token) {
+    if let Some(claims) = jwt::claims(&token.access_token) {
         let lines = describe_claims(&claims);
         names.extend(identities(&lines));
         out.push_str(&render(
@@ -41,16 +40,29 @@ pub fn run(paths: &Paths, name: &str) -> Result<()> {
         names.extend(identities(&lines));
         out.push_str(&render(&title, &lines));
     }
-    if let Some(note) = user_mismatch(account.user.as_deref(), &names) {
+    if let Some(note) = jwt::user_mismatch(account.user.as_deref(), &names) {
         out.push_str(&format!("note: {note}\n"));
     }
     print!("{out}");
     if names.is_empty() && !found_online {
+        let fix = if account.provider == Provider::Microsoft {
+            format!(
+                "add a Graph resource ([accounts.{name}.resources] graph = \
+                 [\"https://graph.microsoft.com/User.Read\"])"
+            )
+        } else {
+            "set `userinfo_endpoint` (or `issuer`, whose discovery document names it) and add \
+             \"openid\" and \"email\" to `scopes`"
+                .to_string()
+        };
         return Err(anyhow!(
-            "cannot tell who the token belongs to: it is not a readable JWT and the account \
-             has no Graph scope or userinfo endpoint. Fix: add a Graph resource \
-             ([accounts.{name}.resources] graph = [\"https://graph.microsoft.com/User.Read\"]) \
-             or set `userinfo_endpoint` with openid/email scopes"
+            "cannot tell who the token belongs to: it is not a readable JWT and there is no \
+             {} to ask. Fix: {fix}",
+            if account.provider == Provider::Microsoft {
+                "Graph scope"
+            } else {
+                "userinfo endpoint"
+            }
         ));
     }
     Ok(())
@@ -65,7 +77,11 @@ fn online_lookup(acct: &OpenAccount, own: &AccessToken) -> Result<Option<Profile
     if let Ok(want) = graph::want(&acct.name, account) {
         let url = graph::user_path(graph::base(account), app_only_user(acct)?, &[])?;
         let token = crate::token::get(acct, &want, false)?;
-        let doc = graph::get_json(&Http::new()?, &url, &token.access_token)?;
+        let doc = graph::get_json(
+            &Http::new(account.tls_ca_file().as_deref())?,
+            &url,
+            &token.access_token,
+        )?;
         return Ok(Some((
             format!("Microsoft Graph ({url}):"),
             describe_profile(&doc),
@@ -75,13 +91,59 @@ fn online_lookup(acct: &OpenAccount, own: &AccessToken) -> Result<Option<Profile
         .scopes()?
         .iter()
         .any(|s| matches!(s.as_str(), "openid" | "email" | "profile"));
-    let url = match (&account.userinfo_endpoint, account.provider) {
-        (Some(url), _) => url.clone(),
+    let http = Http::new(account.tls_ca_file().as_deref())?;
+    // The account's own setting, else what its issuer's discovery document advertises.
+    let discovered = match (&account.userinfo_endpoint, &account.issuer) {
+        (None, Some(_)) => crate::oauth::endpoints(&http, acct)?.userinfo,
+        _ => None,
+    };
+    let url = match (
+        account.userinfo_endpoint.clone().or(discovered),
+        account.provider,
+    ) {
+        (Some(url), _) => url,
         (None, Provider::Google) if wants_oidc => provider::GOOGLE_USERINFO.to_string(),
         _ => return Ok(None),
     };
-    let doc = graph::get_json(&Http::new()?, &url, &own.access_token)?;
+    crate::provider::validate_endpoint_url("userinfo_endpoint", &url)?;
+    let reply = http.bearer(&url, &own.access_token, None)?;
+    if !reply.is_success() {
+        return Err(anyhow!(
+            "userinfo ({url}) answered: {}",
+            userinfo_refusal(&reply)
+        ));
+    }
+    let doc: Value = serde_json::from_slice(&reply.body).map_err(|e| {
+        crate::error::server(format!("userinfo ({url}) did not answer with JSON: {e}"))
+    })?;
     Ok(Some((format!("userinfo ({url}):"), describe_profile(&doc))))
+}
+
+/// An OIDC userinfo refusal in a line, with what to do: these are OAuth bearer errors
+/// (RFC 6750), not Graph's, so the fix is a scope of the account's own, not a Graph permission.
+fn userinfo_refusal(reply: &crate::http::Reply) -> String {
+    let json: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+    let error = json["error"].as_str().unwrap_or("");
+    let description = json["error_description"].as_str().unwrap_or("");
+    let mut text = format!("HTTP {}", reply.status);
+    if !error.is_empty() {
+        text.push_str(&format!(" {}", printable(error)));
+    }
+    if !description.is_empty() {
+        text.push_str(&format!(": {}", printable(description)));
+    }
+    let fix = match (reply.status, error) {
+        (_, "insufficient_scope") | (403, _) => {
+            "the token lacks the scope userinfo needs: add \"openid\" (and \"email\") to \
+             `scopes`, then `mailtoken login` again"
+        }
+        (401, _) | (_, "invalid_token") => {
+            "userinfo refused the token: it may be meant for the mail server only (another \
+             audience), or expired; `mailtoken token --force-refresh` tells which"
+        }
+        _ => return text,
+    };
+    format!("{text}\n  fix: {fix}")
 }
 
 /// The claims that say who and what a token is for, in the order shown.
@@ -118,22 +180,6 @@ const PROFILE: &[&str] = &[
     "preferred_username",
     "sub",
 ];
-
-/// The payload of a signed JWT (three base64url parts), if the token is one. Encrypted or
-/// opaque tokens (Google's, Microsoft's personal-account tokens) give `None`.
-pub fn jwt_claims(token: &str) -> Option<Map<String, Value>> {
-    let parts: Vec<&str> = token.split('.').collect();
-    if parts.len() != 3 {
-        return None;
-    }
-    let bytes = URL_SAFE_NO_PAD
-        .decode(parts[1].trim_end_matches('='))
-        .ok()?;
-    match serde_json::from_slice(&bytes).ok()? {
-        Value::Object(map) => Some(map),
-        _ => None,
-    }
-}
 
 fn show(value: &Value) -> String {
     match value {
@@ -172,32 +218,9 @@ pub fn describe_profile(doc: &Value) -> Vec<(String, String)> {
 pub fn identities(lines: &[(String, String)]) -> Vec<String> {
     lines
         .iter()
-        .filter(|(k, _)| {
-            matches!(
-                k.as_str(),
-                "upn"
-                    | "unique_name"
-                    | "preferred_username"
-                    | "email"
-                    | "mail"
-                    | "userPrincipalName"
-            )
-        })
+        .filter(|(k, _)| jwt::IDENTITY_FIELDS.contains(&k.as_str()))
         .map(|(_, v)| v.clone())
         .collect()
-}
-
-/// A note when the token is someone else's than `user`: XOAUTH2 would then be refused.
-pub fn user_mismatch(user: Option<&str>, names: &[String]) -> Option<String> {
-    let user = user?;
-    if names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(user)) {
-        return None;
-    }
-    Some(format!(
-        "the token belongs to {}, but the account's `user` is {user}: mail servers will refuse \
-         the login. Fix `user`, or log in again as {user}.",
-        names[0]
-    ))
 }
 
 /// The values come from the token and the server: control characters are shown, not obeyed.
@@ -212,6 +235,8 @@ pub fn render(title: &str, lines: &[(String, String)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
     fn jwt(payload: &str) -> String {
         format!(
@@ -226,7 +251,7 @@ mod tests {
         let t = jwt(
             r#"{"upn":"a@x.com","scp":"IMAP.AccessAsUser.All SMTP.Send","exp":0,"roles":["r1","r2"],"secret_thing":1}"#,
         );
-        let claims = jwt_claims(&t).unwrap();
+        let claims = jwt::claims(&t).unwrap();
         let lines = describe_claims(&claims);
         assert_eq!(
             lines,
@@ -238,9 +263,9 @@ mod tests {
             ]
         );
         assert_eq!(identities(&lines), ["a@x.com"]);
-        assert!(jwt_claims("ya29.opaque-google-token").is_none());
-        assert!(jwt_claims("a.b.c.d.e").is_none());
-        assert!(jwt_claims("x.bm90IGpzb24.y").is_none());
+        assert!(jwt::claims("ya29.opaque-google-token").is_none());
+        assert!(jwt::claims("a.b.c.d.e").is_none());
+        assert!(jwt::claims("x.bm90IGpzb24.y").is_none());
     }
 
     #[test]
@@ -249,13 +274,13 @@ mod tests {
         let lines = describe_profile(&me);
         assert_eq!(lines.len(), 3);
         let names = identities(&lines);
-        assert_eq!(user_mismatch(Some("ALICE@x.com"), &names), None);
+        assert_eq!(jwt::user_mismatch(Some("ALICE@x.com"), &names), None);
         assert!(
-            user_mismatch(Some("bob@x.com"), &names)
+            jwt::user_mismatch(Some("bob@x.com"), &names)
                 .unwrap()
                 .contains("alice@x.com")
         );
-        assert_eq!(user_mismatch(None, &names), None);
-        assert_eq!(user_mismatch(Some("bob@x.com"), &[]), None);
+        assert_eq!(jwt::user_mismatch(None, &names), None);
+        assert_eq!(jwt::user_mismatch(Some("bob@x.com"), &[]), None);
     }
 }

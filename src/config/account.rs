@@ -31,6 +31,14 @@ pub struct Account {
     pub client_secret_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_secret_command: Option<String>,
+    /// A PEM file of CA certificates trusted besides the system's, for this account's token
+    /// endpoints and mail servers (a private CA).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// How the client secret reaches the token endpoint; by default, what the discovery
+    /// document offers (post when it offers both, or says nothing).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_endpoint_auth_method: Option<SecretMethod>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flow: Option<Flow>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,6 +102,15 @@ pub enum StoreKind {
     File,
     Keyring,
     Command,
+}
+
+/// RFC 6749 section 2.3.1: the secret in an HTTP Basic `Authorization` header (which every
+/// server must accept) or in the form body (which Microsoft and Google take).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SecretMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
 }
 
 /// How a connection is protected.
@@ -166,6 +183,8 @@ impl Account {
             authorization: self.authorization_endpoint.clone(),
             issuer: self.issuer.clone(),
             iss_parameter: false,
+            auth_methods: Vec::new(),
+            userinfo: self.userinfo_endpoint.clone(),
         }
         .or(provider::preset_endpoints(
             self.provider,
@@ -207,6 +226,13 @@ fn first_line(text: &str) -> Result<String> {
         bail!("the client secret is empty");
     }
     Ok(line.to_string())
+}
+
+impl Account {
+    /// `tls_ca_file`, with a leading `~` made the home directory.
+    pub fn tls_ca_file(&self) -> Option<PathBuf> {
+        self.tls_ca_file.as_deref().map(expand_home)
+    }
 }
 
 fn expand_home(path: &Path) -> PathBuf {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-pub use account::{Account, StoreKind, TlsMode, Want};
+pub use account::{Account, SecretMethod, StoreKind, TlsMode, Want};
 pub use snapshot::{Source, Stamp};
 pub use validate::{validate_account_name, validate_user};
 pub use write::{account_toml, append_account};

@@ -13,10 +13,10 @@ use crate::time;
 /// A new app-only token for `want`. The store is not touched here.
 pub fn fetch(acct: &OpenAccount, want: &Want) -> Result<AccessToken> {
     let OpenAccount { name, account, .. } = acct;
-    let http = Http::new()?;
-    let endpoints = oauth::endpoints(&http, account)?;
+    let http = Http::new(account.tls_ca_file().as_deref())?;
+    let endpoints = oauth::endpoints(&http, acct)?;
     let token_endpoint = endpoints.need_token(name)?;
-    let client = oauth::Client::for_account(account, token_endpoint)?;
+    let client = oauth::Client::for_account(account, token_endpoint, &endpoints)?;
     let scope = want.scopes.join(" ");
     debug!("fetching an app-only token at {token_endpoint}");
     let sent_at = time::now();

@@ -86,7 +86,7 @@ pub fn login(
     let token_endpoint = endpoints.need_token(name)?;
     // Everything local first (the client secret, a certificate): a person who has approved
     // the login in the browser must not then learn that `pass` is locked.
-    let client = oauth::Client::for_account(account, token_endpoint)?;
+    let client = oauth::Client::for_account(account, token_endpoint, endpoints)?;
     let redirect = Redirect::parse(account.redirect_uri())?;
     let catcher = Catcher::open(&redirect, options.paste)?;
     let redirect_uri = catcher.redirect_uri(&redirect)?;
@@ -169,6 +169,7 @@ impl Attempt {
             &self.pkce.verifier,
         )?
         .map_err(|e| e.into_error("exchanging the authorization code", account.provider, name))?;
+        super::warn_if_someone_else(account, &reply);
         reply.into_access(sent_at, &self.scope)
     }
 }

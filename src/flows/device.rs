@@ -106,7 +106,7 @@ pub fn login(
     let OpenAccount { name, account, .. } = acct;
     let device_endpoint = endpoints.need_device_authorization(name)?;
     let token_endpoint = endpoints.need_token(name)?;
-    let client = oauth::Client::for_account(account, token_endpoint)?;
+    let client = oauth::Client::for_account(account, token_endpoint, endpoints)?;
     let scope = account.scopes()?.join(" ");
     let auth = oauth::device_authorize(http, device_endpoint, &client, &scope)?
         .map_err(|e| e.into_error("starting the device login", account.provider, name))?;
@@ -146,7 +146,9 @@ pub fn login(
         },
     );
     clock.clear();
-    reply?.into_access(sent_at, &scope)
+    let reply = reply?;
+    super::warn_if_someone_else(account, &reply);
+    reply.into_access(sent_at, &scope)
 }
 
 /// The address as a QR code for a phone's camera, drawn with half-block characters.

@@ -47,8 +47,8 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
         return app_only::login(acct);
     }
     store.ensure_writable()?;
-    let http = Http::new()?;
-    let endpoints = oauth::endpoints(&http, account)?;
+    let http = Http::new(account.tls_ca_file().as_deref())?;
+    let endpoints = oauth::endpoints(&http, acct)?;
     // A generic server without a device endpoint can still do the browser flow.
     if flow == Flow::Device
         && options.flow.is_none()
@@ -86,5 +86,14 @@ pub fn open_browser(url: &str) {
     };
     if !shell::launch(opener, &[url]) {
         eprintln!("(Could not start `{opener}`: open the address above yourself.)");
+    }
+}
+
+/// Someone else approved the login (another browser profile was signed in, say): the tokens
+/// are still stored, since they are the ones the person chose, but they are told at once
+/// rather than at the mail server's refusal.
+fn warn_if_someone_else(account: &crate::config::Account, reply: &oauth::TokenReply) {
+    if let Some(note) = oauth::jwt::user_mismatch(account.user.as_deref(), &reply.identities()) {
+        eprintln!("warning: {note}");
     }
 }

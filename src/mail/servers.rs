@@ -13,6 +13,8 @@ pub struct Server {
     pub host: String,
     pub port: u16,
     pub tls: TlsMode,
+    /// A private CA the account trusts besides the system's (`tls_ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl fmt::Display for Server {
@@ -44,6 +46,7 @@ pub fn server(account: &Account, service: Service) -> Result<Server> {
         host: host.to_string(),
         port,
         tls,
+        ca_file: account.tls_ca_file(),
     })
 }
 
@@ -75,7 +78,8 @@ mod tests {
             Server {
                 host: "smtp.office365.com".into(),
                 port: 587,
-                tls: TlsMode::Starttls
+                tls: TlsMode::Starttls,
+                ca_file: None,
             }
         );
         assert_eq!(server(&a, Service::Imap).unwrap().port, 993);

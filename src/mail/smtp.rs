@@ -157,7 +157,7 @@ pub fn open(srv: &Server) -> Result<Session> {
             )));
         }
         expect(&mut conn, "STARTTLS", "STARTTLS", srv)?;
-        conn = conn.starttls(&srv.host)?;
+        conn = conn.starttls(srv)?;
         report("smtp", "tls", conn.tls_summary(&srv.host));
         ehlo = expect(&mut conn, &format!("EHLO {EHLO_NAME}"), "EHLO", srv)?;
         report("smtp", "ehlo", ehlo.text());
@@ -327,6 +327,7 @@ mod tests {
             host: "smtp.example.com".into(),
             port: 587,
             tls: TlsMode::Starttls,
+            ca_file: None,
         }
     }
 

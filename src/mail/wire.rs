@@ -177,7 +177,7 @@ impl Conn {
     /// Switch a plain connection to TLS after the server agreed to STARTTLS. Anything the
     /// server sent after its answer, before the handshake, would be plain text injected into
     /// the secured session (CVE-2011-0411 and kin): that is refused.
-    pub fn starttls(self, host: &str) -> Result<Conn> {
+    pub fn starttls(self, srv: &Server) -> Result<Conn> {
         if !self.reader.buffer().is_empty() {
             return Err(server(
                 "the server sent data right after agreeing to STARTTLS; refusing to go on",
@@ -186,7 +186,7 @@ impl Conn {
         let (deadline, limit) = (self.deadline, self.limit);
         match self.reader.into_inner() {
             Transport::Plain(tcp) => Ok(Conn {
-                reader: BufReader::new(Transport::Tls(Box::new(handshake(host, tcp)?))),
+                reader: BufReader::new(Transport::Tls(Box::new(handshake(srv, tcp)?))),
                 deadline,
                 limit,
             }),
@@ -284,7 +284,7 @@ pub fn open(proto: &str, srv: &Server) -> Result<Conn> {
         format!("connected to {}:{}", srv.host, srv.port),
     );
     let conn = match srv.tls {
-        TlsMode::Tls => Conn::new(Transport::Tls(Box::new(handshake(&srv.host, tcp)?))),
+        TlsMode::Tls => Conn::new(Transport::Tls(Box::new(handshake(srv, tcp)?))),
         TlsMode::None => Conn::new(Transport::Plain(tcp)),
         TlsMode::Starttls if proto == "smtp" => Conn::new(Transport::Plain(tcp)),
         TlsMode::Starttls => {
@@ -310,7 +310,7 @@ fn tls_failure(host: &str, e: &std::io::Error) -> anyhow::Error {
     if certificate {
         crate::error::usage(format!(
             "TLS with {host} failed: {e}. The server's certificate is not trusted here: check \
-             the host name, or add its CA to the system's trusted certificates"
+             the host name, or, for a private CA, set `tls_ca_file` in the account"
         ))
     } else {
         server(format!(
@@ -321,13 +321,14 @@ fn tls_failure(host: &str, e: &std::io::Error) -> anyhow::Error {
 
 /// The TLS handshake, finished before any protocol line so its failures read as TLS failures.
 pub fn handshake(
-    host: &str,
+    srv: &Server,
     mut tcp: TcpStream,
 ) -> Result<StreamOwned<ClientConnection, TcpStream>> {
+    let host = srv.host.as_str();
     let name = ServerName::try_from(host.to_string())
         .map_err(|_| server(format!("`{host}` is not a valid TLS server name")))?;
-    let mut conn =
-        ClientConnection::new(crate::tls::client_config(), name).context("cannot start TLS")?;
+    let config = crate::tls::client_config_for(srv.ca_file.as_deref())?;
+    let mut conn = ClientConnection::new(config, name).context("cannot start TLS")?;
     while conn.is_handshaking() {
         conn.complete_io(&mut tcp)
             .map_err(|e| tls_failure(host, &e))?;
@@ -401,13 +402,63 @@ mod tests {
             let _ = conn.complete_io(&mut s);
         });
         let tcp = connect_tcp("127.0.0.1", port).unwrap();
-        let err = handshake("localhost", tcp).err().unwrap();
+        let err = handshake(&localhost(None), tcp).err().unwrap();
         assert_eq!(
             crate::error::exit_code(&err),
             crate::error::EXIT_USAGE,
             "{err}"
         );
         assert!(err.to_string().contains("not trusted"), "{err}");
+        t.join().unwrap();
+    }
+
+    fn localhost(ca_file: Option<&str>) -> Server {
+        Server {
+            host: "localhost".into(),
+            port: 993,
+            tls: TlsMode::Tls,
+            ca_file: ca_file
+                .map(|n| format!("{}/tests/fixtures/{n}", env!("CARGO_MANIFEST_DIR")).into()),
+        }
+    }
+
+    /// A server whose certificate a private CA signed: refused as untrusted, with the setting
+    /// that fixes it named; trusted with that CA as the account's `tls_ca_file`.
+    #[test]
+    fn a_private_ca_is_trusted_through_tls_ca_file() {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let fixture = |n: &str| format!("{}/tests/fixtures/{n}", env!("CARGO_MANIFEST_DIR"));
+        let cert = CertificateDer::from_pem_file(fixture("private-server.pem")).unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture("private-server-key.pem")).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = Arc::new(
+            rustls::ServerConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_no_client_auth()
+                .with_single_cert(vec![cert], key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let t = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (mut s, _) = listener.accept().unwrap();
+                let mut conn = rustls::ServerConnection::new(config.clone()).unwrap();
+                while conn.is_handshaking() && conn.complete_io(&mut s).is_ok() {}
+            }
+        });
+        let tcp = connect_tcp("127.0.0.1", port).unwrap();
+        let err = handshake(&localhost(None), tcp).err().unwrap();
+        assert_eq!(
+            crate::error::exit_code(&err),
+            crate::error::EXIT_USAGE,
+            "{err}"
+        );
+        assert!(err.to_string().contains("tls_ca_file"), "{err}");
+        let tcp = connect_tcp("127.0.0.1", port).unwrap();
+        handshake(&localhost(Some("private-ca.pem")), tcp).expect("trusted through tls_ca_file");
         t.join().unwrap();
     }
 
@@ -430,7 +481,7 @@ mod tests {
             let _ = s.write_all(b"* OK plain text server\r\n");
         });
         let tcp = connect_tcp("127.0.0.1", port).unwrap();
-        let err = handshake("localhost", tcp).err().unwrap().to_string();
+        let err = handshake(&localhost(None), tcp).err().unwrap().to_string();
         assert!(err.contains("TLS with localhost failed"), "{err}");
         t.join().unwrap();
     }

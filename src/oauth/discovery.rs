@@ -1,32 +1,35 @@
 //! Where an account's OAuth endpoints are: its settings, the provider preset, then OpenID
-//! Connect discovery for an `issuer`.
+//! Connect discovery for an `issuer`, whose document is kept a day beside the account's
+//! tokens (`NAME.discovery.json`, 0600) so a refresh is one request, not two.
+
+use std::path::PathBuf;
 
 use anyhow::Result;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::config::Account;
+use crate::config::OpenAccount;
 use crate::error::{server, usage};
 use crate::http::Http;
 use crate::provider::{self, Endpoints};
+use crate::store;
+
+/// How long a fetched discovery document is used before it is fetched again.
+const KEEP: u64 = 24 * 3600;
 
 /// The account's endpoints: explicit settings, then presets, then OIDC discovery for an
-/// `issuer` (one GET, made only when a request is due anyway).
-pub fn endpoints(http: &Http, account: &Account) -> Result<Endpoints> {
+/// `issuer` (the kept document, or one GET, made only when a request is due anyway).
+pub fn endpoints(http: &Http, acct: &OpenAccount) -> Result<Endpoints> {
+    let account = &acct.account;
     let mut endpoints = account.configured_endpoints();
     if let Some(issuer) = &account.issuer {
         let complete = endpoints.token.is_some()
             && endpoints.device_authorization.is_some()
             && endpoints.authorization.is_some();
         if !complete {
-            let url = url(issuer);
-            let reply = http.get(&url)?;
-            if !reply.is_success() {
-                return Err(server(format!(
-                    "OIDC discovery at {url} failed: HTTP {}. Check `issuer`.",
-                    reply.status
-                )));
-            }
-            let found = parse(issuer, &reply.body)?;
+            let found = match kept(acct, issuer) {
+                Some(found) => found,
+                None => fetch(http, acct, issuer)?,
+            };
             endpoints = endpoints.or(found);
         }
     }
@@ -43,6 +46,64 @@ pub fn endpoints(http: &Http, account: &Account) -> Result<Endpoints> {
         }
     }
     Ok(endpoints)
+}
+
+/// The document as kept: for which issuer, when, and the server's bytes.
+#[derive(Serialize, Deserialize)]
+struct Kept {
+    issuer: String,
+    fetched_at: u64,
+    document: serde_json::Value,
+}
+
+fn kept_path(acct: &OpenAccount) -> PathBuf {
+    acct.store
+        .dir()
+        .join(format!("{}.discovery.json", acct.name))
+}
+
+/// The kept document of `issuer`, if there is one of the last day that still parses.
+fn kept(acct: &OpenAccount, issuer: &str) -> Option<Endpoints> {
+    let bytes = store::read_private_file(&kept_path(acct))?;
+    let kept: Kept = serde_json::from_slice(&bytes).ok()?;
+    let age = crate::time::now().checked_sub(kept.fetched_at)?;
+    if kept.issuer != issuer || age >= KEEP {
+        return None;
+    }
+    parse(issuer, kept.document.to_string().as_bytes()).ok()
+}
+
+/// GET the document, check it, and keep it (best effort: without it, the next call asks again).
+fn fetch(http: &Http, acct: &OpenAccount, issuer: &str) -> Result<Endpoints> {
+    let url = url(issuer);
+    let reply = http.get(&url)?;
+    if !reply.is_success() {
+        return Err(server(format!(
+            "OIDC discovery at {url} failed: HTTP {}. Check `issuer`.",
+            reply.status
+        )));
+    }
+    let found = parse(issuer, &reply.body)?;
+    if let Ok(document) = serde_json::from_slice(&reply.body) {
+        let kept = Kept {
+            issuer: issuer.to_string(),
+            fetched_at: crate::time::now(),
+            document,
+        };
+        let path = kept_path(acct);
+        if acct.store.dir().is_dir()
+            && let Ok(bytes) = serde_json::to_vec(&kept)
+        {
+            let _ = store::replace_private_file(acct.store.dir(), &path, &bytes);
+        }
+    }
+    Ok(found)
+}
+
+/// After a failure at the token server, the kept document may be what is wrong (the server
+/// moved its endpoints): the next request fetches it again.
+pub fn forget(acct: &OpenAccount) {
+    let _ = std::fs::remove_file(kept_path(acct));
 }
 
 /// Where OIDC discovery looks for an issuer's metadata (RFC 8414 / OpenID Connect Discovery).
@@ -62,6 +123,9 @@ pub struct Discovery {
     /// RFC 9207: authorization responses always carry `iss`.
     #[serde(default)]
     pub authorization_response_iss_parameter_supported: Option<bool>,
+    #[serde(default)]
+    pub token_endpoint_auth_methods_supported: Vec<String>,
+    pub userinfo_endpoint: Option<String>,
 }
 
 /// A document that does not parse is the server's trouble (exit 4, like any malformed reply);
@@ -87,6 +151,8 @@ pub fn parse(issuer: &str, body: &[u8]) -> Result<Endpoints> {
         iss_parameter: doc
             .authorization_response_iss_parameter_supported
             .unwrap_or(false),
+        auth_methods: doc.token_endpoint_auth_methods_supported,
+        userinfo: doc.userinfo_endpoint,
     })
 }
 

@@ -1,5 +1,6 @@
-//! Client assertions (RFC 7523): a JWT signed with the app's certificate key, which Microsoft
-//! Entra accepts in place of a client secret.
+//! JWTs: client assertions (RFC 7523) signed with the app's certificate key, which Microsoft
+//! Entra accepts in place of a client secret; and the claims of tokens we are given, read
+//! (never trusted: not verified) to tell whose they are.
 
 use std::path::Path;
 
@@ -10,6 +11,54 @@ use ring::rand::SystemRandom;
 use ring::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use serde_json::{Map, Value};
+
+/// The claims (and Graph profile fields) that name a mailbox's user.
+pub const IDENTITY_FIELDS: &[&str] = &[
+    "upn",
+    "unique_name",
+    "preferred_username",
+    "email",
+    "mail",
+    "userPrincipalName",
+];
+
+/// The claims of a signed JWT (three base64url parts), read without checking its signature.
+/// Encrypted or opaque tokens (Google's, Microsoft's personal-account tokens) give `None`.
+pub fn claims(token: &str) -> Option<Map<String, Value>> {
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        return None;
+    }
+    let bytes = URL_SAFE_NO_PAD
+        .decode(parts[1].trim_end_matches('='))
+        .ok()?;
+    match serde_json::from_slice(&bytes).ok()? {
+        Value::Object(map) => Some(map),
+        _ => None,
+    }
+}
+
+/// The user names a token's claims give.
+pub fn identities(claims: &Map<String, Value>) -> Vec<String> {
+    IDENTITY_FIELDS
+        .iter()
+        .filter_map(|k| claims.get(*k)?.as_str().map(str::to_string))
+        .collect()
+}
+
+/// A note when the token is someone else's than `user`: XOAUTH2 would then be refused.
+pub fn user_mismatch(user: Option<&str>, names: &[String]) -> Option<String> {
+    let user = user?;
+    if names.is_empty() || names.iter().any(|n| n.eq_ignore_ascii_case(user)) {
+        return None;
+    }
+    Some(format!(
+        "the token belongs to {}, but the account's `user` is {user}: mail servers will refuse \
+         the login. Fix `user`, or log in again as {user}.",
+        crate::log::printable(&names[0])
+    ))
+}
 
 /// How long an assertion is valid: it is used once, right away.
 const LIFETIME: u64 = 600;

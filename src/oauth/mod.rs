@@ -1,6 +1,7 @@
 //! OAuth 2.0 as a client: requests to the token endpoint and their checked replies, error
 //! replies made into advice, endpoint discovery, and certificate-signed client assertions.
-//! Nothing here stores a token: callers decide what to keep.
+//! Nothing here stores a token: callers decide what to keep. (Discovery keeps the issuer's
+//! public metadata document beside the account's tokens for a day.)
 
 pub mod discovery;
 mod error;

@@ -8,10 +8,13 @@ use serde::{Deserialize, Deserializer};
 
 use super::error::OAuthError;
 use super::jwt;
-use crate::config::Account;
+use base64::Engine;
+
+use crate::config::{Account, SecretMethod};
 use crate::error::server;
 use crate::http::{Http, Reply};
 use crate::log::printable;
+use crate::provider::Endpoints;
 use crate::store::{AccessToken, MAX_LIFETIME};
 
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
@@ -30,6 +33,23 @@ pub struct TokenReply {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// OIDC: who logged in (read, not trusted, to warn about a login as someone else).
+    #[serde(default)]
+    pub id_token: Option<String>,
+}
+
+impl TokenReply {
+    /// The user names the reply gives: the ID token's claims, else the access token's when it
+    /// is a JWT (Microsoft's for Outlook are).
+    pub fn identities(&self) -> Vec<String> {
+        [self.id_token.as_deref(), Some(self.access_token.as_str())]
+            .into_iter()
+            .flatten()
+            .filter_map(jwt::claims)
+            .map(|claims| jwt::identities(&claims))
+            .find(|names| !names.is_empty())
+            .unwrap_or_default()
+    }
 }
 
 impl fmt::Debug for TokenReply {
@@ -37,6 +57,7 @@ impl fmt::Debug for TokenReply {
         f.debug_struct("TokenReply")
             .field("expires_in", &self.expires_in)
             .field("has_refresh_token", &self.refresh_token.is_some())
+            .field("has_id_token", &self.id_token.is_some())
             .field("scope", &self.scope)
             .finish()
     }
@@ -120,11 +141,17 @@ fn lenient_seconds<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Er
 fn post<T: DeserializeOwned>(
     http: &Http,
     url: &str,
+    client: &Client,
     form: &[(&str, &str)],
     what: &str,
 ) -> Result<Result<T, OAuthError>> {
-    let reply = http.post_form(url, form)?;
-    Ok(parse_reply(&reply, what)?.map_err(|e| e.redacted(form)))
+    let reply = http.post_form(url, form, client.basic_header().as_deref())?;
+    let reply = parse_reply(&reply, what)?;
+    // The server may quote what it was sent: the secret never goes further.
+    Ok(reply.map_err(|e| match &client.auth {
+        ClientAuth::Basic(secret) => e.redacted(form).redacted(&[("client_secret", secret)]),
+        _ => e.redacted(form),
+    }))
 }
 
 /// The parsed reply: the success body, or the server's OAuth error.
@@ -197,7 +224,10 @@ pub const JWT_BEARER_ASSERTION: &str = "urn:ietf:params:oauth:client-assertion-t
 pub enum ClientAuth {
     /// A public client (device and browser logins of desktop apps).
     Public,
+    /// The secret in the form body (client_secret_post).
     Secret(String),
+    /// The client id and secret in an `Authorization: Basic` header (client_secret_basic).
+    Basic(String),
     /// A signed JWT (RFC 7523), made for one token endpoint.
     Assertion(String),
 }
@@ -209,10 +239,19 @@ pub struct Client<'a> {
 }
 
 impl<'a> Client<'a> {
-    /// The account's client, with the secret or a fresh certificate assertion for `token_endpoint`.
-    pub fn for_account(account: &'a Account, token_endpoint: &str) -> Result<Client<'a>> {
+    /// The account's client, with the secret (sent the way the account or the server's
+    /// discovery document says: `endpoints.auth_methods`) or a fresh certificate assertion
+    /// for `token_endpoint`.
+    pub fn for_account(
+        account: &'a Account,
+        token_endpoint: &str,
+        endpoints: &Endpoints,
+    ) -> Result<Client<'a>> {
         let auth = if let Some(secret) = account.client_secret()? {
-            ClientAuth::Secret(secret)
+            match secret_method(account.token_endpoint_auth_method, &endpoints.auth_methods) {
+                SecretMethod::ClientSecretBasic => ClientAuth::Basic(secret),
+                SecretMethod::ClientSecretPost => ClientAuth::Secret(secret),
+            }
         } else if let (Some(cert), Some(key)) = (&account.client_certificate, &account.client_key) {
             ClientAuth::Assertion(jwt::client_assertion(
                 cert,
@@ -231,9 +270,12 @@ impl<'a> Client<'a> {
     }
 
     fn add_to<'b>(&'b self, form: &mut Vec<(&'b str, &'b str)>) {
-        form.push(("client_id", self.id));
+        // With Basic, the header names the client: one way to authenticate per request.
+        if !matches!(self.auth, ClientAuth::Basic(_)) {
+            form.push(("client_id", self.id));
+        }
         match &self.auth {
-            ClientAuth::Public => {}
+            ClientAuth::Public | ClientAuth::Basic(_) => {}
             ClientAuth::Secret(secret) => form.push(("client_secret", secret)),
             ClientAuth::Assertion(jwt) => {
                 form.push(("client_assertion_type", JWT_BEARER_ASSERTION));
@@ -241,6 +283,34 @@ impl<'a> Client<'a> {
             }
         }
     }
+
+    /// The `Authorization` header value for client_secret_basic: id and secret each
+    /// form-urlencoded, joined by a colon, in base64 (RFC 6749 section 2.3.1).
+    pub fn basic_header(&self) -> Option<String> {
+        let ClientAuth::Basic(secret) = &self.auth else {
+            return None;
+        };
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let pair = format!("{}:{}", encode(self.id), encode(secret));
+        Some(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(pair)
+        ))
+    }
+}
+
+/// The account's choice, else what the server offers: post when it offers post or says
+/// nothing (what Microsoft and Google take), basic when that is all it offers.
+pub fn secret_method(configured: Option<SecretMethod>, offered: &[String]) -> SecretMethod {
+    configured.unwrap_or_else(|| {
+        let offers = |m: &str| offered.iter().any(|o| o == m);
+        if offers("client_secret_basic") && !offers("client_secret_post") {
+            SecretMethod::ClientSecretBasic
+        } else {
+            SecretMethod::ClientSecretPost
+        }
+    })
 }
 
 pub fn refresh(
@@ -258,7 +328,13 @@ pub fn refresh(
     if !scope.is_empty() {
         form.push(("scope", scope));
     }
-    post(http, token_endpoint, &form, "refreshing the access token")
+    post(
+        http,
+        token_endpoint,
+        client,
+        &form,
+        "refreshing the access token",
+    )
 }
 
 /// RFC 6749 section 4.1.3, with the PKCE verifier of RFC 7636.
@@ -280,6 +356,7 @@ pub fn exchange_code(
     post(
         http,
         token_endpoint,
+        client,
         &form,
         "exchanging the authorization code",
     )
@@ -294,7 +371,13 @@ pub fn client_credentials(
 ) -> Result<Result<TokenReply, OAuthError>> {
     let mut form = vec![("grant_type", "client_credentials"), ("scope", scope)];
     client.add_to(&mut form);
-    post(http, token_endpoint, &form, "fetching an app-only token")
+    post(
+        http,
+        token_endpoint,
+        client,
+        &form,
+        "fetching an app-only token",
+    )
 }
 
 /// RFC 8628 section 3.2. Google says `verification_url`; the RFC says `verification_uri`.
@@ -320,7 +403,7 @@ pub fn device_authorize(
 ) -> Result<Result<DeviceAuthorization, OAuthError>> {
     let mut form = vec![("scope", scope)];
     client.add_to(&mut form);
-    post(http, endpoint, &form, "starting the device login")
+    post(http, endpoint, client, &form, "starting the device login")
 }
 
 pub fn device_poll(
@@ -334,11 +417,61 @@ pub fn device_poll(
         ("device_code", device_code),
     ];
     client.add_to(&mut form);
-    post(http, token_endpoint, &form, "completing the device login")
+    post(
+        http,
+        token_endpoint,
+        client,
+        &form,
+        "completing the device login",
+    )
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_secret_goes_where_the_account_or_the_server_says() {
+        use super::secret_method;
+        use crate::config::SecretMethod::{ClientSecretBasic as Basic, ClientSecretPost as Post};
+        let offered = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(secret_method(None, &[]), Post);
+        assert_eq!(
+            secret_method(None, &offered(&["client_secret_basic"])),
+            Basic
+        );
+        assert_eq!(
+            secret_method(
+                None,
+                &offered(&["client_secret_basic", "client_secret_post"])
+            ),
+            Post
+        );
+        assert_eq!(
+            secret_method(Some(Basic), &offered(&["client_secret_post"])),
+            Basic
+        );
+        assert_eq!(
+            secret_method(Some(Post), &offered(&["client_secret_basic"])),
+            Post
+        );
+    }
+
+    #[test]
+    fn basic_credentials_are_form_encoded_then_base64() {
+        use base64::Engine;
+        let client = super::Client {
+            id: "app id",
+            auth: super::ClientAuth::Basic("p@ss:w rd".into()),
+        };
+        let header = client.basic_header().unwrap();
+        let pair = base64::engine::general_purpose::STANDARD
+            .decode(header.strip_prefix("Basic ").unwrap())
+            .unwrap();
+        assert_eq!(pair, b"app+id:p%40ss%3Aw+rd");
+        let mut form = Vec::new();
+        client.add_to(&mut form);
+        assert!(form.is_empty(), "{form:?}");
+    }
+
     use super::*;
 
     fn reply(status: u16, body: &str) -> Reply {

@@ -274,6 +274,16 @@ flow = "credentials"
 client_secret_env = "E2E_APP_SECRET"
 token_endpoint = "$ISSUER/token"
 scopes = ["mail"]
+
+# The same, for a client registered for client_secret_basic.
+[accounts.e2e-app-basic]
+provider = "generic"
+client_id = "mailtoken-e2e-app-basic"
+flow = "credentials"
+client_secret_env = "E2E_APP_SECRET"
+token_endpoint = "$ISSUER/token"
+token_endpoint_auth_method = "client_secret_basic"
+scopes = ["mail"]
 EOF
 }
 

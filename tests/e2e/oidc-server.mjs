@@ -73,6 +73,16 @@ const configuration = {
       scope: 'mail',
     },
     {
+      // The same, registered for client_secret_basic: oidc-provider refuses any other method.
+      client_id: 'mailtoken-e2e-app-basic',
+      client_secret: env('E2E_APP_SECRET'),
+      token_endpoint_auth_method: 'client_secret_basic',
+      grant_types: ['client_credentials'],
+      response_types: [],
+      redirect_uris: [],
+      scope: 'mail',
+    },
+    {
       // Dovecot, which only introspects tokens.
       client_id: 'dovecot',
       client_secret: env('E2E_DOVECOT_SECRET'),

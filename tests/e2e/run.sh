@@ -355,6 +355,11 @@ check_client_credentials() {
   [[ $reply == *'"client_id":"mailtoken-e2e-app"'* ]] || fail "the token is not the app's"
   # An app-only token has no mail user: Dovecot refuses it for alice.
   imap_login_refused "$token" || fail "Dovecot did not refuse an app-only token for a user"
+  # A client registered for client_secret_basic (oidc-provider refuses the form for it).
+  token=$(mailtoken token e2e-app-basic)
+  reply=$(introspect "$token")
+  [[ $reply == *'"client_id":"mailtoken-e2e-app-basic"'* ]] || fail "no token by client_secret_basic: $reply"
+  say "client_secret_basic: a token for mailtoken-e2e-app-basic"
   # And a wrong client secret gives no token.
   local rc=0
   E2E_APP_SECRET=wrong mailtoken token e2e-app --force-refresh >/dev/null 2>"$E2E_DIR/tmp/app.err" || rc=$?
@@ -725,7 +730,7 @@ check "5b. mbsync with contrib/mbsyncrc syncs the INBOX to a Maildir" check_mbsy
 check "6. 16 concurrent clients at expiry: one refresh grant, every login ok" check_storm
 check "6b. default-size margin (300 s) with short tokens: one grant per expiry, none while fresh" check_short_lived_tokens
 check "7a. browser login (authorization code + PKCE, loopback redirect); IMAP login" check_browser_login
-check "7b. client credentials (client_secret_env); token active at introspection" check_client_credentials
+check "7b. client credentials (client_secret_env; in the form and by Basic); token active at introspection" check_client_credentials
 check "8a. getmail6 with contrib/getmailrc retrieves the INBOX into a Maildir (IMAPS)" check_getmail
 check "8b. offlineimap with contrib/offlineimaprc syncs the INBOX to a Maildir (IMAPS)" check_offlineimap
 check "8c. fetchmail with contrib/fetchmail-oauth fetches (IMAPS, auth oauthbearer)" check_fetchmail

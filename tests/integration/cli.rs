@@ -70,6 +70,72 @@ fn stray_files(env: &TestEnv) -> Vec<String> {
 // login (device flow)
 // ---------------------------------------------------------------------------
 
+/// Someone else approved the login: the tokens are stored (the person chose them), and a
+/// warning names both users at once; the right person gets no warning.
+#[test]
+fn a_login_as_someone_else_is_pointed_out() {
+    for (who, warned) in [("bob@example.com", true), (USER, false)] {
+        let server = FakeServer::start();
+        server.set_interval(Some(1));
+        server.push_polls(&[Poll::Success]);
+        server.set_id_token_email(who);
+        let env = TestEnv::new(&server);
+        let r = env.run(&["login", ACCOUNT]);
+        r.expect_code(0);
+        assert_eq!(
+            r.stderr
+                .contains("warning: the token belongs to bob@example.com"),
+            warned,
+            "{}",
+            r.stderr
+        );
+        assert!(env.token_path(ACCOUNT).exists());
+    }
+}
+
+/// An `issuer` account fetches the discovery document once a day, not at every refresh; a
+/// failure at the token server makes the next refresh fetch it again.
+#[test]
+fn the_discovery_document_is_kept_and_fetched_again_after_a_failure() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::Keep);
+    server.add_refresh_token("rt-disc");
+    // No token endpoint in the account: it comes from discovery.
+    let env = TestEnv::with_config_text(&format!(
+        "[accounts.{ACCOUNT}]\nprovider = \"generic\"\nuser = \"{USER}\"\n\
+         client_id = \"{CLIENT_ID}\"\nissuer = \"{}\"\nscopes = [\"mail\", \"offline_access\"]\n",
+        server.base_url()
+    ));
+    env.write_token(ACCOUNT, "at-disc", "rt-disc", now_unix() - 5);
+    for _ in 0..3 {
+        env.run(&["token", ACCOUNT, "--force-refresh"])
+            .expect_code(0);
+    }
+    assert_eq!(server.count(Kind::Refresh), 3);
+    assert_eq!(
+        server.count(Kind::Discovery),
+        1,
+        "the document was fetched again"
+    );
+    let kept = env.data.join(format!("{ACCOUNT}.discovery.json"));
+    assert_eq!(mode_of(&kept), 0o600);
+
+    server.set_fault(
+        Kind::Refresh,
+        Fault::json(503, r#"{"error":"temporarily_unavailable"}"#),
+    );
+    env.run(&["token", ACCOUNT, "--force-refresh"])
+        .expect_code(4);
+    server.clear_fault(Kind::Refresh);
+    env.run(&["token", ACCOUNT, "--force-refresh"])
+        .expect_code(0);
+    assert_eq!(
+        server.count(Kind::Discovery),
+        2,
+        "not fetched again after the failure"
+    );
+}
+
 #[test]
 fn login_device_flow_success() {
     let server = FakeServer::start();
@@ -427,6 +493,74 @@ fn client_secret_env_is_sent_on_refresh() {
     assert_eq!(reqs.len(), 1);
     assert_eq!(reqs[0].param("client_secret"), Some("s3cr3t-from-env"));
     assert_no_leak(&r, &["s3cr3t-from-env", "rt-sec"]);
+}
+
+/// client_secret_basic: the id and secret in an Authorization header, none in the form; set
+/// in the account, or taken from a discovery document that offers only that.
+#[test]
+fn client_secret_basic_when_configured_or_the_only_method_offered() {
+    for (setting, offered) in [
+        (
+            "token_endpoint_auth_method = \"client_secret_basic\"\n",
+            &[][..],
+        ),
+        ("", &["client_secret_basic"][..]),
+    ] {
+        let server = FakeServer::start();
+        server.set_refresh(Refresh::Keep);
+        server.add_refresh_token("rt-basic");
+        server.set_auth_methods(offered);
+        let env = TestEnv::with_extra(
+            &server,
+            "",
+            &format!(
+                "client_secret_env = \"MT_IT_SECRET\"\nissuer = \"{}\"\n{setting}",
+                server.base_url()
+            ),
+        );
+        env.write_token(ACCOUNT, "at-basic-old", "rt-basic", now_unix() - 5);
+        let mut cmd = env.command(&["token", ACCOUNT]);
+        cmd.env("MT_IT_SECRET", "s3cr3t:with/odd&chars");
+        let r = Running::spawn(cmd, "token, secret by Basic".into()).wait(RUN_TIMEOUT);
+        r.expect_code(0);
+        let reqs = server.requests_of(Kind::Refresh);
+        assert_eq!(reqs.len(), 1, "{setting:?}");
+        // RFC 6749 2.3.1: each part form-urlencoded, then base64 of "id:secret".
+        let expected = format!(
+            "Basic {}",
+            b64(b"mailtoken-test:s3cr3t%3Awith%2Fodd%26chars")
+        );
+        assert_eq!(
+            reqs[0].header("authorization"),
+            Some(expected.as_str()),
+            "{setting:?}"
+        );
+        assert_eq!(reqs[0].param("client_secret"), None, "{setting:?}");
+        assert_eq!(reqs[0].param("client_id"), None, "{setting:?}");
+        assert_no_leak(&r, &["s3cr3t:with/odd&chars", "rt-basic"]);
+    }
+    // Offered both: the form, as before (what Microsoft and Google take).
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::Keep);
+    server.add_refresh_token("rt-post");
+    server.set_auth_methods(&["client_secret_basic", "client_secret_post"]);
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "client_secret_env = \"MT_IT_SECRET\"\nissuer = \"{}\"\n",
+            server.base_url()
+        ),
+    );
+    env.write_token(ACCOUNT, "at-post-old", "rt-post", now_unix() - 5);
+    let mut cmd = env.command(&["token", ACCOUNT]);
+    cmd.env("MT_IT_SECRET", "s3cr3t-post");
+    Running::spawn(cmd, "token, secret in the form".into())
+        .wait(RUN_TIMEOUT)
+        .expect_code(0);
+    let reqs = server.requests_of(Kind::Refresh);
+    assert_eq!(reqs[0].param("client_secret"), Some("s3cr3t-post"));
+    assert_eq!(reqs[0].header("authorization"), None);
 }
 
 // ---------------------------------------------------------------------------

@@ -210,6 +210,33 @@ fn check_imap_with_sasl_ir() {
     run.assert_no_secrets();
 }
 
+/// A mail server whose certificate a private CA signed: refused as untrusted (a setup
+/// problem, exit 2, naming the setting), then trusted through the account's `tls_ca_file`.
+#[test]
+fn a_private_ca_in_tls_ca_file_is_trusted_for_the_mail_server() {
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+    let tls_account = |port: u16, extra: &str| {
+        account_toml(
+            "work",
+            &format!("imap_host = \"localhost\"\nimap_port = {port}\nimap_tls = \"tls\"\n{extra}"),
+        )
+    };
+    let (plain, _) = imap_server(xoauth2(USER, TOKEN), true);
+    let env = env_with(&tls_account(tls_front(plain), ""));
+    let run = env.run(&["check", "work", "--imap"]);
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert!(run.stderr.contains("tls_ca_file"), "{}", run.all());
+
+    let (plain, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let env = env_with(&tls_account(
+        tls_front(plain),
+        &format!("tls_ca_file = \"{fixtures}/private-ca.pem\""),
+    ));
+    let run = env.run(&["check", "work", "--imap"]);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert!(seen.wait().logout);
+}
+
 #[test]
 fn check_imap_without_sasl_ir_uses_capability_and_a_continuation() {
     let (port, seen) = imap_server(xoauth2(USER, TOKEN), false);
@@ -519,6 +546,52 @@ fn whoami_uses_userinfo() {
     );
     assert!(run.stdout.contains("email"), "{}", run.all());
     run.assert_no_secrets();
+}
+
+/// A generic account with an `issuer`: the userinfo endpoint comes from discovery; a 403
+/// insufficient_scope gets the fix of the account's own scopes, not a Graph permission.
+#[test]
+fn whoami_finds_userinfo_by_discovery_and_explains_a_missing_scope() {
+    use crate::support::oauth_server::{FakeServer, Fault, Kind, TestEnv};
+    let server = FakeServer::start();
+    let env = TestEnv::with_extra(&server, "", &format!("issuer = \"{}\"", server.base_url()));
+    env.write_token(
+        crate::support::oauth_server::ACCOUNT,
+        "opaque-at",
+        "rt",
+        FAR_FUTURE as i64,
+    );
+    let run = Running::spawn(
+        env.command(&["whoami", crate::support::oauth_server::ACCOUNT]),
+        "whoami".into(),
+    )
+    .wait(RUN_TIMEOUT);
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert!(
+        run.stdout
+            .contains(&format!("{}/userinfo", server.base_url())),
+        "{}",
+        run.all()
+    );
+    assert!(run.stdout.contains(USER), "{}", run.all());
+
+    server.set_fault(
+        Kind::Userinfo,
+        Fault::json(
+            403,
+            r#"{"error":"insufficient_scope","error_description":"openid is needed"}"#,
+        ),
+    );
+    let run = Running::spawn(
+        env.command(&["whoami", crate::support::oauth_server::ACCOUNT]),
+        "whoami".into(),
+    )
+    .wait(RUN_TIMEOUT);
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert!(run.stderr.contains("insufficient_scope"), "{}", run.all());
+    assert!(run.stderr.contains("\"openid\""), "{}", run.all());
+    assert!(!run.stderr.contains("Mail.Send"), "{}", run.all());
+    assert!(!run.stderr.contains("Graph"), "{}", run.all());
 }
 
 #[test]

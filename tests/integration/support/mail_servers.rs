@@ -312,6 +312,84 @@ fn imap_session(stream: TcpStream, expected: &str, sasl_ir: bool) -> ImapSession
     s
 }
 
+/// TLS in front of a plain fake server on `upstream`, with the certificate a private CA
+/// signed (tests/fixtures/private-server.pem, for localhost and 127.0.0.1): one connection,
+/// decrypted and passed on both ways until either side closes.
+pub fn tls_front(upstream: u16) -> u16 {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let fixture = |n: &str| format!("{}/tests/fixtures/{n}", env!("CARGO_MANIFEST_DIR"));
+    let cert = CertificateDer::from_pem_file(fixture("private-server.pem")).unwrap();
+    let key = PrivateKeyDer::from_pem_file(fixture("private-server-key.pem")).unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .unwrap(),
+    );
+    let (port, mut streams) = accept_bounded(1);
+    thread::spawn(move || {
+        let Some(mut client) = streams.next() else {
+            return;
+        };
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        // The handshake first, blocking (the accepted socket has IO_TIMEOUT): with the short
+        // read timeout of the pump below, a write could meet an unfinished handshake and fail.
+        // A client that refuses the certificate ends it here.
+        while conn.is_handshaking() {
+            if conn.complete_io(&mut client).is_err() {
+                return;
+            }
+        }
+        let mut tls = rustls::StreamOwned::new(conn, client);
+        let mut plain = TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+        let pause = Some(Duration::from_millis(5));
+        tls.sock.set_read_timeout(pause).unwrap();
+        plain.set_read_timeout(pause).unwrap();
+        let deadline = Instant::now() + WAIT;
+        let mut buf = [0u8; 16384];
+        while Instant::now() < deadline {
+            match tls.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    if plain.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+            match plain.read(&mut buf) {
+                Ok(0) => {
+                    tls.conn.send_close_notify();
+                    let _ = tls.flush();
+                    return;
+                }
+                Ok(n) => {
+                    if tls.write_all(&buf[..n]).and_then(|()| tls.flush()).is_err() {
+                        return;
+                    }
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+    });
+    port
+}
+
 // ---------------------------------------------------------------------------
 // POP3
 // ---------------------------------------------------------------------------

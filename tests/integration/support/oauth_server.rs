@@ -83,6 +83,8 @@ pub enum Kind {
     Credentials,
     /// GET /.well-known/openid-configuration
     Discovery,
+    /// GET /userinfo (OIDC): the user of a bearer token
+    Userinfo,
     Other,
 }
 
@@ -211,6 +213,10 @@ struct State {
     next_at: u64,
     next_rt: u64,
     faults: HashMap<Kind, Fault>,
+    /// `token_endpoint_auth_methods_supported` in the discovery document.
+    auth_methods: Vec<String>,
+    /// Token replies carry an ID token naming this user.
+    id_token_email: Option<String>,
 }
 
 struct Shared {
@@ -266,6 +272,8 @@ impl FakeServer {
                 next_at: 1,
                 next_rt: 1,
                 faults: HashMap::new(),
+                auth_methods: Vec::new(),
+                id_token_email: None,
             }),
             conns: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
@@ -381,6 +389,16 @@ impl FakeServer {
             thread::sleep(Duration::from_millis(2));
         }
         panic!("the fake server was still busy after {timeout:?}");
+    }
+
+    /// Token replies from now on carry an ID token for `email`.
+    pub fn set_id_token_email(&self, email: &str) {
+        lock(&self.shared.state).id_token_email = Some(email.to_string());
+    }
+
+    /// What the discovery document says of client authentication at the token endpoint.
+    pub fn set_auth_methods(&self, methods: &[&str]) {
+        lock(&self.shared.state).auth_methods = methods.iter().map(|m| m.to_string()).collect();
     }
 
     pub fn set_app_auth(&self, auth: AppAuth) {
@@ -928,6 +946,14 @@ fn token_reply(st: &mut State, with_refresh: Option<String>, scope: &str) -> ser
     if let Some(rt) = with_refresh {
         v["refresh_token"] = serde_json::Value::String(rt);
     }
+    if let Some(email) = &st.id_token_email {
+        let part = |json: serde_json::Value| b64url(json.to_string().as_bytes());
+        v["id_token"] = serde_json::Value::String(format!(
+            "{}.{}.not-verified",
+            part(serde_json::json!({"alg": "RS256"})),
+            part(serde_json::json!({"sub": "sub-1", "email": email}))
+        ));
+    }
     v
 }
 
@@ -1029,6 +1055,7 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
         ("POST", "/token") if grant == "authorization_code" => Kind::Code,
         ("POST", "/token") if grant == "client_credentials" => Kind::Credentials,
         ("GET", "/.well-known/openid-configuration") => Kind::Discovery,
+        ("GET", "/userinfo") => Kind::Userinfo,
         _ => Kind::Other,
     };
     let mut st = lock(&shared.state);
@@ -1045,7 +1072,15 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
         .filter(|s| !s.is_empty())
         .cloned()
         .unwrap_or_else(|| SCOPE.to_string());
-    let client_ok = form.get("client_id").is_some_and(|c| !c.is_empty());
+    // The client names itself in the form, or in a Basic header (client_secret_basic).
+    let client_ok = form.get("client_id").is_some_and(|c| !c.is_empty())
+        || req
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Basic "))
+            .and_then(|b| {
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b).ok()
+            })
+            .is_some_and(|pair| pair.contains(&b':'));
     if let Some(fault) = st.faults.get(&kind) {
         return Response::from_fault(fault, req.header("host").unwrap_or("127.0.0.1"));
     }
@@ -1071,9 +1106,17 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
                     "device_authorization_endpoint": format!("{base}/device"),
                     "authorization_endpoint": format!("{base}/authorize"),
                     "authorization_response_iss_parameter_supported": true,
+                    "token_endpoint_auth_methods_supported": st.auth_methods,
+                    "userinfo_endpoint": format!("{base}/userinfo"),
                 }),
             )
         }
+        Kind::Userinfo => match req.header("authorization") {
+            Some(bearer) if bearer.starts_with("Bearer ") => {
+                Response::json(200, serde_json::json!({"sub": "sub-1", "email": USER}))
+            }
+            _ => Response::error(401, "invalid_token", "no bearer token"),
+        },
         _ if !client_ok => Response::error(400, "invalid_client", "client_id missing"),
         Kind::Code => {
             let code = form.get("code").cloned().unwrap_or_default();
