@@ -50,6 +50,8 @@ pub struct ProxySettings {
     /// A local password for clients of other users (and the only way in for them), as an
     /// Argon2 hash from `mailtoken proxy --hash-password`; never the password itself.
     pub password_hash: Option<String>,
+    /// Seconds a client has from connecting to logging in (default 60).
+    pub login_timeout: Option<u64>,
 }
 
 /// Where the config file and the token store are.

@@ -60,6 +60,16 @@ impl Read for Transport {
     }
 }
 
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Plain(s) => s,
+            Transport::Tls(s) => &s.sock,
+            Transport::ServerTls(s) => &s.sock,
+        }
+    }
+}
+
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self {
@@ -100,10 +110,24 @@ impl Conn {
     }
 
     /// One line without its CRLF. End of stream is an error: the server hung up.
+    /// Before a read that may block: no longer than the session has left (nor `TIMEOUT`), so
+    /// the deadline holds for a silent peer too, not only between the bytes of a slow one.
+    fn arm(&self) -> bool {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if self.reader.buffer().is_empty() && !left.is_zero() {
+            let _ = self
+                .reader
+                .get_ref()
+                .tcp()
+                .set_read_timeout(Some(left.min(TIMEOUT)));
+        }
+        !left.is_zero()
+    }
+
     pub fn read_line(&mut self) -> Result<String> {
         let mut buf = Vec::new();
         loop {
-            if Instant::now() >= self.deadline {
+            if !self.arm() {
                 return Err(server(format!(
                     "the server did not finish within {} s; giving up",
                     self.limit.as_secs()
@@ -142,7 +166,7 @@ impl Conn {
     pub fn read_bytes(&mut self, n: usize) -> Result<Vec<u8>> {
         let mut out = Vec::with_capacity(n);
         while out.len() < n {
-            if Instant::now() >= self.deadline {
+            if !self.arm() {
                 return Err(server("the other side did not finish in time; giving up"));
             }
             let available = match self.reader.fill_buf() {

@@ -32,8 +32,10 @@ use crate::provider::Service;
 
 pub use password::hash as hash_password;
 
-/// Time a client has to log in, from connecting.
+/// Time a client has to log in, from connecting, unless `[proxy] login_timeout` says.
 const PRE_AUTH: Duration = Duration::from_secs(60);
+/// The longest `login_timeout` allowed: a connection that has not logged in holds a thread.
+const MAX_PRE_AUTH: u64 = 600;
 /// Sessions served at once; more are turned away with a temporary failure.
 const MAX_SESSIONS: usize = 256;
 /// After login: IMAP IDLE is renewed every 29 minutes by well-behaved clients.
@@ -62,6 +64,13 @@ pub fn run(paths: &Paths) -> Result<()> {
         ))
     })?;
     let tls = local_tls(&settings)?;
+    if let Some(secs) = settings.login_timeout
+        && !(1..=MAX_PRE_AUTH).contains(&secs)
+    {
+        bail!(usage(format!(
+            "[proxy] login_timeout = {secs}: give the seconds a client has to log in, 1 to {MAX_PRE_AUTH}"
+        )));
+    }
     let listeners = bind(&settings, tls.is_some())?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -248,7 +257,11 @@ fn session(kind: Listener, stream: TcpStream, peer: SocketAddr, gate: &Gate) -> 
     let _ = stream.set_read_timeout(Some(crate::mail::wire::TIMEOUT));
     let _ = stream.set_write_timeout(Some(crate::mail::wire::TIMEOUT));
     let _ = stream.set_nodelay(true);
-    let mut conn = Conn::with_deadline(Transport::Plain(stream), PRE_AUTH);
+    let pre_auth = gate
+        .settings
+        .login_timeout
+        .map_or(PRE_AUTH, Duration::from_secs);
+    let mut conn = Conn::with_deadline(Transport::Plain(stream), pre_auth);
     if kind.implicit_tls {
         let Some(tls) = gate.tls.clone() else {
             return "no local TLS configured".into();

@@ -361,6 +361,37 @@ fn an_oversized_literal_and_a_silent_client_hold_up_nobody() {
     assert!(seen.wait().logout);
 }
 
+/// A client that connects and never logs in is let go after `login_timeout`; a real one
+/// connecting afterwards is served.
+#[test]
+fn a_client_that_never_logs_in_is_let_go_after_the_login_timeout() {
+    let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let proxy = Proxy::start("imap", upstream, "login_timeout = 1");
+    let mut silent = proxy.connect();
+    assert!(silent.line().starts_with("* OK"));
+    // The proxy closes the connection (the client's own read timeout is 10 s).
+    let mut rest = String::new();
+    silent
+        .reader
+        .read_to_string(&mut rest)
+        .expect("the proxy closed the connection");
+    let mut c = proxy.connect();
+    c.line();
+    c.send("a1 LOGIN work pw");
+    assert!(c.until("a1 ").last().unwrap().starts_with("a1 OK"));
+    c.send("a2 LOGOUT");
+    c.until("a2 ");
+    assert!(seen.wait().logout);
+    let log = proxy.stop();
+    assert!(
+        log.stderr.contains("closed before logging in")
+            || log.stderr.contains("deadline")
+            || log.stderr.contains("did not finish"),
+        "{}",
+        log.all()
+    );
+}
+
 fn tls_settings() -> String {
     let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
     format!(
