@@ -21,7 +21,12 @@ pub struct Account {
     pub client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Empty when the key is absent (IMAP and SMTP then); `services = []` is refused.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "some_services"
+    )]
     pub services: Vec<Service>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub scopes: Vec<String>,
@@ -226,6 +231,18 @@ fn first_line(text: &str) -> Result<String> {
         bail!("the client secret is empty");
     }
     Ok(line.to_string())
+}
+
+/// `services` as written, which must name at least one: an empty list would otherwise mean
+/// the default services, the opposite of what it says.
+fn some_services<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Service>, D::Error> {
+    let services = Vec::<Service>::deserialize(d)?;
+    if services.is_empty() {
+        return Err(serde::de::Error::custom(
+            "`services = []` names no service: list at least one of \"imap\", \"smtp\", \"pop\", or remove the line for IMAP and SMTP",
+        ));
+    }
+    Ok(services)
 }
 
 impl Account {

@@ -357,6 +357,24 @@ refresh_margin = 10
 "#;
 
     #[test]
+    fn an_empty_services_list_is_refused_a_missing_one_is_the_default() {
+        let err = Config::parse(&SAMPLE.replace(r#"services = ["imap", "smtp"]"#, "services = []"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("names no service"), "{err}");
+        assert!(err.starts_with("line 9"), "{err}");
+        let config = Config::parse(&SAMPLE.replace(r#"services = ["imap", "smtp"]"#, "")).unwrap();
+        assert!(config.accounts["work"].services.is_empty());
+        assert!(
+            config.accounts["work"]
+                .scopes()
+                .unwrap()
+                .iter()
+                .any(|s| s.contains("IMAP"))
+        );
+    }
+
+    #[test]
     fn parses_accounts_and_margins() {
         let c = Config::parse(SAMPLE).unwrap();
         let work = c.account("work").unwrap();

@@ -97,6 +97,13 @@ pub fn login(
     } else {
         "in a browser, on any machine"
     };
+    // A server that does not know the redirect URI shows an error page and never sends the
+    // browser back: the wait would end only at the timeout. Say which URI it must know.
+    eprintln!(
+        "Redirect URI: {redirect_uri} (the app's registration must list it exactly, path and \
+         trailing slash included; for 127.0.0.1 and [::1] any port matches; else set \
+         `redirect_uri` to the registered one)"
+    );
     eprintln!(
         "To log in account `{name}`, open this address {where_}:\n\n    {}\n",
         attempt.url

@@ -135,6 +135,14 @@ fn browser_login_exchanges_the_code_with_the_pkce_verifier() {
     assert_eq!(url.get("scope"), SCOPE);
     let redirect = url.get("redirect_uri").to_string();
     assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
+    // The redirect URI in use is named before the address, to check against the registration.
+    assert!(
+        login
+            .stderr
+            .contains(&format!("Redirect URI: {redirect} (")),
+        "{}",
+        login.stderr
+    );
     let code = server.issue_code(url.get("code_challenge"), &redirect);
 
     // A browser asks for other things too; they must not end the login.
