@@ -154,6 +154,9 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     };
     let mut updated = current;
     updated.update(key, access.clone(), rotated);
+    if !app_only {
+        updated.refreshed_at = Some(time::now());
+    }
     store.commit(name, pending, &updated)?;
     store.clear_failure(name);
     debug!(

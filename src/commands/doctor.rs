@@ -38,6 +38,8 @@ pub struct Finding {
     pub what: String,
     pub why: String,
     pub fix: String,
+    /// About the config file or the command line: doctor then exits 2, as any command would.
+    pub usage: bool,
 }
 
 impl Finding {
@@ -48,7 +50,13 @@ impl Finding {
             what: what.into(),
             why: String::new(),
             fix: String::new(),
+            usage: false,
         }
+    }
+
+    fn usage(mut self) -> Finding {
+        self.usage = true;
+        self
     }
 
     fn why(mut self, why: impl Into<String>) -> Finding {
@@ -100,6 +108,7 @@ pub fn config_error(path: &Path, text: &str, error: &str) -> Finding {
     Finding::new(Severity::Error, None, what)
         .why("no command can use the accounts until the file loads")
         .fix("correct the file at that line (`mailtoken` reads TOML; unknown keys are refused)")
+        .usage()
 }
 
 fn header_line(text: &str, name: &str) -> Option<usize> {
@@ -415,7 +424,8 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
                     format!("cannot read the config {}: {e}", paths.config.display()),
                 )
                 .why("the accounts are defined there")
-                .fix("create it with `mailtoken add NAME --provider ... --client-id ...`, or pass --config"),
+                .fix("create it with `mailtoken add NAME --provider ... --client-id ...`, or pass --config")
+                .usage(),
             );
             return out;
         }
@@ -444,7 +454,8 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             } else {
                 "others could point your accounts at their servers or their commands"
             })
-            .fix(format!("chmod 600 {}", paths.config.display())),
+            .fix(format!("chmod 600 {}", paths.config.display()))
+            .usage(),
         );
     }
     let names: Vec<&String> = match only {
@@ -453,7 +464,8 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             None => {
                 out.push(
                     Finding::new(Severity::Error, Some(name), "no such account in the config")
-                        .fix("check the name with `mailtoken status`"),
+                        .fix("check the name with `mailtoken status`")
+                        .usage(),
                 );
                 return out;
             }
@@ -472,7 +484,7 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
         let acct = match config.open(paths, name) {
             Ok(acct) => acct,
             Err(e) => {
-                out.push(Finding::new(Severity::Error, Some(name), format!("{e:#}")));
+                out.push(Finding::new(Severity::Error, Some(name), format!("{e:#}")).usage());
                 continue;
             }
         };
@@ -624,10 +636,16 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
         out.push_str(&format!("\n{errors} error(s), {warnings} warning(s).\n"));
     }
     print!("{out}");
+    let message = format!("doctor found {errors} error(s): fix them as described above");
+    // A config that does not load or an unknown account: exit 2, as every command says it.
+    if findings
+        .iter()
+        .any(|f| f.usage && f.severity == Severity::Error)
+    {
+        return Err(crate::error::usage(message));
+    }
     if errors > 0 {
-        return Err(anyhow!(
-            "doctor found {errors} error(s): fix them as described above"
-        ));
+        return Err(anyhow!(message));
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 use anyhow::Result;
 
 use crate::config::{Account, Config, Paths};
-use crate::provider::Flow;
-use crate::store::{AccessToken, Store};
+use crate::provider::{Flow, Provider};
+use crate::store::{AccessToken, Store, Tokens};
 use crate::time;
 
 pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
@@ -82,9 +82,12 @@ fn status_block(
         }
     };
     let refresh = match (&tokens.refresh_token, account.flow()) {
-        (_, Flow::Credentials) => "none needed (app-only)",
-        (Some(_), _) => "stored (renews access tokens when needed)",
-        (None, _) => "none: a new login is needed once the access token expires",
+        (_, Flow::Credentials) => "none needed (app-only)".to_string(),
+        (Some(_), _) => format!(
+            "stored (renews access tokens when needed){}",
+            refresh_token_age(&tokens, account.provider, now)
+        ),
+        (None, _) => "none: a new login is needed once the access token expires".to_string(),
     };
     text.push_str(&format!(
         "  logged in:     yes\n  refresh token: {refresh}\n"
@@ -110,6 +113,37 @@ fn status_block(
     (text, true)
 }
 
+/// How old the refresh token is, when it was last used, and how long the provider lets a
+/// login go unused: the nudge to keep `mailtoken refresh --all` on a timer.
+pub fn refresh_token_age(tokens: &Tokens, provider: Provider, now: u64) -> String {
+    let ago = |t: u64| format!("{} ago", time::format_span(now.saturating_sub(t)));
+    let mut text = match (tokens.refresh_token_at, tokens.refresh_token_used_at()) {
+        (Some(given), Some(used)) if used > given => {
+            format!(
+                "\n                 received {}, last used {}",
+                ago(given),
+                ago(used)
+            )
+        }
+        (Some(given), _) => format!("\n                 received {}, not used since", ago(given)),
+        (None, Some(used)) => format!("\n                 last used {}", ago(used)),
+        (None, None) => String::new(),
+    };
+    let limit = match provider {
+        Provider::Microsoft => Some("Microsoft ends a login left unused for 90 days"),
+        Provider::Google => Some(
+            "Google ends a login left unused for 6 months, and after 7 days for an app in Testing",
+        ),
+        Provider::Generic => None,
+    };
+    if let Some(limit) = limit {
+        text.push_str(&format!(
+            "\n                 ({limit}; a timer running `mailtoken refresh --all` keeps it in use)"
+        ));
+    }
+    text
+}
+
 /// When a token is renewed: its margin, and why when that is less than the configured one.
 fn renewal(access: &AccessToken, margin: u64) -> String {
     let applied = access.margin(margin);
@@ -121,5 +155,33 @@ fn renewal(access: &AccessToken, margin: u64) -> String {
             time::format_span(margin)
         ),
         _ => format!("{} before it expires", time::format_span(applied)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_refresh_token_age_and_the_provider_limit_are_shown() {
+        let now = 1_800_000_000;
+        let mut tokens = Tokens::empty();
+        tokens.refresh_token = Some("rt".into());
+        tokens.refresh_token_at = Some(now - 12 * 86_400);
+        tokens.refreshed_at = Some(now - 2 * 3600);
+        let google = refresh_token_age(&tokens, Provider::Google, now);
+        assert!(
+            google.contains("received 12 d 0 h ago, last used 2 h 0 min ago"),
+            "{google}"
+        );
+        assert!(google.contains("7 days for an app in Testing"), "{google}");
+        let microsoft = refresh_token_age(&tokens, Provider::Microsoft, now);
+        assert!(microsoft.contains("unused for 90 days"), "{microsoft}");
+        tokens.refreshed_at = None;
+        let generic = refresh_token_age(&tokens, Provider::Generic, now);
+        assert_eq!(generic.trim(), "received 12 d 0 h ago, not used since");
+        // A file from before the dates were kept: nothing made up.
+        let old = refresh_token_age(&Tokens::empty(), Provider::Generic, now);
+        assert_eq!(old, "");
     }
 }

@@ -88,6 +88,13 @@ impl Write for Transport {
     }
 }
 
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
+
 /// A connection that reads whole lines and writes whole commands, all within one deadline
 /// for the whole session: a server that answers a byte at a time cannot hold it open longer.
 pub struct Conn {
@@ -124,6 +131,21 @@ impl Conn {
         !left.is_zero()
     }
 
+    /// A read that timed out: the session's deadline, or a peer silent for `TIMEOUT`.
+    fn silence(&self) -> anyhow::Error {
+        if Instant::now() >= self.deadline {
+            server(format!(
+                "the server did not finish within {} s; giving up",
+                self.limit.as_secs()
+            ))
+        } else {
+            server(format!(
+                "the server sent nothing for {} s; giving up",
+                TIMEOUT.as_secs()
+            ))
+        }
+    }
+
     pub fn read_line(&mut self) -> Result<String> {
         let mut buf = Vec::new();
         loop {
@@ -137,6 +159,7 @@ impl Conn {
                 Ok(available) => available,
                 // A signal arrived during the read: read again (the deadline still holds).
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if timed_out(&e) => return Err(self.silence()),
                 Err(e) => return Err(server(format!("reading from the server failed: {e}"))),
             };
             if available.is_empty() {
@@ -172,6 +195,7 @@ impl Conn {
             let available = match self.reader.fill_buf() {
                 Ok(available) => available,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if timed_out(&e) => return Err(self.silence()),
                 Err(e) => return Err(server(format!("reading failed: {e}"))),
             };
             if available.is_empty() {

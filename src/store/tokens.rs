@@ -39,6 +39,14 @@ pub struct Tokens {
     pub access: Option<AccessToken>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// Unix seconds when the server handed out the stored refresh token (at login, or when it
+    /// rotated it); absent in files written before this was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_at: Option<u64>,
+    /// Unix seconds of the last refresh the server granted: providers end logins left unused
+    /// (Microsoft after 90 days, Google after 6 months).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refreshed_at: Option<u64>,
     /// Keyed by the space-joined scopes they were requested for.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, AccessToken>,
@@ -101,6 +109,8 @@ impl Tokens {
             version: FORMAT_VERSION,
             access: None,
             refresh_token: None,
+            refresh_token_at: None,
+            refreshed_at: None,
             resources: BTreeMap::new(),
         }
     }
@@ -123,8 +133,14 @@ impl Tokens {
             }
         }
         if refresh.is_some() {
+            self.refresh_token_at = Some(crate::time::now());
             self.refresh_token = refresh;
         }
+    }
+
+    /// When the refresh token was last put to use: the last refresh, else when it was given.
+    pub fn refresh_token_used_at(&self) -> Option<u64> {
+        self.refreshed_at.max(self.refresh_token_at)
     }
 }
 

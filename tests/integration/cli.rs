@@ -136,6 +136,31 @@ fn the_discovery_document_is_kept_and_fetched_again_after_a_failure() {
     );
 }
 
+/// The store keeps when the refresh token was given and last used; `status` shows both.
+#[test]
+fn a_refresh_records_when_the_refresh_token_was_given_and_used() {
+    let server = FakeServer::start();
+    server.add_refresh_token("rt-age");
+    let env = TestEnv::new(&server);
+    env.write_token(ACCOUNT, "at-age", "rt-age", now_unix() - 5);
+    let before = now_unix();
+    env.run(&["token", ACCOUNT]).expect_code(0);
+    let stored = env.read_token_json(ACCOUNT);
+    for key in ["refresh_token_at", "refreshed_at"] {
+        let at = stored[key]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no {key}: {stored}"));
+        assert!(at >= before && at <= now_unix(), "{key} = {at}");
+    }
+    let status = env.run(&["status", ACCOUNT]);
+    status.expect_code(0);
+    assert!(
+        status.stdout.contains("received 0 s ago"),
+        "{}",
+        status.stdout
+    );
+}
+
 #[test]
 fn login_device_flow_success() {
     let server = FakeServer::start();

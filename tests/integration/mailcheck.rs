@@ -688,6 +688,23 @@ fn doctor_is_happy_with_a_good_setup() {
     run.assert_no_secrets();
 }
 
+/// doctor exits as every command does for the same trouble: 2 for a config that does not
+/// load or an account that is not in it, 1 for what it found wrong at run time.
+#[test]
+fn doctor_exits_2_for_config_and_name_errors() {
+    let env = Env::new();
+    env.write_config("[accounts.work]\nprovider = \"nope\"\n");
+    let run = env.run(&["doctor"]);
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert!(run.stdout.contains("does not load"), "{}", run.all());
+    let env = env_with(&account_toml("work", ""));
+    let run = env.run(&["doctor", "missing"]);
+    assert_eq!(run.code, Some(2), "{}", run.all());
+    assert!(run.stdout.contains("no such account"), "{}", run.all());
+    // The same as `token` says of them.
+    assert_eq!(env.run(&["token", "missing"]).code, Some(2));
+}
+
 #[test]
 fn doctor_reports_clock_skew() {
     let (port, seen) = clock_server(-3600);
@@ -710,7 +727,7 @@ fn doctor_names_the_config_line() {
     let env = Env::new();
     env.write_config(&doctor_account(closed_port(), "smtp_prot = 587"));
     let run = env.run(&["doctor"]);
-    assert_eq!(run.code, Some(1), "{}", run.all());
+    assert_eq!(run.code, Some(2), "{}", run.all());
     assert!(run.stdout.contains("line 6"), "{}", run.all());
     assert!(run.stdout.contains("smtp_prot"), "{}", run.all());
 }
