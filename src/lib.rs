@@ -27,6 +27,7 @@
 //! - `proxy`: `mailtoken proxy`, local IMAP/POP/SMTP listeners that log in upstream with the
 //!   account's token (the IMAP, POP and SMTP sides in `proxy/imap.rs` etc., the relay in
 //!   `proxy/relay.rs`, who may log in in `proxy::Gate`).
+//! - `notify`: `notify_command`, run (once an hour at most) when a login has died.
 //! - `token`: the broker. `token::get` is the whole lock-and-refresh protocol in one function:
 //!   cached token, else lock, re-read, refresh once, store, hand out.
 //! - `output`, `cli`, `commands`: what `token` prints, the command line, and one thin handler
@@ -40,6 +41,7 @@ pub mod flows;
 pub mod http;
 pub mod log;
 pub mod mail;
+pub mod notify;
 pub mod oauth;
 pub mod output;
 pub mod process;

@@ -57,6 +57,36 @@ pub fn run(what: &str, cmd: &str, input: Option<&[u8]>) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// Run a user's notification command through `sh -c` with `env` added, its stdout sent to our
+/// stderr (our stdout carries only secrets), waiting at most `patience` before leaving it to
+/// finish on its own. False when it could not start or failed in that time.
+pub fn notify(cmd: &str, env: &[(&str, &str)], patience: Duration) -> bool {
+    use std::os::fd::AsFd;
+    let Ok(stderr) = std::io::stderr().as_fd().try_clone_to_owned() else {
+        return false;
+    };
+    let Ok(mut child) = command("sh")
+        .arg("-c")
+        .arg(cmd)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(stderr))
+        .stderr(Stdio::inherit())
+        .spawn()
+    else {
+        return false;
+    };
+    let deadline = Instant::now() + patience;
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(Some(status)) => return status.success(),
+            Ok(None) => sleep(Duration::from_millis(20)),
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
 /// Start a helper program and leave it running (a browser). False when it cannot start.
 pub fn launch(program: &str, args: &[&str]) -> bool {
     command(program)

@@ -44,6 +44,7 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
         account,
         store,
         margin,
+        ..
     } = acct;
     let margin = *margin;
     let key = want.key.as_deref();
@@ -140,9 +141,13 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     let (access, rotated) = match fetched {
         Ok(fetched) => fetched,
         Err(err) => {
-            if error::kind(&err) == Some(Kind::Server) {
-                store.note_failure(name, &format!("{err:#}"));
-                oauth::discovery::forget(acct);
+            match error::kind(&err) {
+                Some(Kind::Server) => {
+                    store.note_failure(name, &format!("{err:#}"));
+                    oauth::discovery::forget(acct);
+                }
+                Some(Kind::LoginNeeded) => crate::notify::login_needed(acct, &format!("{err:#}")),
+                _ => {}
             }
             return Err(err);
         }

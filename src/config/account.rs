@@ -62,6 +62,10 @@ pub struct Account {
     pub authorization_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_margin: Option<u64>,
+    /// A shell command run when this account's login has died (the file's `notify_command`
+    /// otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify_command: Option<String>,
     /// Where the tokens live: "file" (default), "keyring" or "command".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreKind>,

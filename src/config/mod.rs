@@ -26,6 +26,8 @@ pub const DEFAULT_REFRESH_MARGIN: u64 = 300;
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub refresh_margin: Option<u64>,
+    /// Run when an account's login has died (see notify.rs); an account's own wins.
+    pub notify_command: Option<String>,
     /// Local listeners of `mailtoken proxy`.
     pub proxy: Option<ProxySettings>,
     #[serde(default)]
@@ -97,6 +99,8 @@ pub struct OpenAccount {
     pub store: Store,
     /// Seconds of life a cached access token must still have to be handed out.
     pub margin: u64,
+    /// The command that tells the person a login has died: the account's, else the file's.
+    pub notify: Option<String>,
 }
 
 /// Load the config and open the account `name` in it.
@@ -158,31 +162,37 @@ impl Config {
     }
 
     /// The first command setting in the file, as (account, setting).
-    pub fn first_command(&self) -> Option<(&str, &'static str)> {
+    /// The first command setting in the file, named for a message: "`notify_command`" or
+    /// "`client_secret_command` of account `work`".
+    pub fn first_command(&self) -> Option<String> {
+        if self.notify_command.is_some() {
+            return Some("`notify_command`".into());
+        }
         self.accounts.iter().find_map(|(name, a)| {
             [
                 ("client_secret_command", &a.client_secret_command),
                 ("store_load_command", &a.store_load_command),
                 ("store_save_command", &a.store_save_command),
                 ("store_erase_command", &a.store_erase_command),
+                ("notify_command", &a.notify_command),
             ]
             .into_iter()
             .find(|(_, cmd)| cmd.is_some())
-            .map(|(setting, _)| (name.as_str(), setting))
+            .map(|(setting, _)| format!("`{setting}` of account `{name}`"))
         })
     }
 
     /// Commands in a config that other users can write (or that another user owns) would be
     /// theirs to choose, run as us: such a file may hold settings, but no command is run.
     fn refuse_commands_from_a_shared_file(&self, path: &Path) -> Result<()> {
-        let Some((account, setting)) = self.first_command() else {
+        let Some(setting) = self.first_command() else {
             return Ok(());
         };
         match shared_config_problem(path) {
             None => Ok(()),
             Some(problem) => Err(usage(format!(
-                "{} {problem}, and it names a command to run (`{setting}` of account \
-                 `{account}`): mailtoken runs no command from such a file. Fix: `chmod 600 {}`",
+                "{} {problem}, and it names a command to run ({setting}): mailtoken runs no \
+                 command from such a file. Fix: `chmod 600 {}`",
                 path.display(),
                 path.display()
             ))),
@@ -222,6 +232,10 @@ impl Config {
             store: Store::with_backend(paths.data_dir.clone(), account.backend())
                 .chosen_by_user(paths.data_dir_chosen),
             margin: self.refresh_margin(account),
+            notify: account
+                .notify_command
+                .clone()
+                .or_else(|| self.notify_command.clone()),
             account: account.clone(),
         })
     }

@@ -161,6 +161,44 @@ fn a_refresh_records_when_the_refresh_token_was_given_and_used() {
     );
 }
 
+/// A login that died (the provider refused the refresh token) runs `notify_command` with the
+/// account, its user and the reason in its environment, its output kept off our stdout; the
+/// next failure within the hour does not run it again.
+#[test]
+fn notify_command_tells_once_an_hour_that_a_login_died() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::InvalidGrant);
+    server.add_refresh_token("rt-dead");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("notified");
+    let env = TestEnv::with_extra(
+        &server,
+        &format!(
+            "notify_command = \"echo to-stdout; printf '%s|%s|%s|%s\\\\n' \\\"$MAILTOKEN_ACCOUNT\\\" \\\"$MAILTOKEN_USER\\\" \\\"$MAILTOKEN_FIX\\\" \\\"$MAILTOKEN_REASON\\\" >> {}\"",
+            log.display()
+        ),
+        "",
+    );
+    env.write_token(ACCOUNT, "at-dead", "rt-dead", now_unix() - 5);
+    for first in [true, false] {
+        let r = env.run(&["token", ACCOUNT]);
+        r.expect_code(3);
+        assert_eq!(r.stdout, "", "the command's output reached stdout");
+        // Its output goes to stderr; the second time it is not run at all.
+        assert_eq!(r.stderr.contains("to-stdout"), first, "{}", r.stderr);
+    }
+    let lines = std::fs::read_to_string(&log).expect("notify_command did not run");
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let fields: Vec<&str> = lines[0].splitn(4, '|').collect();
+    assert_eq!(
+        fields[..3],
+        [ACCOUNT, USER, &format!("mailtoken login {ACCOUNT}")[..]]
+    );
+    assert!(!fields[3].is_empty(), "{lines:?}");
+    assert!(!lines[0].contains("rt-dead"), "{lines:?}");
+}
+
 #[test]
 fn login_device_flow_success() {
     let server = FakeServer::start();

@@ -142,3 +142,23 @@ fn contrib_timers_name_mailtoken_by_its_full_path() {
         }
     }
 }
+
+/// The notify_command examples in contrib/notify are configs mailtoken takes as they are.
+#[test]
+fn the_notify_command_examples_parse() {
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/contrib/notify/README.md"
+    ))
+    .unwrap();
+    let examples: Vec<&str> = page
+        .split("```toml\n")
+        .skip(1)
+        .filter_map(|rest| rest.split("\n```").next())
+        .collect();
+    assert_eq!(examples.len(), 3);
+    for example in examples {
+        let config = mailtoken::config::Config::parse(example).unwrap();
+        assert!(config.notify_command.is_some(), "{example}");
+    }
+}
