@@ -19,15 +19,27 @@ use crate::provider::{Flow, Provider, Service};
 #[command(name = "mailtoken", version, max_term_width = 100)]
 pub struct Cli {
     /// Config file [default: $XDG_CONFIG_HOME/mailtoken/config.toml]
-    #[arg(long, global = true, env = "MAILTOKEN_CONFIG", value_name = "PATH")]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILTOKEN_CONFIG",
+        value_name = "PATH",
+        help_heading = "Global options"
+    )]
     pub config: Option<PathBuf>,
 
     /// Token store directory [default: $XDG_DATA_HOME/mailtoken]
-    #[arg(long, global = true, env = "MAILTOKEN_DATA_DIR", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        env = "MAILTOKEN_DATA_DIR",
+        value_name = "DIR",
+        help_heading = "Global options"
+    )]
     pub data_dir: Option<PathBuf>,
 
     /// Explain what happens on stderr (tokens appear only as #fingerprints)
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Global options")]
     pub verbose: bool,
 
     #[command(subcommand)]
@@ -226,6 +238,8 @@ pub struct AddArgs {
     /// Name for the account (letters, digits, . _ - @)
     pub account: String,
 
+    /// Who runs the login: microsoft (Microsoft 365, Outlook.com), google (Gmail, Workspace)
+    /// or generic (any OAuth2/OIDC server; give --scope and the endpoints or --issuer)
     #[arg(long, value_enum)]
     pub provider: Provider,
 
