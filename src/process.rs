@@ -1,5 +1,6 @@
 //! Process-wide protection of the secrets in memory: no core dumps, and SIGTERM, SIGINT and
-//! SIGHUP held off while a rotated refresh token is in flight.
+//! SIGHUP held off while a rotated refresh token is in flight; and a word on Ctrl-C during
+//! the waits of a login.
 //!
 //! Once a server has answered a refresh, the old refresh token is dead and the new one exists
 //! only in memory until it is stored: a mail client timing out its password command, or a
@@ -7,6 +8,7 @@
 //! be held off.
 
 use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 /// While this lives, the three signals stay pending instead of ending the process; dropping it
 /// restores the previous mask, and a signal that arrived meanwhile is then delivered.
@@ -54,6 +56,47 @@ impl Drop for Held {
         // SAFETY: restores the mask saved by `hold`.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
+        }
+    }
+}
+
+/// The line Ctrl-C prints while a `Cancel` lives, kept where the signal handler can reach it.
+static CANCEL_TEXT: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+static CANCEL_LEN: AtomicUsize = AtomicUsize::new(0);
+
+extern "C" fn cancelled(_: libc::c_int) {
+    let (text, len) = (
+        CANCEL_TEXT.load(Ordering::SeqCst),
+        CANCEL_LEN.load(Ordering::SeqCst),
+    );
+    // SAFETY: write(2) and _exit(2) are async-signal-safe; `text` points to a static string
+    // of `len` bytes (set before the handler was installed).
+    unsafe {
+        libc::write(2, text.cast(), len);
+        libc::_exit(130);
+    }
+}
+
+/// While this lives, Ctrl-C (SIGINT) ends the process with `text` on stderr and the exit
+/// status a shell gives an interrupted command (130). For waits where nothing is stored yet,
+/// so the person knows it. Dropping it puts back the signal's default action.
+pub struct Cancel(());
+
+pub fn say_on_cancel(text: &'static str) -> Cancel {
+    CANCEL_TEXT.store(text.as_ptr().cast_mut(), Ordering::SeqCst);
+    CANCEL_LEN.store(text.len(), Ordering::SeqCst);
+    // SAFETY: the handler only calls async-signal-safe functions on static data.
+    unsafe {
+        libc::signal(libc::SIGINT, cancelled as *const () as libc::sighandler_t);
+    }
+    Cancel(())
+}
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        // SAFETY: restores the default action; no memory is involved.
+        unsafe {
+            libc::signal(libc::SIGINT, libc::SIG_DFL);
         }
     }
 }

@@ -47,6 +47,9 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
         return app_only::login(acct);
     }
     store.ensure_writable()?;
+    // From here until the tokens are in hand, Ctrl-C loses nothing: say so.
+    let cancel =
+        crate::process::say_on_cancel("\nmailtoken: login cancelled; nothing was stored\n");
     let http = Http::new(account.tls_ca_file().as_deref())?;
     let endpoints = oauth::endpoints(&http, acct)?;
     // A generic server without a device endpoint can still do the browser flow.
@@ -71,6 +74,9 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
     }
     let mut tokens = Tokens::empty();
     tokens.update(None, access, refresh);
+    // The new grant is stored before a signal may end the process (and then it does).
+    drop(cancel);
+    let _held = crate::process::hold_signals();
     let _lock = store.lock(name, LOCK_TIMEOUT)?;
     store.set_aside_damaged(name)?;
     store.save(name, &tokens)?;

@@ -200,6 +200,32 @@ fn notify_command_tells_once_an_hour_that_a_login_died() {
     assert!(!lines[0].contains("rt-dead"), "{lines:?}");
 }
 
+/// Ctrl-C while the device login waits for the person: a line that says nothing was stored,
+/// exit 130 as for any interrupted command, and indeed no token file.
+#[test]
+fn ctrl_c_during_a_login_says_nothing_was_stored() {
+    let server = FakeServer::start();
+    server.set_interval(Some(1));
+    server.set_poll_default(Poll::Pending);
+    let env = TestEnv::new(&server);
+    let login = Running::spawn(env.command(&["login", ACCOUNT]), "login".into());
+    // Waiting for the person once it polls.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.count(Kind::Poll) == 0 {
+        assert!(Instant::now() < deadline, "the login never polled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    login.signal(libc::SIGINT);
+    let r = login.wait(Duration::from_secs(20));
+    assert_eq!(r.code, Some(130), "{}", r.all());
+    assert!(
+        r.stderr.contains("login cancelled; nothing was stored"),
+        "{}",
+        r.stderr
+    );
+    assert!(!env.token_path(ACCOUNT).exists());
+}
+
 #[test]
 fn login_device_flow_success() {
     let server = FakeServer::start();
