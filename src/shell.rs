@@ -28,9 +28,20 @@ fn command(program: &str) -> Command {
     cmd
 }
 
+/// How long a user's command (a secret from `pass`, a store command) may take, a passphrase
+/// typed into pinentry included: past this it is killed and the call fails.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// A secret or a token store is a few kilobytes; past this the output is not one.
+const MAX_OUTPUT: u64 = 1 << 20;
+
 /// Run a user's configured command through `sh -c`, feeding it `input`; its stdout comes back
 /// and its stderr goes to ours. `what` names the setting in messages (`store command`).
 pub fn run(what: &str, cmd: &str, input: Option<&[u8]>) -> Result<Vec<u8>> {
+    run_within(what, cmd, input, COMMAND_TIMEOUT)
+}
+
+fn run_within(what: &str, cmd: &str, input: Option<&[u8]>, limit: Duration) -> Result<Vec<u8>> {
+    use std::io::Read;
     let mut child = command("sh")
         .arg("-c")
         .arg(cmd)
@@ -48,13 +59,45 @@ pub fn run(what: &str, cmd: &str, input: Option<&[u8]>) -> Result<Vec<u8>> {
             .write_all(input)
             .with_context(|| format!("{what} `{cmd}` did not take its input"))?;
     }
-    let out = child
-        .wait_with_output()
-        .with_context(|| format!("{what} `{cmd}` failed"))?;
-    if !out.status.success() {
-        bail!("{what} `{cmd}` failed ({})", out.status);
+    // Read on a thread, so that a command that never ends (or whose children keep the pipe
+    // open) cannot hold us past the deadline.
+    let mut stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let read = (&mut stdout).take(MAX_OUTPUT + 1).read_to_end(&mut out);
+        let _ = tx.send(read.map(|_| out));
+    });
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break status,
+            Ok(None) if Instant::now() < deadline => sleep(Duration::from_millis(10)),
+            Ok(None) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!(
+                    "{what} `{cmd}` did not finish within {} s and was stopped",
+                    limit.as_secs()
+                );
+            }
+            Err(e) => return Err(e).with_context(|| format!("{what} `{cmd}` failed")),
+        }
+    };
+    let out = rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1))
+        .map_err(|_| anyhow::anyhow!("{what} `{cmd}` left its output open"))?
+        .with_context(|| format!("cannot read the output of {what} `{cmd}`"))?;
+    // First: past the limit we stopped reading, and the command may have died of that.
+    if out.len() as u64 > MAX_OUTPUT {
+        bail!(
+            "{what} `{cmd}` printed more than {MAX_OUTPUT} bytes: that is not a secret or a token store"
+        );
     }
-    Ok(out.stdout)
+    if !status.success() {
+        bail!("{what} `{cmd}` failed ({status})");
+    }
+    Ok(out)
 }
 
 /// Run a user's notification command through `sh -c` with `env` added, its stdout sent to our
@@ -129,6 +172,25 @@ pub fn feed(program: &str, args: &[&str], input: &str, patience: Duration) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_command_that_does_not_finish_is_stopped_at_its_deadline() {
+        let started = Instant::now();
+        let err = run_within("test command", "sleep 30", None, Duration::from_millis(300))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("did not finish within"), "{err}");
+        assert!(started.elapsed() < Duration::from_secs(20), "{err}");
+        let err = run_within(
+            "test command",
+            "head -c 2000000 /dev/zero",
+            None,
+            COMMAND_TIMEOUT,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("printed more than"), "{err}");
+    }
 
     #[test]
     fn commands_get_input_and_report_failure() {
