@@ -110,6 +110,9 @@ pub enum Command {
         #[arg(long)]
         hash_password: bool,
     },
+    /// The account names of the config, one per line (for shell completion)
+    #[command(hide = true)]
+    Accounts,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,7 @@ fn main() {
             Command::Whoami { account } => whoami::run(&paths, &account),
             Command::Doctor { account } => doctor::run(&paths, account.as_deref()),
             Command::Proxy { hash_password } => proxy::run(&paths, hash_password),
+            Command::Accounts => setup::accounts(&paths),
         });
     finish(result);
 }

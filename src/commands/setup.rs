@@ -139,6 +139,62 @@ pub fn logout(paths: &Paths, name: &str) -> Result<()> {
 
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
-    clap_complete::generate(shell, &mut command, "mailtoken", &mut std::io::stdout());
-    Ok(())
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, "mailtoken", &mut script);
+    let script = with_account_names(shell, &String::from_utf8_lossy(&script));
+    super::write_stdout(&script, "cannot write the completion script")
+}
+
+/// The commands whose arguments are account names.
+const TAKE_ACCOUNTS: &str = "token login status logout refresh check send-test whoami doctor";
+
+/// clap's script, completing account names too (asked of `mailtoken accounts` as you type, so
+/// a new account is known at once): bash and fish get a wrapper, zsh a completion function.
+pub fn with_account_names(shell: clap_complete::Shell, script: &str) -> String {
+    use clap_complete::Shell;
+    match shell {
+        Shell::Bash => format!(
+            "{script}
+# Account names after the commands that take them, from `mailtoken accounts`.
+_mailtoken_with_accounts() {{
+    _mailtoken \"$@\"
+    local cur=${{COMP_WORDS[COMP_CWORD]}} prev=${{COMP_WORDS[COMP_CWORD-1]}}
+    if [[ $cur != -* && $prev != -* && $COMP_CWORD -ge 2 &&
+          \" {TAKE_ACCOUNTS} \" == *\" ${{COMP_WORDS[1]}} \"* ]]; then
+        COMPREPLY=( $(compgen -W \"$(\"${{COMP_WORDS[0]}}\" accounts 2>/dev/null)\" -- \"$cur\") )
+    fi
+}}
+complete -F _mailtoken_with_accounts -o nosort -o bashdefault -o default mailtoken
+"
+        ),
+        Shell::Zsh => {
+            let function = "
+# Account names, from `mailtoken accounts`.
+_mailtoken_account_names() {
+    local -a names
+    names=(${(f)\"$(mailtoken accounts 2>/dev/null)\"})
+    compadd -a names
+}
+";
+            let script = script
+                .replace(":account -- Account name from the config:_default", ":account -- Account name from the config:_mailtoken_account_names")
+                .replace("::account -- Only this account:_default", "::account -- Only this account:_mailtoken_account_names")
+                .replace("::accounts -- Accounts to refresh:_default", "::accounts -- Accounts to refresh:_mailtoken_account_names");
+            script.replacen("autoload -U is-at-least\n", &format!("autoload -U is-at-least\n{function}"), 1)
+        }
+        Shell::Fish => format!(
+            "{script}
+# Account names after the commands that take them, from `mailtoken accounts`.
+complete -c mailtoken -n \"__fish_seen_subcommand_from {TAKE_ACCOUNTS}\" -f -a \"(mailtoken accounts 2>/dev/null)\"
+"
+        ),
+        _ => script.to_string(),
+    }
+}
+
+/// The account names, one per line: what the completion scripts offer.
+pub fn accounts(paths: &Paths) -> Result<()> {
+    let config = config::Config::load(&paths.config)?;
+    let names: String = config.accounts.keys().map(|n| format!("{n}\n")).collect();
+    super::write_stdout(&names, "cannot write the account names")
 }

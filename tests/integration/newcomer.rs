@@ -162,3 +162,49 @@ fn the_notify_command_examples_parse() {
         assert!(config.notify_command.is_some(), "{example}");
     }
 }
+
+/// Completion offers the config's account names after the commands that take one (bash, run
+/// here as bash runs it), and the zsh and fish scripts ask for them the same way.
+#[test]
+fn completion_offers_account_names() {
+    let env = TestEnv::with_config_text(&format!(
+        "{}\n{}",
+        account_toml("alpha", "http://127.0.0.1:9", ""),
+        account_toml("beta", "http://127.0.0.1:9", "")
+    ));
+    let names = env.run(&["accounts"]);
+    names.expect_code(0);
+    assert_eq!(names.stdout, "alpha\nbeta\n");
+    let script = env.run(&["completions", "bash"]).stdout;
+    let dir = Path::new(bin()).parent().unwrap();
+    let complete = |words: &str, cword: usize, cur: &str, prev: &str| {
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!(
+                "{script}\nCOMP_WORDS=({words}); COMP_CWORD={cword}; \
+                 _mailtoken_with_accounts mailtoken '{cur}' '{prev}'; echo \"${{COMPREPLY[*]}}\""
+            ))
+            .env("PATH", format!("{}:/usr/bin:/bin", dir.display()))
+            .env("MAILTOKEN_CONFIG", &env.config)
+            .output()
+            .expect("bash");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(complete("mailtoken token ''", 2, "", "token"), "alpha beta");
+    assert_eq!(complete("mailtoken status b", 2, "b", "status"), "beta");
+    assert_eq!(
+        complete("mailtoken token -f ''", 3, "", "-f"),
+        "raw xoauth2 oauthbearer json"
+    );
+    assert!(complete("mailtoken token -", 2, "-", "token").contains("--format"));
+    assert!(
+        env.run(&["completions", "zsh"])
+            .stdout
+            .contains(":account -- Account name from the config:_mailtoken_account_names")
+    );
+    assert!(
+        env.run(&["completions", "fish"])
+            .stdout
+            .contains("(mailtoken accounts 2>/dev/null)")
+    );
+}
