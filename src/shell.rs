@@ -119,15 +119,7 @@ pub fn notify(cmd: &str, env: &[(&str, &str)], patience: Duration) -> bool {
     else {
         return false;
     };
-    let deadline = Instant::now() + patience;
-    while Instant::now() < deadline {
-        match child.try_wait() {
-            Ok(Some(status)) => return status.success(),
-            Ok(None) => sleep(Duration::from_millis(20)),
-            Err(_) => return false,
-        }
-    }
-    true
+    finished_well_or_still_running(&mut child, patience)
 }
 
 /// Start a helper program and leave it running (a browser). False when it cannot start.
@@ -158,6 +150,12 @@ pub fn feed(program: &str, args: &[&str], input: &str, patience: Duration) -> bo
     {
         return false;
     }
+    finished_well_or_still_running(&mut child, patience)
+}
+
+/// Wait up to `patience` for a helper: true if it ended well or is still running then (it is
+/// left to finish on its own), false if it failed.
+fn finished_well_or_still_running(child: &mut std::process::Child, patience: Duration) -> bool {
     let deadline = Instant::now() + patience;
     while Instant::now() < deadline {
         match child.try_wait() {

@@ -426,22 +426,27 @@ mod tests {
         t.join().unwrap();
     }
 
-    #[test]
-    fn an_untrusted_certificate_is_a_setup_problem_not_a_server_one() {
+    /// A TLS server setup with a certificate and key from tests/fixtures.
+    fn fixture_server(cert: &str, key: &str) -> Arc<ServerConfig> {
         use rustls::pki_types::pem::PemObject;
         use rustls::pki_types::{CertificateDer, PrivateKeyDer};
         let fixture = |n: &str| format!("{}/tests/fixtures/{n}", env!("CARGO_MANIFEST_DIR"));
-        let cert = CertificateDer::from_pem_file(fixture("app-cert.pem")).unwrap();
-        let key = PrivateKeyDer::from_pem_file(fixture("app-key.pem")).unwrap();
+        let cert = CertificateDer::from_pem_file(fixture(cert)).unwrap();
+        let key = PrivateKeyDer::from_pem_file(fixture(key)).unwrap();
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
+        Arc::new(
+            ServerConfig::builder_with_provider(provider)
                 .with_safe_default_protocol_versions()
                 .unwrap()
                 .with_no_client_auth()
                 .with_single_cert(vec![cert], key)
                 .unwrap(),
-        );
+        )
+    }
+
+    #[test]
+    fn an_untrusted_certificate_is_a_setup_problem_not_a_server_one() {
+        let config = fixture_server("app-cert.pem", "app-key.pem");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
@@ -474,20 +479,7 @@ mod tests {
     /// that fixes it named; trusted with that CA as the account's `tls_ca_file`.
     #[test]
     fn a_private_ca_is_trusted_through_tls_ca_file() {
-        use rustls::pki_types::pem::PemObject;
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-        let fixture = |n: &str| format!("{}/tests/fixtures/{n}", env!("CARGO_MANIFEST_DIR"));
-        let cert = CertificateDer::from_pem_file(fixture("private-server.pem")).unwrap();
-        let key = PrivateKeyDer::from_pem_file(fixture("private-server-key.pem")).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let config = Arc::new(
-            rustls::ServerConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_no_client_auth()
-                .with_single_cert(vec![cert], key)
-                .unwrap(),
-        );
+        let config = fixture_server("private-server.pem", "private-server-key.pem");
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let t = std::thread::spawn(move || {
