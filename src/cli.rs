@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::{SecretMethod, TlsMode};
 use crate::mail::sasl::Mech;
 use crate::output::Format;
 use crate::provider::{Flow, Provider, Service};
@@ -262,7 +263,7 @@ pub struct AddArgs {
     #[arg(long, value_enum, value_delimiter = ',')]
     pub services: Vec<Service>,
 
-    /// Explicit scope, instead of --services (repeatable)
+    /// A scope to request, instead of --services (repeatable); required for --provider generic
     #[arg(long = "scope", value_name = "SCOPE")]
     pub scopes: Vec<String>,
 
@@ -299,12 +300,59 @@ pub struct AddArgs {
     #[arg(long)]
     pub issuer: Option<String>,
 
+    /// Device authorization endpoint (generic provider, without --issuer)
     #[arg(long, value_name = "URL")]
     pub device_authorization_endpoint: Option<String>,
 
+    /// Token endpoint (generic provider, without --issuer)
     #[arg(long, value_name = "URL")]
     pub token_endpoint: Option<String>,
 
+    /// Authorization endpoint of the browser flow (generic provider, without --issuer)
     #[arg(long, value_name = "URL")]
     pub authorization_endpoint: Option<String>,
+
+    /// How the client secret reaches the token endpoint [default: from discovery, else post]
+    #[arg(long, value_enum, value_name = "METHOD")]
+    pub token_endpoint_auth_method: Option<SecretMethod>,
+
+    /// A private CA's certificate(s), PEM, trusted besides the system's
+    #[arg(long, value_name = "PATH")]
+    pub tls_ca_file: Option<PathBuf>,
+
+    /// IMAP server [default: the provider's]
+    #[arg(long, value_name = "HOST")]
+    pub imap_host: Option<String>,
+
+    /// IMAP port [default: 993]
+    #[arg(long, value_name = "PORT")]
+    pub imap_port: Option<u16>,
+
+    /// IMAP connection security [default: tls]
+    #[arg(long, value_enum, value_name = "TLS")]
+    pub imap_tls: Option<TlsMode>,
+
+    /// SMTP server [default: the provider's]
+    #[arg(long, value_name = "HOST")]
+    pub smtp_host: Option<String>,
+
+    /// SMTP port [default: 587]
+    #[arg(long, value_name = "PORT")]
+    pub smtp_port: Option<u16>,
+
+    /// SMTP connection security [default: starttls; tls on port 465]
+    #[arg(long, value_enum, value_name = "TLS")]
+    pub smtp_tls: Option<TlsMode>,
+
+    /// POP server [default: the provider's]
+    #[arg(long, value_name = "HOST")]
+    pub pop_host: Option<String>,
+
+    /// POP port [default: 995]
+    #[arg(long, value_name = "PORT")]
+    pub pop_port: Option<u16>,
+
+    /// POP connection security [default: tls]
+    #[arg(long, value_enum, value_name = "TLS")]
+    pub pop_tls: Option<TlsMode>,
 }

@@ -20,6 +20,7 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
     for (flag, path) in [
         ("--client-certificate", &mut args.client_certificate),
         ("--client-key", &mut args.client_key),
+        ("--tls-ca-file", &mut args.tls_ca_file),
     ] {
         if let Some(p) = path {
             *p = readable_pem(flag, p)?;
@@ -43,6 +44,17 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
         device_authorization_endpoint: args.device_authorization_endpoint,
         token_endpoint: args.token_endpoint,
         authorization_endpoint: args.authorization_endpoint,
+        token_endpoint_auth_method: args.token_endpoint_auth_method,
+        tls_ca_file: args.tls_ca_file,
+        imap_host: args.imap_host,
+        imap_port: args.imap_port,
+        imap_tls: args.imap_tls,
+        smtp_host: args.smtp_host,
+        smtp_port: args.smtp_port,
+        smtp_tls: args.smtp_tls,
+        pop_host: args.pop_host,
+        pop_port: args.pop_port,
+        pop_tls: args.pop_tls,
         ..Account::default()
     };
     config::append_account(&paths.config, &args.account, &account)?;

@@ -115,15 +115,16 @@ pub enum StoreKind {
 
 /// RFC 6749 section 2.3.1: the secret in an HTTP Basic `Authorization` header (which every
 /// server must accept) or in the form body (which Microsoft and Google take).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum SecretMethod {
     ClientSecretBasic,
     ClientSecretPost,
 }
 
 /// How a connection is protected.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum TlsMode {
     /// Plain connection upgraded with STARTTLS (SMTP submission on 587)

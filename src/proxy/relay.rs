@@ -1,7 +1,7 @@
 //! After the login: bytes both ways, untouched, until either side closes or both are idle.
 //! Each side is plain TCP or TLS (the real server's, or the proxy's own for a local client);
 //! one thread per direction. A TLS session is shared under a lock that is never held while
-//! waiting for the network.
+//! waiting to read from the network (a send may wait under it for room in the socket buffer).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};

@@ -228,6 +228,7 @@ const NOT_SECRET: &[(&str, &str)] = &[
     ("client_key", "PATH"),
     ("token_endpoint", "URL"),
     ("device_authorization_endpoint", "URL"),
+    ("token_endpoint_auth_method", "METHOD"),
 ];
 
 #[test]

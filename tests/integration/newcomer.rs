@@ -208,3 +208,75 @@ fn completion_offers_account_names() {
             .contains("(mailtoken accounts 2>/dev/null)")
     );
 }
+
+/// A generic account's mail servers, TLS settings and private CA are set by `add`, not by
+/// editing the file afterwards; what it writes loads back as given.
+#[test]
+fn add_sets_mail_servers_tls_and_the_secret_method() {
+    let env = TestEnv::empty();
+    let ca = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/private-ca.pem");
+    let out = env.run(&[
+        "add",
+        "lab",
+        "--provider",
+        "generic",
+        "--client-id",
+        "cid",
+        "--user",
+        "me@lab.example",
+        "--issuer",
+        "https://id.lab.example",
+        "--scope",
+        "openid",
+        "--scope",
+        "mail",
+        "--imap-host",
+        "imap.lab.example",
+        "--imap-port",
+        "1993",
+        "--smtp-host",
+        "smtp.lab.example",
+        "--smtp-port",
+        "465",
+        "--smtp-tls",
+        "tls",
+        "--pop-host",
+        "pop.lab.example",
+        "--tls-ca-file",
+        ca.to_str().unwrap(),
+        "--token-endpoint-auth-method",
+        "client_secret_basic",
+        "--client-secret-env",
+        "LAB_SECRET",
+    ]);
+    out.expect_code(0);
+    let config =
+        mailtoken::config::Config::parse(&std::fs::read_to_string(&env.config).unwrap()).unwrap();
+    let lab = &config.accounts["lab"];
+    assert_eq!(lab.imap_host.as_deref(), Some("imap.lab.example"));
+    assert_eq!(lab.imap_port, Some(1993));
+    assert_eq!(lab.smtp_tls, Some(mailtoken::config::TlsMode::Tls));
+    assert_eq!(lab.pop_host.as_deref(), Some("pop.lab.example"));
+    assert_eq!(lab.tls_ca_file.as_deref(), Some(ca.as_path()));
+    assert_eq!(
+        lab.token_endpoint_auth_method,
+        Some(mailtoken::config::SecretMethod::ClientSecretBasic)
+    );
+    // A CA file that is not PEM is refused before anything is written.
+    let bad = env.run(&[
+        "add",
+        "lab2",
+        "--provider",
+        "generic",
+        "--client-id",
+        "c",
+        "--scope",
+        "mail",
+        "--token-endpoint",
+        "https://id.lab.example/t",
+        "--tls-ca-file",
+        "Cargo.toml",
+    ]);
+    bad.expect_code(2);
+    assert!(bad.stderr.contains("--tls-ca-file"), "{}", bad.stderr);
+}
