@@ -145,7 +145,7 @@ impl Http {
                 return usage(format!(
                     "cannot connect to {url}: {}. The server's certificate is not trusted here: \
                      check the address, or, for a private CA, set `tls_ca_file` in the account",
-                    error_chain(&e)
+                    plain_cause(&e)
                 ));
             }
             let what = if e.is_timeout() {
@@ -157,7 +157,7 @@ impl Http {
             };
             server(format!(
                 "{what} {url}: {}. Check the network and the endpoint, then try again.",
-                error_chain(&e)
+                plain_cause(&e)
             ))
         })?;
         let status = response.status().as_u16();
@@ -274,6 +274,29 @@ fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// reqwest's top-level message is vague ("error sending request"); the cause is in the chain.
+/// The root cause of a failed exchange in plain words, for a one-line message that names the
+/// URL once: the innermost error's text ("connection refused", "failed to lookup address
+/// information: ..."), without the errno reqwest's chain ends with.
+fn plain_cause(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut last = e;
+    while let Some(source) = last.source() {
+        last = source;
+    }
+    let text = last.to_string();
+    let text = match text.rfind(" (os error ") {
+        Some(at) if text.ends_with(')') => &text[..at],
+        _ => &text,
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        // "Connection refused" reads as a sentence's middle: lower-case its first word.
+        Some(first) if chars.clone().next().is_some_and(char::is_lowercase) => {
+            first.to_lowercase().chain(chars).collect()
+        }
+        _ => text.to_string(),
+    }
+}
+
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut parts = vec![e.to_string()];
     let mut source = e.source();
@@ -290,6 +313,29 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One line, the URL once, the cause in plain words: what a refused connection reads as.
+    #[test]
+    fn a_refused_connection_is_said_in_one_line_with_the_url_once() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/token");
+        let err = Http::new(None)
+            .unwrap()
+            .post_form(&url, &[("a", "b")], None)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "cannot connect to {url}: connection refused. Check the network and the \
+                 endpoint, then try again."
+            )
+        );
+    }
 
     #[test]
     fn the_timeout_setting_is_checked() {
