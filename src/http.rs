@@ -134,6 +134,15 @@ impl Http {
     /// Send, and read the whole reply (at most `MAX_BODY`) before the deadline.
     fn send(&self, request: RequestBuilder, url: &str) -> Result<Reply> {
         let deadline = Instant::now() + self.deadline;
+        // A person at a terminal hears why nothing happens yet; a mail program hears nothing.
+        let _notice = SlowNotice::after(
+            SLOW,
+            format!(
+                "mailtoken: waiting for {} (gives up after {} s)",
+                host_of(url),
+                self.deadline.as_secs()
+            ),
+        );
         let timed_out = || {
             server(format!(
                 "timed out talking to {url}: no complete reply within {} s. Check the network and the endpoint, then try again.",
@@ -274,6 +283,43 @@ fn untrusted_certificate(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// reqwest's top-level message is vague ("error sending request"); the cause is in the chain.
+/// How long an exchange goes before a person at a terminal is told it is still going.
+const SLOW: Duration = Duration::from_secs(1);
+
+/// A line on stderr if the exchange is still going after a while, and only if stderr is a
+/// terminal. Dropping it (the exchange is over) cancels the line.
+struct SlowNotice(Option<std::sync::mpsc::Sender<()>>);
+
+impl SlowNotice {
+    fn after(delay: Duration, text: String) -> SlowNotice {
+        use std::io::IsTerminal;
+        if !std::io::stderr().is_terminal() {
+            return SlowNotice(None);
+        }
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(delay) {
+                eprintln!("{text}");
+            }
+        });
+        SlowNotice(Some(tx))
+    }
+}
+
+impl Drop for SlowNotice {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The host (and port) of a URL, for messages.
+fn host_of(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.split(['/', '?']).next().unwrap_or(rest)
+}
+
 /// The root cause of a failed exchange in plain words, for a one-line message that names the
 /// URL once: the innermost error's text ("connection refused", "failed to lookup address
 /// information: ..."), without the errno reqwest's chain ends with.

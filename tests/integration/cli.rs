@@ -226,6 +226,34 @@ fn ctrl_c_during_a_login_says_nothing_was_stored() {
     assert!(!env.token_path(ACCOUNT).exists());
 }
 
+/// A refresh that takes a while tells a person at a terminal what it waits for; the same run
+/// with stderr not a terminal (a mail program) prints no such line.
+#[test]
+fn a_slow_refresh_says_what_it_waits_for_at_a_terminal_only() {
+    let server = FakeServer::start();
+    server.set_refresh_delay_ms(1500);
+    server.add_refresh_token("rt-slow");
+    let env = TestEnv::new(&server);
+    let waiting = format!("waiting for 127.0.0.1:{}", server.port());
+    env.write_token(ACCOUNT, "at-slow", "rt-slow", now_unix() - 5);
+    let piped = env.run(&["token", ACCOUNT]);
+    piped.expect_code(0);
+    assert!(!piped.stderr.contains(&waiting), "{}", piped.stderr);
+    // script(1) gives the command a terminal.
+    env.write_token(ACCOUNT, "at-slow", "fake-rt-1", now_unix() - 5);
+    let line = env
+        .command(&["token", ACCOUNT])
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = std::process::Command::new("script");
+    cmd.args(["-qec", &format!("{} {line}", bin()), "/dev/null"]);
+    let tty = Running::spawn(cmd, "token at a terminal".into()).wait(RUN_TIMEOUT);
+    assert_eq!(tty.code, Some(0), "{}", tty.all());
+    assert!(tty.stdout.contains(&waiting), "{}", tty.all());
+}
+
 #[test]
 fn login_device_flow_success() {
     let server = FakeServer::start();
