@@ -291,7 +291,9 @@ fn wait_for_callback(
     let (tx, rx) = mpsc::channel::<Option<Result<Callback>>>();
     let busy = Arc::new(AtomicUsize::new(0));
     let mut told_stray = false;
+    let mut countdown = super::Countdown::new(timeout, "waiting for the browser");
     loop {
+        countdown.tick();
         let now = Instant::now();
         if now >= deadline {
             return Err(failure(
@@ -322,6 +324,7 @@ fn wait_for_callback(
             Ok(Some(answer)) => return answer,
             Ok(None) if !told_stray => {
                 told_stray = true;
+                countdown.clear();
                 eprintln!(
                     "(Ignored a request to the login listener that was not this login's answer; still waiting.)"
                 );

@@ -1,6 +1,6 @@
 //! The device authorization grant (RFC 8628): works anywhere, SSH included.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use crate::shell;
 use crate::store::AccessToken;
 use crate::time;
 
-use super::LoginOptions;
+use super::{Countdown, LoginOptions};
 
 /// RFC 8628 section 3.5: each `slow_down` adds five seconds to the polling interval.
 const SLOW_DOWN_STEP: Duration = Duration::from_secs(5);
@@ -130,7 +130,7 @@ pub fn login(
     if options.open_device_page {
         super::open_browser(page);
     }
-    let mut clock = Countdown::new(lifetime);
+    let mut clock = Countdown::new(lifetime, "waiting for approval");
     let mut sent_at = time::now();
     let reply = poll_device(
         lifetime,
@@ -205,50 +205,13 @@ fn prompt(name: &str, auth: &oauth::DeviceAuthorization, lifetime: Duration) -> 
     text
 }
 
-/// Real time, with a countdown on stderr while it waits when stderr is a terminal.
-pub struct Countdown {
-    start: Instant,
-    lifetime: Duration,
-    tty: bool,
-}
-
-impl Countdown {
-    pub fn new(lifetime: Duration) -> Countdown {
-        Countdown {
-            start: Instant::now(),
-            lifetime,
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn draw(&self) {
-        let left = self.lifetime.saturating_sub(self.start.elapsed()).as_secs();
-        const SPIN: [char; 4] = ['|', '/', '-', '\\'];
-        let spin = SPIN[(self.start.elapsed().as_secs() % 4) as usize];
-        let mut err = std::io::stderr().lock();
-        let _ = write!(
-            err,
-            "\r{spin} waiting for approval, {:02}:{:02} left ",
-            left / 60,
-            left % 60
-        );
-        let _ = err.flush();
-    }
-
-    pub fn clear(&self) {
-        if self.tty {
-            eprint!("\r\x1b[K");
-        }
-    }
-}
-
 impl Clock for Countdown {
     fn elapsed(&self) -> Duration {
-        self.start.elapsed()
+        Countdown::elapsed(self)
     }
 
     fn sleep(&mut self, d: Duration) {
-        if !self.tty {
+        if !self.shown() {
             return sleep(d);
         }
         let until = Instant::now() + d;

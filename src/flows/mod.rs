@@ -103,3 +103,76 @@ fn warn_if_someone_else(account: &crate::config::Account, reply: &oauth::TokenRe
         eprintln!("warning: {note}");
     }
 }
+
+/// Real time, with a countdown on stderr while a login waits for the person, when stderr is a
+/// terminal: `| waiting for approval, 04:31 left`. The line is cleared when it is dropped.
+pub struct Countdown {
+    start: std::time::Instant,
+    lifetime: Duration,
+    what: &'static str,
+    tty: bool,
+    drawn: Option<std::time::Instant>,
+}
+
+impl Countdown {
+    pub fn new(lifetime: Duration, what: &'static str) -> Countdown {
+        use std::io::IsTerminal;
+        Countdown {
+            start: std::time::Instant::now(),
+            lifetime,
+            what,
+            tty: std::io::stderr().is_terminal(),
+            drawn: None,
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    pub fn shown(&self) -> bool {
+        self.tty
+    }
+
+    pub fn draw(&mut self) {
+        use std::io::Write;
+        if !self.tty {
+            return;
+        }
+        self.drawn = Some(std::time::Instant::now());
+        let left = self.lifetime.saturating_sub(self.start.elapsed()).as_secs();
+        const SPIN: [char; 4] = ['|', '/', '-', '\\'];
+        let spin = SPIN[(self.start.elapsed().as_secs() % 4) as usize];
+        let mut err = std::io::stderr().lock();
+        let _ = write!(
+            err,
+            "\r{spin} {}, {:02}:{:02} left ",
+            self.what,
+            left / 60,
+            left % 60
+        );
+        let _ = err.flush();
+    }
+
+    /// Draw again if a second has passed since the last time (for a loop that wakes often).
+    pub fn tick(&mut self) {
+        if self
+            .drawn
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(1))
+        {
+            self.draw();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        if self.tty && self.drawn.take().is_some() {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+impl Drop for Countdown {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::oauth_server::*;
@@ -542,4 +542,29 @@ fn one_refresh_token_mints_tokens_for_another_resource() {
     assert_eq!(server.count(Kind::Refresh), 1);
     env.run(&["token", ACCOUNT, "--resource", "nope"])
         .expect_code(2);
+}
+
+/// At a terminal, the browser wait shows how long is left (the device flow's countdown);
+/// without a reply it ends at --timeout, nothing stored.
+#[test]
+fn the_browser_wait_counts_down_at_a_terminal() {
+    let server = FakeServer::start();
+    let env = browser_env(&server);
+    let line = env
+        .command(&["login", ACCOUNT, "--no-open", "--timeout", "2"])
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut cmd = Command::new("script");
+    // script(1) gives the login a terminal; its exit status is the login's.
+    cmd.args(["-qec", &format!("{} {line}", bin()), "/dev/null"]);
+    let out = Running::spawn(cmd, "login at a terminal".into()).wait(Duration::from_secs(30));
+    assert_eq!(out.code, Some(3), "{}", out.all());
+    assert!(
+        out.stdout.contains("waiting for the browser, 00:0"),
+        "{}",
+        out.all()
+    );
+    assert!(!env.token_path(ACCOUNT).exists());
 }
