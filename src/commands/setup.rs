@@ -26,6 +26,13 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
             *p = readable_pem(flag, p)?;
         }
     }
+    if args.provider == crate::provider::Provider::Generic && args.scopes.is_empty() {
+        return Err(usage(
+            "a generic provider has no preset scopes: give the ones your server wants with \
+             --scope (once per scope), e.g. --scope openid --scope email --scope offline_access \
+             and the mail scope it names",
+        ));
+    }
     let account = Account {
         provider: args.provider,
         user: args.user,

@@ -284,11 +284,32 @@ fn toml_error(text: &str, e: &toml::de::Error) -> anyhow::Error {
             let column = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
             format!("line {line}, column {column}: ")
         });
-    anyhow::anyhow!(
-        "{}{}",
-        place.unwrap_or_default(),
-        shorter_message(e.message().trim())
-    )
+    let message = e.message().trim();
+    let message = match (message.starts_with("duplicate key"), e.span()) {
+        (true, Some(span)) => duplicate(text, span),
+        _ => shorter_message(message),
+    };
+    anyhow::anyhow!("{}{message}", place.unwrap_or_default())
+}
+
+/// What toml calls a "duplicate key", named: an account defined twice, or a key set twice.
+fn duplicate(text: &str, span: std::ops::Range<usize>) -> String {
+    let key = text
+        .get(span.clone())
+        .unwrap_or("")
+        .trim_matches(['"', '\'']);
+    let line_start = text
+        .get(..span.start)
+        .map_or(0, |b| b.rfind('\n').map_or(0, |i| i + 1));
+    let line = text.get(line_start..span.start).unwrap_or("").trim_start();
+    if line.starts_with("[accounts.") {
+        format!(
+            "the account `{key}` is defined twice: keep one [accounts.{key}] table (merge \
+             the two), or give the other a new name"
+        )
+    } else {
+        format!("`{key}` is set twice in the same table: keep one")
+    }
 }
 
 /// serde's "unknown field `x`, expected one of `a`, `b`, ..." lists every key (three dozen for
@@ -369,6 +390,21 @@ token_endpoint = "http://127.0.0.1:9/token"
 scopes = ["mail"]
 refresh_margin = 10
 "#;
+
+    #[test]
+    fn a_duplicate_account_or_key_is_named() {
+        let twice =
+            format!("{SAMPLE}\n[accounts.work]\nprovider = \"google\"\nclient_id = \"y\"\n");
+        let err = Config::parse(&twice).unwrap_err().to_string();
+        assert!(err.contains("the account `work` is defined twice"), "{err}");
+        let err = Config::parse(&SAMPLE.replace(
+            "refresh_margin = 10",
+            "refresh_margin = 10\nrefresh_margin = 11",
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("`refresh_margin` is set twice"), "{err}");
+    }
 
     #[test]
     fn an_empty_services_list_is_refused_a_missing_one_is_the_default() {

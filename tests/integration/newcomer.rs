@@ -280,3 +280,22 @@ fn add_sets_mail_servers_tls_and_the_secret_method() {
     bad.expect_code(2);
     assert!(bad.stderr.contains("--tls-ca-file"), "{}", bad.stderr);
 }
+
+/// `add` for a generic account without scopes names the flag that gives them.
+#[test]
+fn add_names_the_scope_flag_for_a_generic_account() {
+    let env = TestEnv::empty();
+    let out = env.run(&[
+        "add",
+        "lab",
+        "--provider",
+        "generic",
+        "--client-id",
+        "c",
+        "--token-endpoint",
+        "https://id.lab.example/t",
+    ]);
+    out.expect_code(2);
+    assert!(out.stderr.contains("--scope"), "{}", out.stderr);
+    assert!(!env.config.exists(), "a config was written");
+}
