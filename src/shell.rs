@@ -19,11 +19,23 @@ pub fn withhold_env(name: &str) {
     }
 }
 
-/// A command for `program` without the withheld variables.
+/// A command for `program` without the withheld variables, starting with no signal blocked:
+/// it may be started while this process holds off SIGTERM (a store command during a commit, a
+/// notification after a failed refresh), and the mask would otherwise be inherited.
 fn command(program: &str) -> Command {
+    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(program);
     for name in WITHHELD.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         cmd.env_remove(name);
+    }
+    // SAFETY: between fork and exec only async-signal-safe calls, on a set on this stack.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut none = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+            libc::sigemptyset(none.as_mut_ptr());
+            libc::pthread_sigmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
+            Ok(())
+        });
     }
     cmd
 }
@@ -188,6 +200,17 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("printed more than"), "{err}");
+    }
+
+    #[test]
+    fn a_command_started_while_signals_are_held_gets_none_blocked() {
+        let _held = crate::process::hold_signals();
+        // exec: the mask of the process std started, not of a child the shell forks.
+        let out = run("test command", "exec grep SigBlk /proc/self/status", None).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out).trim(),
+            "SigBlk:\t0000000000000000"
+        );
     }
 
     #[test]
