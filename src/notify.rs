@@ -1,22 +1,75 @@
-//! `notify_command`: telling the person when a login has died (the provider refused the
-//! refresh token, or there is none left), so that a timer's `mailtoken refresh` or a mail
-//! program's failing calls are not the only witnesses for weeks. Once an hour at most.
+//! `notify_command`: telling the person when a login has died, or is about to, so that a
+//! timer's `mailtoken refresh` or a mail program's failing calls are not the only witnesses
+//! for weeks. Once an hour at most per account.
 
 use std::time::Duration;
 
 use crate::config::OpenAccount;
 use crate::log::printable;
-use crate::store;
+use crate::store::{self, LoginEnd, Tokens};
 use crate::time;
 
 /// Between two notifications for one account.
 const QUIET: u64 = 3600;
 /// How long the caller waits for the command before leaving it to finish on its own.
 const PATIENCE: Duration = Duration::from_secs(5);
+/// How long a caller with a token in hand waits for another process's lock before leaving
+/// the telling to a later call.
+const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 
 /// Run the account's notification command for a login that needs a person, unless it ran
 /// in the last hour. Called under the account lock, so callers do not race to notify.
 pub fn login_needed(acct: &OpenAccount, why: &str) {
+    let reason = printable(why.lines().next().unwrap_or(why)).to_string();
+    tell(acct, "login-needed", &reason);
+}
+
+/// Whether a call with `tokens` in hand has a login's near end to tell (so that the quick
+/// path leaves the call to the full one).
+pub fn has_news(acct: &OpenAccount, tokens: &Tokens) -> bool {
+    acct.notify.is_some() && ending(acct, tokens, time::now()).is_some()
+}
+
+/// Tell the person that the login ends soon (a day ahead, see `Tokens::login_ending`) while
+/// they can still log in again without losing a mail. Called without the account lock: it is
+/// taken here, briefly, so that concurrent callers tell once.
+pub fn login_ending(acct: &OpenAccount, tokens: &Tokens) {
+    if acct.notify.is_none() {
+        return;
+    }
+    let now = time::now();
+    let Some(end) = ending(acct, tokens, now) else {
+        return;
+    };
+    let Ok(_lock) = acct.store.lock(&acct.name, LOCK_PATIENCE) else {
+        return;
+    };
+    tell(acct, "login-ending", &ending_reason(end, now));
+}
+
+fn ending(acct: &OpenAccount, tokens: &Tokens, now: u64) -> Option<LoginEnd> {
+    tokens.login_ending(acct.account.login_lifetime_days, now)
+}
+
+/// The one line `MAILTOKEN_REASON` holds for a login about to end.
+pub fn ending_reason(end: LoginEnd, now: u64) -> String {
+    let when = if end.at > now {
+        format!("ends in {}", time::format_span(end.at - now))
+    } else {
+        format!("ended {} ago", time::format_span(now - end.at))
+    };
+    let source = if end.said_by_server {
+        "as the token server said"
+    } else {
+        "by login_lifetime_days"
+    };
+    format!(
+        "the login {when} ({}, {source}); log in again to keep mail coming",
+        time::format_utc(end.at)
+    )
+}
+
+fn tell(acct: &OpenAccount, event: &str, reason: &str) {
     let Some(cmd) = &acct.notify else { return };
     let dir = acct.store.dir();
     let stamp = dir.join(format!("{}.notified", acct.name));
@@ -29,12 +82,12 @@ pub fn login_needed(acct: &OpenAccount, why: &str) {
     }
     // Noted first: a command that hangs or fails is not run again at every call.
     let _ = store::replace_private_file(dir, &stamp, now.to_string().as_bytes());
-    let reason = printable(why.lines().next().unwrap_or(why)).to_string();
     let fix = format!("mailtoken login {}", acct.name);
     let env = [
         ("MAILTOKEN_ACCOUNT", acct.name.as_str()),
         ("MAILTOKEN_USER", acct.account.user.as_deref().unwrap_or("")),
-        ("MAILTOKEN_REASON", reason.as_str()),
+        ("MAILTOKEN_EVENT", event),
+        ("MAILTOKEN_REASON", reason),
         ("MAILTOKEN_FIX", fix.as_str()),
     ];
     if !crate::shell::notify(cmd, &env, PATIENCE) {
@@ -49,12 +102,34 @@ pub fn due(last: Option<u64>, now: u64) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn once_an_hour_and_again_after_a_clock_jump_back() {
-        use super::due;
         assert!(due(None, 1000));
         assert!(!due(Some(1000), 1000 + 3599));
         assert!(due(Some(1000), 1000 + 3600));
         assert!(due(Some(5000), 1000));
+    }
+
+    #[test]
+    fn the_reason_says_when_and_who_said_so() {
+        let end = LoginEnd {
+            at: 1_800_000_000,
+            lifetime: Some(7 * 86_400),
+            said_by_server: false,
+        };
+        let soon = ending_reason(end, end.at - 5 * 3600);
+        assert!(soon.starts_with("the login ends in 5 h"), "{soon}");
+        assert!(soon.contains("by login_lifetime_days"), "{soon}");
+        let past = ending_reason(
+            LoginEnd {
+                said_by_server: true,
+                ..end
+            },
+            end.at + 60,
+        );
+        assert!(past.starts_with("the login ended 1 min"), "{past}");
+        assert!(past.contains("as the token server said"), "{past}");
     }
 }

@@ -8,23 +8,27 @@ use crate::error::{self, Kind, login_needed, server};
 use crate::flows::app_only;
 use crate::http::Http;
 use crate::log::{debug, fingerprint};
+use crate::notify;
 use crate::oauth;
 use crate::process;
 use crate::provider::Flow;
-use crate::store::{AccessToken, Backend, LOCK_TIMEOUT, Tokens};
+use crate::store::{AccessToken, Backend, Granted, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
-/// The cached access token, if it has life left and nothing is waiting to be stored: what
-/// `get` hands out first, without a lock, a refresh or a program run. None means "ask `get`".
+/// The cached access token, if it has life left and nothing is waiting to be stored or told:
+/// what `get` hands out first, without a lock, a refresh or a program run. None means "ask
+/// `get`".
 pub fn cached(acct: &OpenAccount, want: &Want) -> Result<Option<AccessToken>> {
     if acct.store.has_pending(&acct.name) {
         return Ok(None);
     }
-    let seen = acct.store.load(&acct.name)?;
-    let access = seen
-        .as_ref()
-        .and_then(|t| t.access_for(want.key.as_deref()));
-    Ok(fresh(access, acct.margin).cloned())
+    let Some(seen) = acct.store.load(&acct.name)? else {
+        return Ok(None);
+    };
+    if notify::has_news(acct, &seen) {
+        return Ok(None);
+    }
+    Ok(fresh(seen.access_for(want.key.as_deref()), acct.margin).cloned())
 }
 
 fn fresh(access: Option<&AccessToken>, margin: u64) -> Option<&AccessToken> {
@@ -60,6 +64,11 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     let seen = store.load(name)?;
     let seen_access = seen.as_ref().and_then(|t| t.access_for(key)).cloned();
     if !force && let Some(access) = fresh(seen_access.as_ref(), margin) {
+        // A login that ends soon (its refresh token's end, said or configured) is told while
+        // the person can still log in again.
+        if let Some(seen) = &seen {
+            notify::login_ending(acct, seen);
+        }
         return Ok(access.clone());
     }
     if seen.is_none() && !app_only {
@@ -87,7 +96,7 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
             .filter(|a| Some(a) != seen_access.as_ref() && a.expires_at > time::now());
         stored_meanwhile.is_some()
     })?;
-    let Some(_lock) = lock else {
+    let Some(lock) = lock else {
         let access = stored_meanwhile.expect("the wait ended on a stored token");
         debug!(
             "another process refreshed meanwhile; using {}",
@@ -134,11 +143,11 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     // SIGTERM then waits until it is stored (and then ends the process, as it would have).
     let held = process::hold_signals();
     let fetched = if app_only {
-        app_only::fetch(acct, want).map(|access| (access, None))
+        app_only::fetch(acct, want).map(Granted::access_only)
     } else {
         refresh(acct, &current, want)
     };
-    let (access, rotated) = match fetched {
+    let granted = match fetched {
         Ok(fetched) => fetched,
         Err(err) => {
             match error::kind(&err) {
@@ -146,19 +155,20 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
                     store.note_failure(name, &format!("{err:#}"));
                     oauth::discovery::forget(acct);
                 }
-                Some(Kind::LoginNeeded) => crate::notify::login_needed(acct, &format!("{err:#}")),
+                Some(Kind::LoginNeeded) => notify::login_needed(acct, &format!("{err:#}")),
                 _ => {}
             }
             return Err(err);
         }
     };
-    let rotated_note = if rotated.is_some() {
+    let access = granted.access.clone();
+    let rotated_note = if granted.refresh_token.is_some() {
         " and a rotated refresh token"
     } else {
         ""
     };
     let mut updated = current;
-    updated.update(key, access.clone(), rotated);
+    updated.update(key, granted);
     if !app_only {
         updated.refreshed_at = Some(time::now());
     }
@@ -169,16 +179,15 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
         fingerprint(&access.access_token)
     );
     drop(held);
+    drop(lock);
+    // A refresh moves a login's end only when the server says so (or a rotation clears it).
+    notify::login_ending(acct, &updated);
     Ok(access)
 }
 
 /// Ask the server for a new access token with the refresh token. The store is not touched
 /// here: on any error the caller keeps what it had.
-fn refresh(
-    acct: &OpenAccount,
-    current: &Tokens,
-    want: &Want,
-) -> Result<(AccessToken, Option<String>)> {
+fn refresh(acct: &OpenAccount, current: &Tokens, want: &Want) -> Result<Granted> {
     let OpenAccount { name, account, .. } = acct;
     let refresh_token = current.refresh_token.as_deref().ok_or_else(|| {
         login_needed(

@@ -85,7 +85,7 @@ fn status_block(
         (_, Flow::Credentials) => "none needed (app-only)".to_string(),
         (Some(_), _) => format!(
             "stored (renews access tokens when needed){}",
-            refresh_token_age(&tokens, account.provider, now)
+            refresh_token_age(&tokens, account, now)
         ),
         (None, _) => "none: a new login is needed once the access token expires".to_string(),
     };
@@ -113,9 +113,10 @@ fn status_block(
     (text, true)
 }
 
-/// How old the refresh token is, when it was last used, and how long the provider lets a
-/// login go unused: the nudge to keep `mailtoken refresh --all` on a timer.
-pub fn refresh_token_age(tokens: &Tokens, provider: Provider, now: u64) -> String {
+/// How old the refresh token is, when it was last used, how long the provider lets a login go
+/// unused (the nudge to keep `mailtoken refresh --all` on a timer), and when the login ends
+/// whatever its use, where that is known.
+pub fn refresh_token_age(tokens: &Tokens, account: &Account, now: u64) -> String {
     let ago = |t: u64| format!("{} ago", time::format_span(now.saturating_sub(t)));
     let mut text = match (tokens.refresh_token_at, tokens.refresh_token_used_at()) {
         (Some(given), Some(used)) if used > given => {
@@ -129,7 +130,7 @@ pub fn refresh_token_age(tokens: &Tokens, provider: Provider, now: u64) -> Strin
         (None, Some(used)) => format!("\n                 last used {}", ago(used)),
         (None, None) => String::new(),
     };
-    let limit = match provider {
+    let limit = match account.provider {
         Provider::Microsoft => Some("Microsoft ends a login left unused for 90 days"),
         Provider::Google => Some(
             "Google ends a login left unused for 6 months, and after 7 days for an app in Testing",
@@ -139,6 +140,22 @@ pub fn refresh_token_age(tokens: &Tokens, provider: Provider, now: u64) -> Strin
     if let Some(limit) = limit {
         text.push_str(&format!(
             "\n                 ({limit}; a timer running `mailtoken refresh --all` keeps it in use)"
+        ));
+    }
+    if let Some(end) = tokens.login_end(account.login_lifetime_days) {
+        let when = if end.at > now {
+            format!("in {}", time::format_span(end.at - now))
+        } else {
+            format!("{} ago", time::format_span(now - end.at))
+        };
+        let source = if end.said_by_server {
+            "as the token server said"
+        } else {
+            "by login_lifetime_days"
+        };
+        text.push_str(&format!(
+            "\n                 the login ends {} ({when}, {source})",
+            time::format_utc(end.at)
         ));
     }
     text
@@ -165,23 +182,45 @@ mod tests {
     #[test]
     fn the_refresh_token_age_and_the_provider_limit_are_shown() {
         let now = 1_800_000_000;
+        let of = |provider| Account {
+            provider,
+            ..Account::default()
+        };
         let mut tokens = Tokens::empty();
         tokens.refresh_token = Some("rt".into());
         tokens.refresh_token_at = Some(now - 12 * 86_400);
         tokens.refreshed_at = Some(now - 2 * 3600);
-        let google = refresh_token_age(&tokens, Provider::Google, now);
+        let google = refresh_token_age(&tokens, &of(Provider::Google), now);
         assert!(
             google.contains("received 12 d 0 h ago, last used 2 h 0 min ago"),
             "{google}"
         );
         assert!(google.contains("7 days for an app in Testing"), "{google}");
-        let microsoft = refresh_token_age(&tokens, Provider::Microsoft, now);
+        let microsoft = refresh_token_age(&tokens, &of(Provider::Microsoft), now);
         assert!(microsoft.contains("unused for 90 days"), "{microsoft}");
         tokens.refreshed_at = None;
-        let generic = refresh_token_age(&tokens, Provider::Generic, now);
+        let generic = refresh_token_age(&tokens, &of(Provider::Generic), now);
         assert_eq!(generic.trim(), "received 12 d 0 h ago, not used since");
         // A file from before the dates were kept: nothing made up.
-        let old = refresh_token_age(&Tokens::empty(), Provider::Generic, now);
+        let old = refresh_token_age(&Tokens::empty(), &of(Provider::Generic), now);
         assert_eq!(old, "");
+        // A known end: the server's, else the configured lifetime's, whichever comes first.
+        tokens.refresh_token_ends_at = Some(now + 3 * 86_400);
+        let said = refresh_token_age(&tokens, &of(Provider::Google), now);
+        assert!(said.contains("the login ends "), "{said}");
+        assert!(
+            said.contains("(in 3 d 0 h, as the token server said)"),
+            "{said}"
+        );
+        tokens.logged_in_at = Some(now - 6 * 86_400);
+        let testing = Account {
+            login_lifetime_days: Some(7),
+            ..of(Provider::Google)
+        };
+        let configured = refresh_token_age(&tokens, &testing, now);
+        assert!(
+            configured.contains("(in 1 d 0 h, by login_lifetime_days)"),
+            "{configured}"
+        );
     }
 }

@@ -66,6 +66,10 @@ pub struct Account {
     /// otherwise).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub notify_command: Option<String>,
+    /// Days a login lasts at this provider when its token server does not say (7 for a Google
+    /// app in Testing): `notify_command` is run when the end is a day away.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub login_lifetime_days: Option<u32>,
     /// Where the tokens live: "file" (default), "keyring" or "command".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreKind>,

@@ -45,6 +45,7 @@ const RULES: &[Rule] = &[
     certificate_and_key_together,
     app_only_has_credentials,
     redirect_uri_is_loopback,
+    login_lifetime_is_days,
     store_settings_match,
     resources_have_scopes,
     tenant_is_microsofts,
@@ -127,6 +128,15 @@ fn redirect_uri_is_loopback(a: &Account) -> Result<()> {
                 "redirect_uri `{uri}` must be http://127.0.0.1, http://[::1] or http://localhost (with an optional port and path): mailtoken listens on this machine"
             );
         }
+    }
+    Ok(())
+}
+
+fn login_lifetime_is_days(a: &Account) -> Result<()> {
+    if let Some(days) = a.login_lifetime_days
+        && !(1..=3650).contains(&days)
+    {
+        bail!("`login_lifetime_days` is {days}: give the days a login lasts, 1 to 3650");
     }
     Ok(())
 }
@@ -255,6 +265,17 @@ mod tests {
         assert!(account("smtp_tls = \"maybe\"").is_err());
         assert!(account("graph_url = \"http://example.com\"").is_err());
         assert!(account("graph_url = \"http://127.0.0.1:9\"").is_ok());
+    }
+
+    #[test]
+    fn a_login_lifetime_is_a_number_of_days() {
+        assert!(account("login_lifetime_days = 7").is_ok());
+        for bad in ["0", "3651"] {
+            let err = account(&format!("login_lifetime_days = {bad}")).unwrap_err();
+            assert!(format!("{err:#}").contains("1 to 3650"), "{err:#}");
+        }
+        assert!(account("login_lifetime_days = -1").is_err());
+        assert!(account("login_lifetime_days = \"7d\"").is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::config::{OpenAccount, Want};
 use crate::http::Http;
 use crate::log::debug;
 use crate::oauth;
-use crate::store::{AccessToken, LOCK_TIMEOUT, Tokens};
+use crate::store::{AccessToken, Granted, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
 /// A new app-only token for `want`. The store is not touched here.
@@ -29,8 +29,7 @@ pub fn fetch(acct: &OpenAccount, want: &Want) -> Result<AccessToken> {
             }
             err.into_error("fetching an app-only token", account.provider, name)
         })?;
-    let (access, _) = reply.into_access(sent_at, &scope)?;
-    Ok(access)
+    Ok(reply.into_access(sent_at, &scope)?.access)
 }
 
 /// `login` for an app-only account: fetching a token proves the setup and fills the cache.
@@ -39,7 +38,10 @@ pub fn login(acct: &OpenAccount) -> Result<Tokens> {
     let want = Want::own(&acct.account)?;
     let _lock = store.lock(name, LOCK_TIMEOUT)?;
     let mut tokens = store.load(name)?.unwrap_or_else(Tokens::empty);
-    tokens.update(want.key.as_deref(), fetch(acct, &want)?, None);
+    tokens.update(
+        want.key.as_deref(),
+        Granted::access_only(fetch(acct, &want)?),
+    );
     store.save(name, &tokens)?;
     Ok(tokens)
 }

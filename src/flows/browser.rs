@@ -11,7 +11,7 @@ use crate::config::OpenAccount;
 use crate::http::Http;
 use crate::oauth;
 use crate::provider::{Endpoints, Provider};
-use crate::store::AccessToken;
+use crate::store::Granted;
 use crate::time;
 
 pub struct Pkce {
@@ -80,7 +80,7 @@ pub fn login(
     acct: &OpenAccount,
     endpoints: &Endpoints,
     options: &LoginOptions,
-) -> Result<(AccessToken, Option<String>)> {
+) -> Result<Granted> {
     let OpenAccount { name, account, .. } = acct;
     let auth_endpoint = endpoints.need_authorization(name)?;
     let token_endpoint = endpoints.need_token(name)?;
@@ -164,7 +164,7 @@ impl Attempt {
         client: &oauth::Client,
         code: &str,
         redirect_uri: &str,
-    ) -> Result<(AccessToken, Option<String>)> {
+    ) -> Result<Granted> {
         let OpenAccount { name, account, .. } = acct;
         let sent_at = time::now();
         let reply = oauth::exchange_code(

@@ -12,7 +12,7 @@ use crate::http::Http;
 use crate::oauth::{self, OAuthError, TokenReply};
 use crate::provider::Endpoints;
 use crate::shell;
-use crate::store::AccessToken;
+use crate::store::Granted;
 use crate::time;
 
 use super::{Countdown, LoginOptions};
@@ -102,7 +102,7 @@ pub fn login(
     acct: &OpenAccount,
     endpoints: &Endpoints,
     options: &LoginOptions,
-) -> Result<(AccessToken, Option<String>)> {
+) -> Result<Granted> {
     let OpenAccount { name, account, .. } = acct;
     let device_endpoint = endpoints.need_device_authorization(name)?;
     let token_endpoint = endpoints.need_token(name)?;

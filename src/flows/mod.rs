@@ -61,19 +61,20 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
     {
         flow = Flow::Browser;
     }
-    let (access, refresh) = match flow {
+    let granted = match flow {
         Flow::Device => device::login(&http, acct, &endpoints, options)?,
         Flow::Browser => browser::login(&http, acct, &endpoints, options)?,
         Flow::Credentials => unreachable!("handled above"),
     };
-    if refresh.is_none() {
+    if granted.refresh_token.is_none() {
         eprintln!(
             "mailtoken: warning: the server sent no refresh token, so this login lasts only until \
              the access token expires. Add offline_access to the scopes if the server supports it."
         );
     }
     let mut tokens = Tokens::empty();
-    tokens.update(None, access, refresh);
+    tokens.update(None, granted);
+    tokens.logged_in_at = Some(crate::time::now());
     // The new grant is stored before a signal may end the process (and then it does).
     drop(cancel);
     let _held = crate::process::hold_signals();

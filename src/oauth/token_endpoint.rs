@@ -15,7 +15,7 @@ use crate::error::server;
 use crate::http::{Http, Reply};
 use crate::log::printable;
 use crate::provider::Endpoints;
-use crate::store::{AccessToken, MAX_LIFETIME};
+use crate::store::{AccessToken, Granted, MAX_LIFETIME};
 
 pub const DEVICE_CODE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
 
@@ -33,6 +33,12 @@ pub struct TokenReply {
     pub refresh_token: Option<String>,
     #[serde(default)]
     pub scope: Option<String>,
+    /// Google's name for the refresh token's remaining life (sent for time-limited grants).
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub refresh_token_expires_in: Option<u64>,
+    /// Keycloak's (0: an offline token, without end).
+    #[serde(default, deserialize_with = "lenient_seconds")]
+    pub refresh_expires_in: Option<u64>,
     /// OIDC: who logged in (read, not trusted, to warn about a login as someone else).
     #[serde(default)]
     pub id_token: Option<String>,
@@ -58,22 +64,21 @@ impl fmt::Debug for TokenReply {
             .field("expires_in", &self.expires_in)
             .field("has_refresh_token", &self.refresh_token.is_some())
             .field("has_id_token", &self.id_token.is_some())
+            .field("refresh_token_expires_in", &self.refresh_token_expires_in)
+            .field("refresh_expires_in", &self.refresh_expires_in)
             .field("scope", &self.scope)
             .finish()
     }
 }
 
 impl TokenReply {
-    /// The access token to store, and the refresh token if the server sent one (a rotation),
-    /// after checking that both can be used as they are: each becomes a line on stdout, a SASL
-    /// field, or a git credential. `now` is when the request was sent: the token's life is
-    /// counted from then, and never past `MAX_LIFETIME`. A reply that fails is the server's
-    /// fault (exit 4) and nothing of it is stored.
-    pub fn into_access(
-        self,
-        now: u64,
-        requested_scope: &str,
-    ) -> Result<(AccessToken, Option<String>)> {
+    /// The access token to store, the refresh token if the server sent one (a rotation) and
+    /// its end if the server said, after checking that both tokens can be used as they are:
+    /// each becomes a line on stdout, a SASL field, or a git credential. `now` is when the
+    /// request was sent: lives are counted from then, an access token's never past
+    /// `MAX_LIFETIME`. A reply that fails is the server's fault (exit 4) and nothing of it is
+    /// stored.
+    pub fn into_access(self, now: u64, requested_scope: &str) -> Result<Granted> {
         usable("access_token", &self.access_token)?;
         if let Some(kind) = &self.token_type
             && !kind.eq_ignore_ascii_case("bearer")
@@ -98,7 +103,16 @@ impl TokenReply {
             scope: self.scope.or_else(|| Some(requested_scope.to_string())),
             obtained_at: Some(now),
         };
-        Ok((access, refresh_token))
+        let refresh_token_ends_at = self
+            .refresh_token_expires_in
+            .or(self.refresh_expires_in)
+            .filter(|&secs| secs > 0)
+            .map(|secs| now.saturating_add(secs));
+        Ok(Granted {
+            access,
+            refresh_token,
+            refresh_token_ends_at,
+        })
     }
 }
 
@@ -483,27 +497,46 @@ mod tests {
     }
 
     #[test]
-    fn token_reply_reports_a_rotated_refresh_token() {
-        let r: TokenReply = serde_json::from_str(
-            r#"{"access_token":"a","expires_in":"3599","token_type":"Bearer"}"#,
-        )
-        .unwrap();
-        let (access, refresh) = r.into_access(100, "mail").unwrap();
-        assert_eq!(access.expires_at, 3699);
-        assert_eq!(access.obtained_at, Some(100));
-        assert_eq!(refresh, None);
-        assert_eq!(access.scope.as_deref(), Some("mail"));
-        let r: TokenReply = serde_json::from_str(
-            r#"{"access_token":"a","expires_in":60,"refresh_token":"new","scope":"x"}"#,
-        )
-        .unwrap();
-        let (access, refresh) = r.into_access(0, "mail").unwrap();
-        assert_eq!(refresh.as_deref(), Some("new"));
-        assert_eq!(access.scope.as_deref(), Some("x"));
-        let r: TokenReply =
-            serde_json::from_str(r#"{"access_token":"a","refresh_token":""}"#).unwrap();
-        let (access, refresh) = r.into_access(0, "mail").unwrap();
-        assert_eq!((access.expires_at, refresh), (DEFAULT_EXPIRES_IN, None));
+    fn token_reply_reports_a_rotated_refresh_token_and_its_end() {
+        let parse = |json: &str| serde_json::from_str::<TokenReply>(json).unwrap();
+        let g = parse(r#"{"access_token":"a","expires_in":"3599","token_type":"Bearer"}"#)
+            .into_access(100, "mail")
+            .unwrap();
+        assert_eq!(g.access.expires_at, 3699);
+        assert_eq!(g.access.obtained_at, Some(100));
+        assert_eq!((g.refresh_token, g.refresh_token_ends_at), (None, None));
+        assert_eq!(g.access.scope.as_deref(), Some("mail"));
+        let g = parse(r#"{"access_token":"a","expires_in":60,"refresh_token":"new","scope":"x"}"#)
+            .into_access(0, "mail")
+            .unwrap();
+        assert_eq!(g.refresh_token.as_deref(), Some("new"));
+        assert_eq!(g.access.scope.as_deref(), Some("x"));
+        let g = parse(r#"{"access_token":"a","refresh_token":""}"#)
+            .into_access(0, "mail")
+            .unwrap();
+        assert_eq!(
+            (g.access.expires_at, g.refresh_token),
+            (DEFAULT_EXPIRES_IN, None)
+        );
+        // The refresh token's end, in Google's words or Keycloak's; 0 is Keycloak's "none".
+        for (json, ends) in [
+            (
+                r#"{"access_token":"a","refresh_token_expires_in":604799}"#,
+                Some(605_799),
+            ),
+            (
+                r#"{"access_token":"a","refresh_expires_in":"1800"}"#,
+                Some(2_800),
+            ),
+            (r#"{"access_token":"a","refresh_expires_in":0}"#, None),
+            (
+                r#"{"access_token":"a","refresh_token_expires_in":"soon"}"#,
+                None,
+            ),
+        ] {
+            let g = parse(json).into_access(1_000, "mail").unwrap();
+            assert_eq!(g.refresh_token_ends_at, ends, "{json}");
+        }
     }
 
     #[test]
@@ -528,10 +561,10 @@ mod tests {
                 "{bad}"
             );
         }
-        let (ok, _) = into(r#"{"access_token":"a.b-c_d~e+f/g=","token_type":"bearer"}"#).unwrap();
-        assert_eq!(ok.token_type, "Bearer");
-        let (forever, _) = into(r#"{"access_token":"a","expires_in":1e300}"#).unwrap();
-        assert_eq!(forever.expires_at, 1_000 + MAX_LIFETIME);
+        let ok = into(r#"{"access_token":"a.b-c_d~e+f/g=","token_type":"bearer"}"#).unwrap();
+        assert_eq!(ok.access.token_type, "Bearer");
+        let forever = into(r#"{"access_token":"a","expires_in":1e300}"#).unwrap();
+        assert_eq!(forever.access.expires_at, 1_000 + MAX_LIFETIME);
     }
 
     #[test]

@@ -15,7 +15,9 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 pub use lock::{AccountLock, LOCK_TIMEOUT};
-pub use tokens::{AccessToken, FORMAT_VERSION, MAX_LIFETIME, Tokens, parse};
+pub use tokens::{
+    AccessToken, FORMAT_VERSION, Granted, LoginEnd, MAX_LIFETIME, Tokens, WARN_BEFORE, parse,
+};
 
 /// Where an account's tokens live. The lock file is always in the data directory, so the
 /// one-refresher guarantee holds whatever keeps the secret.
@@ -419,10 +421,17 @@ mod tests {
         }
     }
 
+    fn granted(token: &str, refresh_token: Option<&str>) -> Granted {
+        Granted {
+            refresh_token: refresh_token.map(Into::into),
+            ..Granted::access_only(access(token))
+        }
+    }
+
     fn sample() -> Tokens {
         let mut t = Tokens::empty();
-        t.update(None, access("at-secret"), Some("rt-secret".into()));
-        t.update(Some("graph"), access("graph-secret"), None);
+        t.update(None, granted("at-secret", Some("rt-secret")));
+        t.update(Some("graph"), granted("graph-secret", None));
         t
     }
 
@@ -449,7 +458,7 @@ mod tests {
         assert!(app_only.access_for(None).is_none());
         assert_eq!(app_only.access_for(Some("s")).unwrap().access_token, "a");
         let mut rotated = sample();
-        rotated.update(Some("graph"), access("g2"), Some("rt-2".into()));
+        rotated.update(Some("graph"), granted("g2", Some("rt-2")));
         assert_eq!(rotated.refresh_token.as_deref(), Some("rt-2"));
         assert_eq!(rotated.access_for(None), sample().access_for(None));
     }

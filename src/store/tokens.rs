@@ -29,6 +29,42 @@ pub struct AccessToken {
     pub obtained_at: Option<u64>,
 }
 
+/// What a token server granted in one reply.
+#[derive(Debug)]
+pub struct Granted {
+    pub access: AccessToken,
+    /// A new refresh token (a rotation, or the login's first); None: keep the old one.
+    pub refresh_token: Option<String>,
+    /// When the refresh token (the new one, else the old) ends, if the server said.
+    pub refresh_token_ends_at: Option<u64>,
+}
+
+impl Granted {
+    /// An access token alone (app-only accounts have no refresh token).
+    pub fn access_only(access: AccessToken) -> Granted {
+        Granted {
+            access,
+            refresh_token: None,
+            refresh_token_ends_at: None,
+        }
+    }
+}
+
+/// When a login ends, and how the end is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginEnd {
+    /// Unix seconds.
+    pub at: u64,
+    /// The login's whole life, when known: how early to warn is a share of it.
+    pub lifetime: Option<u64>,
+    /// From the server's reply (else from `login_lifetime_days`).
+    pub said_by_server: bool,
+}
+
+/// A login is said to end soon a day before its end, or a quarter of its life before for
+/// shorter ones (a server's 30-minute idle limit is no news a day ahead).
+pub const WARN_BEFORE: u64 = 86_400;
+
 /// Everything stored for one account: the access token for its own scopes, the refresh token
 /// that renews it, and access tokens for other resources minted from the same refresh token.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,6 +83,13 @@ pub struct Tokens {
     /// (Microsoft after 90 days, Google after 6 months).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refreshed_at: Option<u64>,
+    /// Unix seconds of the login (a person's consent): a `login_lifetime_days` counts from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logged_in_at: Option<u64>,
+    /// Unix seconds when the server said the stored refresh token ends (Google's
+    /// `refresh_token_expires_in`, Keycloak's `refresh_expires_in`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token_ends_at: Option<u64>,
     /// Keyed by the space-joined scopes they were requested for.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub resources: BTreeMap<String, AccessToken>,
@@ -111,6 +154,8 @@ impl Tokens {
             refresh_token: None,
             refresh_token_at: None,
             refreshed_at: None,
+            logged_in_at: None,
+            refresh_token_ends_at: None,
             resources: BTreeMap::new(),
         }
     }
@@ -125,22 +170,65 @@ impl Tokens {
 
     /// Put a new access token in its place, and the refresh token the server sent with it, if
     /// any: a server that sends none means "keep using the old one".
-    pub fn update(&mut self, resource: Option<&str>, access: AccessToken, refresh: Option<String>) {
+    pub fn update(&mut self, resource: Option<&str>, granted: Granted) {
         match resource {
-            None => self.access = Some(access),
+            None => self.access = Some(granted.access),
             Some(key) => {
-                self.resources.insert(key.to_string(), access);
+                self.resources.insert(key.to_string(), granted.access);
             }
         }
-        if refresh.is_some() {
+        if granted.refresh_token.is_some() {
             self.refresh_token_at = Some(crate::time::now());
-            self.refresh_token = refresh;
+            self.refresh_token = granted.refresh_token;
+            // A new refresh token without an end said has none we know of.
+            self.refresh_token_ends_at = granted.refresh_token_ends_at;
+        } else if granted.refresh_token_ends_at.is_some() {
+            self.refresh_token_ends_at = granted.refresh_token_ends_at;
         }
     }
 
     /// When the refresh token was last put to use: the last refresh, else when it was given.
     pub fn refresh_token_used_at(&self) -> Option<u64> {
         self.refreshed_at.max(self.refresh_token_at)
+    }
+
+    /// When the login ends, the sooner of what the server said and what `login_lifetime_days`
+    /// (counted from the login) says; None when neither is known. Refresh tokens that only
+    /// end when left unused are not here: using them moves the end.
+    pub fn login_end(&self, lifetime_days: Option<u32>) -> Option<LoginEnd> {
+        self.login_ends(lifetime_days).min_by_key(|end| end.at)
+    }
+
+    /// The login's end, if it is near enough at `now` to tell the person (or already past):
+    /// each known end with its own warning time.
+    pub fn login_ending(&self, lifetime_days: Option<u32>, now: u64) -> Option<LoginEnd> {
+        self.refresh_token.as_ref()?;
+        self.login_ends(lifetime_days)
+            .filter(|end| {
+                let warn = end
+                    .lifetime
+                    .map_or(WARN_BEFORE, |life| WARN_BEFORE.min(life / 4));
+                end.at <= now.saturating_add(warn)
+            })
+            .min_by_key(|end| end.at)
+    }
+
+    fn login_ends(&self, lifetime_days: Option<u32>) -> impl Iterator<Item = LoginEnd> {
+        let said = self.refresh_token_ends_at.map(|at| LoginEnd {
+            at,
+            lifetime: self.refresh_token_at.map(|given| at.saturating_sub(given)),
+            said_by_server: true,
+        });
+        let configured = lifetime_days.and_then(|days| {
+            let lifetime = u64::from(days) * 86_400;
+            let from = self.logged_in_at.or(self.refresh_token_at)?;
+            Some(LoginEnd {
+                at: from.saturating_add(lifetime),
+                lifetime: Some(lifetime),
+                said_by_server: false,
+            })
+        });
+        [said, configured].into_iter().flatten()
     }
 }
 
@@ -160,4 +248,80 @@ pub fn parse(bytes: &[u8]) -> Result<Tokens> {
         bail!("it holds no token at all");
     }
     Ok(tokens)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 1_800_000_000;
+
+    fn granted(refresh_token: Option<&str>, ends: Option<u64>) -> Granted {
+        Granted {
+            access: AccessToken {
+                access_token: "at".into(),
+                token_type: "Bearer".into(),
+                expires_at: NOW + 3600,
+                scope: None,
+                obtained_at: Some(NOW),
+            },
+            refresh_token: refresh_token.map(Into::into),
+            refresh_token_ends_at: ends,
+        }
+    }
+
+    #[test]
+    fn a_refresh_token_keeps_its_end_until_a_new_one_or_a_new_end_comes() {
+        let mut t = Tokens::empty();
+        t.update(None, granted(Some("rt-1"), Some(NOW + 100)));
+        assert_eq!(t.refresh_token_ends_at, Some(NOW + 100));
+        // No rotation, no word on the end: the old end stands.
+        t.update(None, granted(None, None));
+        assert_eq!(t.refresh_token_ends_at, Some(NOW + 100));
+        // No rotation, a new end (Google counting down): taken.
+        t.update(None, granted(None, Some(NOW + 50)));
+        assert_eq!(t.refresh_token_ends_at, Some(NOW + 50));
+        // A rotation without an end: the new token's end is not known.
+        t.update(None, granted(Some("rt-2"), None));
+        assert_eq!(t.refresh_token_ends_at, None);
+    }
+
+    #[test]
+    fn a_login_ends_soon_a_day_ahead_or_a_quarter_of_its_life_ahead() {
+        let mut t = Tokens::empty();
+        t.refresh_token = Some("rt".into());
+        t.logged_in_at = Some(NOW - 6 * 86_400);
+        t.refresh_token_at = t.logged_in_at;
+        // Nothing known: nothing to tell.
+        assert_eq!(t.login_ending(None, NOW), None);
+        // 7 days configured, 6 gone: within the last day.
+        let end = t.login_ending(Some(7), NOW).expect("ending");
+        assert_eq!((end.at, end.said_by_server), (NOW + 86_400, false));
+        assert_eq!(t.login_ending(Some(8), NOW), None);
+        // Counted from the login, not from a later rotation.
+        t.refresh_token_at = Some(NOW - 3600);
+        assert!(t.login_ending(Some(7), NOW).is_some());
+        // A server's short end (30 min) is told in its last quarter only.
+        t.refresh_token_ends_at = Some(NOW + 1800);
+        assert_eq!(t.login_ending(None, NOW - 3600 + 1), None);
+        let said = t
+            .login_ending(None, NOW + 1800 - 450)
+            .expect("last quarter");
+        assert!(said.said_by_server);
+        // Each end is told in its own time: the configured one now, the server's sooner one
+        // once in its last quarter; a past end is still told.
+        assert_eq!(
+            t.login_ending(Some(7), NOW).map(|e| e.at),
+            Some(NOW + 86_400)
+        );
+        let both = t
+            .login_ending(Some(7), NOW + 1800 - 450)
+            .expect("both near");
+        assert_eq!(both.at, NOW + 1800);
+        assert_eq!(t.login_end(Some(7)).map(|e| e.at), Some(NOW + 1800));
+        assert!(t.login_ending(None, NOW + 5000).is_some());
+        // Without a refresh token there is no login to keep.
+        t.refresh_token = None;
+        assert_eq!(t.login_ending(Some(7), NOW), None);
+    }
 }

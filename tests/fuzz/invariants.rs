@@ -51,8 +51,10 @@ pub fn oauth_reply(data: &[u8]) {
         Ok(Ok(token)) => {
             // What is accepted can be printed, put in SASL and stored as it is, and lives a
             // bounded time.
-            if let Ok((access, refresh)) = token.into_access(1_000, "scope") {
-                for t in std::iter::once(&access.access_token).chain(refresh.as_ref()) {
+            if let Ok(granted) = token.into_access(1_000, "scope") {
+                let access = &granted.access;
+                let refresh = granted.refresh_token.as_ref();
+                for t in std::iter::once(&access.access_token).chain(refresh) {
                     assert!(
                         !t.is_empty() && t.bytes().all(|b| b.is_ascii_graphic()),
                         "{t:?}"

@@ -200,6 +200,65 @@ fn notify_command_tells_once_an_hour_that_a_login_died() {
     assert!(!lines[0].contains("rt-dead"), "{lines:?}");
 }
 
+/// A token server that says the refresh token ends in 5 hours (Google's
+/// `refresh_token_expires_in`): the refresh stores that end, `notify_command` is told with
+/// the event `login-ending` after the new token is stored, and `status` shows the end. An end
+/// 30 days away is not news.
+#[test]
+fn a_refresh_token_end_said_by_the_server_is_kept_and_told() {
+    for (days_left, told) in [(0, true), (30, false)] {
+        let server = FakeServer::start();
+        server.set_refresh(Refresh::Keep);
+        let left = if days_left == 0 {
+            5 * 3600
+        } else {
+            days_left * 86_400
+        };
+        server.set_reply_field("refresh_token_expires_in", serde_json::json!(left));
+        server.add_refresh_token("rt-ending");
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("notified");
+        let env = TestEnv::with_extra(
+            &server,
+            &format!(
+                "notify_command = 'echo \"$MAILTOKEN_EVENT|$MAILTOKEN_REASON\" >> {}'",
+                log.display()
+            ),
+            "",
+        );
+        env.write_token(ACCOUNT, "at-old", "rt-ending", now_unix() - 5);
+        let before = now_unix();
+        let r = env.run(&["token", ACCOUNT]);
+        r.expect_code(0);
+        assert!(r.stdout.starts_with("fake-at-"), "{}", r.all());
+        let stored = env.read_token_json(ACCOUNT);
+        let ends = stored["refresh_token_ends_at"]
+            .as_i64()
+            .expect("end stored");
+        assert!(
+            ends >= before + left && ends <= now_unix() + left,
+            "{stored}"
+        );
+        let lines = std::fs::read_to_string(&log).unwrap_or_default();
+        assert_eq!(!lines.is_empty(), told, "{lines}");
+        if told {
+            assert!(
+                lines.starts_with("login-ending|the login ends in 4 h 59 min")
+                    || lines.starts_with("login-ending|the login ends in 5 h 0 min"),
+                "{lines}"
+            );
+            assert!(lines.contains("as the token server said"), "{lines}");
+        }
+        let status = env.run(&["status", ACCOUNT]);
+        assert!(
+            status.stdout.contains("the login ends ")
+                && status.stdout.contains("as the token server said"),
+            "{}",
+            status.stdout
+        );
+    }
+}
+
 /// Ctrl-C while the device login waits for the person: a line that says nothing was stored,
 /// exit 130 as for any interrupted command, and indeed no token file.
 #[test]

@@ -11,6 +11,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::support::mail_servers::*;
+use crate::support::oauth_server::now_unix;
 
 /// `mailtoken --config C --data-dir D ARGS`, with MAILTOKEN_QUICK=0 (the full path always)
 /// or without it.
@@ -200,4 +201,63 @@ fn assert_private(path: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600, "{}", path.display());
+}
+
+/// A login within a day of its end (here `login_lifetime_days = 7`, logged in 6.5 days ago)
+/// is told by `notify_command` whichever path a call would take: the quick path leaves such
+/// a call to the full one, which tells (once an hour) and prints the cached token all the
+/// same. Not near its end, nothing is told.
+#[test]
+fn a_login_near_its_end_is_told_even_when_the_token_is_cached() {
+    let env = Env::new();
+    let log = env.data_dir().with_file_name("told");
+    let notify = format!(
+        "notify_command = 'printf \"%s|%s|%s\\n\" \"$MAILTOKEN_ACCOUNT\" \"$MAILTOKEN_EVENT\" \"$MAILTOKEN_REASON\" >> {}'\n",
+        log.display()
+    );
+    env.write_config(&format!(
+        "{notify}\n{}\n{}",
+        account_toml("ending", "login_lifetime_days = 7"),
+        account_toml("lasting", "login_lifetime_days = 8")
+    ));
+    let logged_in = now_unix() - 6 * 86_400 - 12 * 3600;
+    for account in ["ending", "lasting"] {
+        env.write_tokens(
+            account,
+            &serde_json::json!({"version": 1, "access_token": TOKEN, "token_type": "Bearer",
+                                "expires_at": now_unix() + 3600, "refresh_token": REFRESH,
+                                "logged_in_at": logged_in}),
+        );
+    }
+    // Old enough to be snapshotted by the first call.
+    std::thread::sleep(Duration::from_millis(2100));
+    let told = || std::fs::read_to_string(&log).unwrap_or_default();
+    for account in ["ending", "lasting"] {
+        let first = run(&env, &["token", account], true);
+        assert_eq!(first.code, Some(0), "{}", first.all());
+        assert_eq!(first.stdout, format!("{TOKEN}\n"));
+    }
+    assert!(snapshot(&env, "ending").exists() && snapshot(&env, "lasting").exists());
+    let lines: Vec<String> = told().lines().map(String::from).collect();
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    let [account, event, reason] = lines[0].splitn(3, '|').collect::<Vec<_>>()[..] else {
+        panic!("{lines:?}");
+    };
+    assert_eq!((account, event), ("ending", "login-ending"));
+    assert!(
+        reason.starts_with("the login ends in 12 h")
+            || reason.starts_with("the login ends in 11 h"),
+        "{reason}"
+    );
+    assert!(reason.contains("by login_lifetime_days"), "{reason}");
+    // Within the hour: not told again, and the token still comes.
+    let again = run(&env, &["token", "ending"], true);
+    assert_eq!(again.stdout, format!("{TOKEN}\n"));
+    assert_eq!(told().lines().count(), 1);
+    // An hour later (the note of the last telling gone), the call that would be quick tells.
+    std::fs::remove_file(env.data_dir().join("ending.notified")).unwrap();
+    let later = run(&env, &["token", "ending"], true);
+    assert_eq!(later.stdout, format!("{TOKEN}\n"));
+    assert_eq!(told().lines().count(), 2, "{}", told());
+    assert!(!told().contains(TOKEN) && !told().contains(REFRESH));
 }

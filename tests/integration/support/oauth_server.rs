@@ -183,6 +183,8 @@ struct Script {
     lifetime: i64,
     interval: Option<i64>,
     google_spelling: bool,
+    /// Added to every token reply.
+    reply_fields: serde_json::Map<String, serde_json::Value>,
 }
 
 /// An authorization code the "browser" was given, with what the exchange must match.
@@ -258,6 +260,7 @@ impl FakeServer {
                     refresh: Refresh::Rotate,
                     refresh_delay: Duration::ZERO,
                     expires_in_as_string: false,
+                    reply_fields: serde_json::Map::new(),
                     lifetime: 3600,
                     interval: Some(1),
                     google_spelling: false,
@@ -337,6 +340,11 @@ impl FakeServer {
 
     pub fn set_expires_in_as_string(&self, yes: bool) {
         self.state().script.expires_in_as_string = yes;
+    }
+
+    /// A field added to every token reply (`refresh_token_expires_in`, say).
+    pub fn set_reply_field(&self, key: &str, value: serde_json::Value) {
+        self.state().script.reply_fields.insert(key.into(), value);
     }
 
     /// `expires_in` handed out with every access token (default 3600).
@@ -945,6 +953,9 @@ fn token_reply(st: &mut State, with_refresh: Option<String>, scope: &str) -> ser
     });
     if let Some(rt) = with_refresh {
         v["refresh_token"] = serde_json::Value::String(rt);
+    }
+    for (key, value) in &st.script.reply_fields {
+        v[key] = value.clone();
     }
     if let Some(email) = &st.id_token_email {
         let part = |json: serde_json::Value| b64url(json.to_string().as_bytes());
