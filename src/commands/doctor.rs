@@ -157,6 +157,35 @@ pub fn ca_file_findings(name: &str, account: &Account) -> Vec<Finding> {
         .collect()
 }
 
+/// The client secret and certificate, fetched as a refresh would fetch them (the secret is
+/// dropped unseen): a locked password store or a moved key is found now, not by the timer.
+pub fn credential_findings(name: &str, account: &Account, now: u64) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Err(e) = account.client_secret() {
+        out.push(
+            Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                .why("the client secret cannot be had, so no token can be fetched")
+                .fix("fix the account's client_secret_* setting"),
+        );
+    }
+    if let (Some(cert), Some(key)) = (&account.client_certificate, &account.client_key)
+        && let Err(e) = crate::oauth::jwt::client_assertion(
+            cert,
+            key,
+            &account.client_id,
+            "https://token-endpoint.invalid/",
+            now,
+        )
+    {
+        out.push(
+            Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                .why("no client assertion can be signed with the certificate and key")
+                .fix("fix `client_certificate` and `client_key`"),
+        );
+    }
+    out
+}
+
 /// Flow and scopes that contradict each other, and scopes a provider needs or refuses.
 pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -490,6 +519,7 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
         };
         out.extend(scope_findings(name, &acct.account));
         out.extend(ca_file_findings(name, &acct.account));
+        out.extend(credential_findings(name, &acct.account, now));
         servers.extend(token_server(&acct.account).map(|url| (url, acct.account.tls_ca_file())));
         if *acct.store.backend() == store::Backend::File {
             out.extend(stored_findings(&acct, now));

@@ -37,6 +37,9 @@ pub fn login(acct: &OpenAccount) -> Result<Tokens> {
     let OpenAccount { name, store, .. } = acct;
     let want = Want::own(&acct.account)?;
     let _lock = store.lock(name, LOCK_TIMEOUT)?;
+    // A damaged file would fail the load below with advice to log in: the very command that
+    // is running. Kept beside, as an interactive login does.
+    store.set_aside_damaged(name)?;
     let mut tokens = store.load(name)?.unwrap_or_else(Tokens::empty);
     tokens.update(
         want.key.as_deref(),

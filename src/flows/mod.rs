@@ -46,7 +46,7 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
     if flow == Flow::Credentials {
         return app_only::login(acct);
     }
-    store.ensure_writable()?;
+    store.ensure_writable(name)?;
     // From here until the tokens are in hand, Ctrl-C loses nothing: say so.
     let cancel =
         crate::process::say_on_cancel("\nmailtoken: login cancelled; nothing was stored\n");

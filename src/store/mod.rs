@@ -309,17 +309,21 @@ impl Store {
     }
 
     /// Whether new tokens could be stored now (no lock needed): checked before an interactive
-    /// login, so that nobody approves a login whose tokens cannot be kept.
-    pub fn ensure_writable(&self) -> Result<()> {
-        if self.backend != Backend::File {
-            return Ok(());
-        }
+    /// login, so that nobody approves a login whose tokens cannot be kept. The data directory
+    /// holds the lock (and, for a keyring or command store, the tokens they refuse) whatever
+    /// the store; a keyring or a load command must answer.
+    pub fn ensure_writable(&self, account: &str) -> Result<()> {
         self.ensure_dir()?;
         tempfile::Builder::new()
             .prefix(".mailtoken-probe.")
             .tempfile_in(&self.dir)
             .map(drop)
-            .with_context(|| format!("cannot create a file in {}", self.dir.display()))
+            .with_context(|| format!("cannot create a file in {}", self.dir.display()))?;
+        match &self.backend {
+            Backend::File => Ok(()),
+            Backend::Keyring => keyring::load(account).map(drop),
+            Backend::Command { load, .. } => command::load(load).map(drop),
+        }
     }
 
     fn new_temp(&self, account: &str) -> Result<tempfile::NamedTempFile> {

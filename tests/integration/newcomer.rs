@@ -69,6 +69,87 @@ fn a_new_login_keeps_a_damaged_token_file_beside_instead_of_overwriting_it() {
     assert!(env.read_token_json(ACCOUNT)["refresh_token"].is_string());
 }
 
+/// A store that could not keep the tokens (here a command store whose load command fails;
+/// a keyring without a session bus is the same) stops a login before anyone is asked to
+/// approve it: the browser address is never shown, the device flow never started.
+#[test]
+fn a_store_that_cannot_keep_tokens_stops_a_login_before_anyone_approves() {
+    let server = FakeServer::start();
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "authorization_endpoint = \"{}/authorize\"\nstore = \"command\"\n\
+             store_load_command = \"echo the vault is locked >&2; exit 1\"\n\
+             store_save_command = \"cat > /dev/null\"\n",
+            server.base_url()
+        ),
+    );
+    for args in [
+        &["login", ACCOUNT, "--browser", "--paste", "--no-open"][..],
+        &["login", ACCOUNT],
+    ] {
+        let mut cmd = env.command(args);
+        cmd.stdin(Stdio::null());
+        let out = Running::spawn(cmd, format!("{args:?}")).wait(RUN_TIMEOUT);
+        assert_ne!(out.code, Some(0), "{}", out.all());
+        assert!(out.stderr.contains("the vault is locked"), "{}", out.stderr);
+        assert!(!out.stderr.contains("/authorize?"), "{}", out.stderr);
+    }
+    assert_eq!(server.count(Kind::Device), 0);
+}
+
+/// An app-only login over a damaged token file keeps the file beside, as an interactive
+/// login does (it used to fail with advice to run the very command that failed).
+#[test]
+fn an_app_only_login_keeps_a_damaged_token_file_beside() {
+    let server = FakeServer::start();
+    server.set_app_auth(AppAuth {
+        secret: Some("app-secret".into()),
+        ..AppAuth::default()
+    });
+    let env = TestEnv::with_config_text(&format!(
+        "[accounts.app]\nprovider = \"generic\"\nclient_id = \"{CLIENT_ID}\"\n\
+         flow = \"credentials\"\ntoken_endpoint = \"{}/token\"\n\
+         client_secret_command = \"echo app-secret\"\nscopes = [\"mail\"]\n",
+        server.base_url()
+    ));
+    env.write_token_bytes("app", b"{\"version\":1,");
+    let out = env.run(&["login", "app"]);
+    out.expect_code(0);
+    assert!(out.stderr.contains("it was kept as"), "{}", out.stderr);
+    assert!(env.read_token_json("app").is_object());
+}
+
+/// `doctor` fetches the client secret as a refresh would, and says when it cannot, without
+/// ever showing it.
+#[test]
+fn doctor_checks_the_client_secret_without_showing_it() {
+    let server = FakeServer::start();
+    for (command, broken) in [
+        ("echo s3cret-from-the-vault", false),
+        ("echo the vault is locked >&2; exit 1", true),
+    ] {
+        let env = TestEnv::with_extra(
+            &server,
+            "",
+            &format!("client_secret_command = \"{command}\"\n"),
+        );
+        let out = env.run(&["doctor", ACCOUNT]);
+        assert_eq!(
+            out.stdout.contains("client_secret_command"),
+            broken,
+            "{}",
+            out.stdout
+        );
+        assert!(
+            !out.all().contains("s3cret-from-the-vault"),
+            "{}",
+            out.all()
+        );
+    }
+}
+
 #[test]
 fn add_stores_absolute_certificate_paths_and_refuses_missing_files() {
     let env = TestEnv::empty();
