@@ -85,8 +85,9 @@ pub enum Command {
         /// What git asks: get, store or erase (store and erase do nothing)
         operation: String,
     },
-    /// Print a shell completion script, e.g. `mailtoken completions bash > ~/.local/share/bash-completion/completions/mailtoken`
+    /// Print a shell completion script (README: where each shell looks for it)
     Completions {
+        /// The shell to write the script for
         #[arg(value_enum)]
         shell: clap_complete::Shell,
     },
@@ -125,6 +126,7 @@ pub struct SendTestArgs {
     #[arg(long)]
     pub to: String,
 
+    /// Subject line of the test message
     #[arg(long, default_value = "mailtoken test message")]
     pub subject: String,
 

@@ -343,6 +343,15 @@ fn plain_types(message: &str) -> String {
             "expected a list, like [\"a\", \"b\"]",
         ),
         ("expected a boolean", "expected true or false"),
+        (
+            "expected a map",
+            "expected a table, like { graph = [\"https://graph.microsoft.com/Mail.Send\"] }",
+        ),
+        // A number where one of a few words goes (`imap_tls = 5`).
+        (
+            "wanted string or table",
+            "expected a word in quotes, like \"tls\"",
+        ),
     ]
     .iter()
     .fold(message.to_string(), |text, (rust, plain)| {
@@ -460,6 +469,16 @@ refresh_margin = 10
         )
         .unwrap_err();
         assert!(format!("{err:#}").contains("expected a list"), "{err:#}");
+        for (line, plain) in [
+            ("resources = \"x\"", "expected a table"),
+            ("imap_tls = 5", "expected a word in quotes"),
+        ] {
+            let err = Config::parse(&format!(
+                "[accounts.a]\nprovider = \"google\"\nclient_id = \"x\"\n{line}\n"
+            ))
+            .unwrap_err();
+            assert!(format!("{err:#}").contains(plain), "{err:#}");
+        }
     }
 
     #[test]
