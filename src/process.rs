@@ -1,6 +1,6 @@
-//! Process-wide protection of the secrets in memory: no core dumps, and SIGTERM, SIGINT and
-//! SIGHUP held off while a rotated refresh token is in flight; and a word on Ctrl-C during
-//! the waits of a login.
+//! The process: its start (what Rust's runtime would set up), protection of the secrets in
+//! memory (no core dumps; SIGTERM, SIGINT and SIGHUP held off while a rotated refresh token
+//! is in flight), and a word on Ctrl-C during the waits of a login.
 //!
 //! Once a server has answered a refresh, the old refresh token is dead and the new one exists
 //! only in memory until it is stored: a mail client timing out its password command, or a
@@ -14,6 +14,32 @@ use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 /// restores the previous mask, and a signal that arrived meanwhile is then delivered.
 pub struct Held {
     old: libc::sigset_t,
+}
+
+/// What Rust's runtime does before `main`, for a binary that starts without it
+/// (`#![no_main]`: the runtime's stack-overflow guard reads and parses /proc/self/maps and
+/// sets up a signal stack, a sixth of the cached `token` call): standard streams that are
+/// closed are opened on /dev/null, so that no file mailtoken opens (a token file) takes their
+/// place and gets the token written into it; and SIGPIPE is ignored, so that a reader gone
+/// away is an error that is reported, not a silent death. Called first thing in `main`.
+pub fn start() {
+    for fd in 0..=2 {
+        // SAFETY: fcntl(F_GETFD) on any integer is harmless; open returns a new descriptor,
+        // the lowest free one, which is `fd` itself when `fd` is the one closed.
+        unsafe {
+            if libc::fcntl(fd, libc::F_GETFD) == -1
+                && libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) != fd
+            {
+                // As Rust's runtime does: no safe way on without the three streams.
+                libc::abort();
+            }
+        }
+    }
+    // SAFETY: setting a signal's disposition to SIG_IGN has no memory preconditions. Programs
+    // mailtoken starts get the default back (std::process resets SIGPIPE in the child).
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+    }
 }
 
 /// No core file, and no ptrace or /proc/PID/mem for other processes of the same user: a dump

@@ -4,6 +4,7 @@
 
 use crate::support::oauth_server::*;
 use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const FAR_FUTURE: i64 = 4_102_444_800; // 2100-01-01
@@ -257,6 +258,92 @@ fn a_refresh_token_end_said_by_the_server_is_kept_and_told() {
             status.stdout
         );
     }
+}
+
+/// Wait for `child` at most 20 s; its exit status and stderr.
+fn finish(mut child: std::process::Child) -> (std::process::ExitStatus, String) {
+    use std::io::Read;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("did not finish within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    (status, stderr)
+}
+
+/// The standard streams as a mail program may leave them (what Rust's runtime used to see to,
+/// before `main` started without it): a stdout pipe nobody reads any more gets "cannot write"
+/// and exit 1 on the quick path and the full one (not a silent death by SIGPIPE); with all
+/// three closed, the files and sockets mailtoken opens do not take their numbers.
+#[test]
+fn a_stdout_nobody_reads_or_a_closed_one_is_handled() {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let server = FakeServer::start();
+    let env = TestEnv::new(&server);
+    env.write_token(ACCOUNT, "at-cached", "rt-cached", now_unix() + 3600);
+    // Old enough for the first call to leave a snapshot for the quick path.
+    std::thread::sleep(Duration::from_millis(2100));
+    env.run(&["token", ACCOUNT]).expect_code(0);
+    assert!(env.data.join(format!("{ACCOUNT}.config")).exists());
+    for quick in ["1", "0"] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut cmd = env.command(&["token", ACCOUNT]);
+        cmd.env("MAILTOKEN_QUICK", quick)
+            .stdin(Stdio::null())
+            .stdout(writer)
+            .stderr(Stdio::piped());
+        let (status, stderr) = finish(cmd.spawn().unwrap());
+        assert_eq!(status.signal(), None, "quick={quick}: killed: {stderr}");
+        assert_eq!(status.code(), Some(1), "quick={quick}: {stderr}");
+        assert!(
+            stderr.contains("cannot write the token to stdout"),
+            "quick={quick}: {stderr}"
+        );
+    }
+    // All three closed, and a refresh with --verbose: its lines go nowhere instead of into
+    // the lock file, the new token file or the request to the server that took their numbers.
+    let mut cmd = env.command(&["-v", "token", "--force-refresh", ACCOUNT]);
+    // SAFETY: close is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for fd in 0..=2 {
+                libc::close(fd);
+            }
+            Ok(())
+        });
+    }
+    server.add_refresh_token("rt-cached");
+    let (status, _) = finish(cmd.stderr(Stdio::piped()).spawn().unwrap());
+    assert!(status.success(), "{status:?}");
+    assert_eq!(server.count(Kind::Refresh), 1);
+    let stored = env.read_token_json(ACCOUNT);
+    assert!(
+        stored["access_token"]
+            .as_str()
+            .unwrap()
+            .starts_with("fake-at-"),
+        "{stored}"
+    );
+    let lock = env.data.join(format!("{ACCOUNT}.lock"));
+    assert_eq!(
+        std::fs::read(&lock).unwrap_or_default(),
+        b"",
+        "the lock file was written"
+    );
 }
 
 /// Ctrl-C while the device login waits for the person: a line that says nothing was stored,
