@@ -14,10 +14,10 @@ use crate::store::Backend;
 use crate::time;
 
 pub fn print(paths: &Paths, args: &TokenArgs) -> Result<()> {
-    let (config, source) = Config::read(&paths.config)?;
+    let (config, stamp) = Config::read(&paths.config)?;
     let acct = config.open(paths, &args.account)?;
     // For the next call's quick path (`quick` below).
-    config::snapshot::save(paths, &acct.name, &source);
+    config::snapshot::save(paths, &config, &acct.name, stamp.as_ref());
     if let Some(user) = &args.user {
         config::validate_user(user).map_err(|e| error::usage(format!("--user: {e}")))?;
     }

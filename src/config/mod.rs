@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 pub use account::{Account, SecretMethod, StoreKind, TlsMode, Want};
-pub use snapshot::{Source, Stamp};
+pub use snapshot::Stamp;
 pub use validate::{validate_account_name, validate_user};
 pub use write::{account_toml, append_account};
 
@@ -113,9 +113,8 @@ impl Config {
         Config::read(path).map(|(config, _)| config)
     }
 
-    /// Load the config, and keep the text it came from with the file's stamp at the time
-    /// (for `snapshot::save`).
-    pub fn read(path: &Path) -> Result<(Config, Source)> {
+    /// Load the config, with the file's stamp at the time (for `snapshot::save`).
+    pub fn read(path: &Path) -> Result<(Config, Option<Stamp>)> {
         let mut file = match std::fs::File::open(path) {
             Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -134,7 +133,7 @@ impl Config {
         std::io::Read::read_to_string(&mut file, &mut text)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let config = Config::from_text(path, &text)?;
-        Ok((config, Source { text, stamp }))
+        Ok((config, stamp))
     }
 
     /// The config in `text`, read from `path`: parsed, checked, and made safe to act on.

@@ -3,20 +3,30 @@
 //! this instead of parsing and checking every account of a large config.
 //!
 //! A snapshot is written only from a config that was just loaded and checked whole, so a
-//! config that does not load has no valid snapshot, and the full path reports it as ever.
+//! config that does not load has no valid snapshot, and the full path reports it as ever. It
+//! is JSON, which the `mailtoken` front program reads already for the tokens: no TOML parser
+//! or config checks on the cached call.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use super::{Config, Paths};
+use serde::{Deserialize, Serialize};
+
+use super::{Account, Config, Paths};
 use crate::store;
 
-/// The text a config was loaded from, and the file's stamp when it was read.
-pub struct Source {
-    pub text: String,
-    pub stamp: Option<Stamp>,
+/// What a snapshot holds: the settings `Config::open` reads for one account.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    refresh_margin: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    notify_command: Option<String>,
+    account: Account,
 }
 
 /// What tells a config file's content apart without reading it: the same file (device and
@@ -54,7 +64,7 @@ impl Stamp {
     /// The snapshot's first line.
     pub fn line(&self) -> String {
         format!(
-            "# mailtoken config snapshot 1: {} {} {} {}.{:09} {}.{:09} {} {}",
+            "# mailtoken config snapshot 2: {} {} {} {}.{:09} {}.{:09} {} {}",
             self.dev,
             self.ino,
             self.size,
@@ -92,16 +102,20 @@ pub fn load(paths: &Paths, name: &str) -> Option<Config> {
     if first != stamp.line() {
         return None;
     }
-    // The same parsing and checks as the whole file gets, on the account's part of it.
-    let config = Config::from_text(&paths.config, settings).ok()?;
-    config.accounts.contains_key(name).then_some(config)
+    let settings: Settings = serde_json::from_str(settings).ok()?;
+    Some(Config {
+        refresh_margin: settings.refresh_margin,
+        notify_command: settings.notify_command,
+        proxy: None,
+        accounts: BTreeMap::from([(name.to_string(), settings.account)]),
+    })
 }
 
-/// Keep a snapshot of the account `name` from the config `source` that was just loaded and
-/// checked whole, unless one is there already or the file is too fresh to stamp. Best
+/// Keep a snapshot of the account `name` of `config`, just loaded and checked whole from a
+/// file with `stamp`, unless one is there already or the file is too fresh to stamp. Best
 /// effort: without a snapshot, the next call only takes longer.
-pub fn save(paths: &Paths, name: &str, source: &Source) {
-    let Some(stamp) = &source.stamp else { return };
+pub fn save(paths: &Paths, config: &Config, name: &str, stamp: Option<&Stamp>) {
+    let Some(stamp) = stamp else { return };
     if !stamp.settled(SystemTime::now()) || !paths.data_dir.is_dir() {
         return;
     }
@@ -112,23 +126,24 @@ pub fn save(paths: &Paths, name: &str, source: &Source) {
     {
         return;
     }
-    let Some(settings) = account_part(&source.text, name) else {
+    let Some(json) = settings_of(config, name) else {
         return;
     };
     let _ = store::replace_private_file(
         &paths.data_dir,
         &path,
-        format!("{first}\n{settings}").as_bytes(),
+        format!("{first}\n{json}\n").as_bytes(),
     );
 }
 
-/// The config `text` with the account `name` as its only account.
-pub fn account_part(text: &str, name: &str) -> Option<String> {
-    let mut table: toml::Table = toml::from_str(text).ok()?;
-    if let Some(toml::Value::Table(accounts)) = table.get_mut("accounts") {
-        accounts.retain(|key, _| key == name);
-    }
-    toml::to_string(&table).ok()
+/// The snapshot's JSON for the account `name` of `config`.
+fn settings_of(config: &Config, name: &str) -> Option<String> {
+    serde_json::to_string(&Settings {
+        refresh_margin: config.refresh_margin,
+        notify_command: config.notify_command.clone(),
+        account: config.accounts.get(name)?.clone(),
+    })
+    .ok()
 }
 
 #[cfg(test)]
@@ -157,18 +172,19 @@ refresh_margin = 60
 "#;
 
     #[test]
-    fn the_account_part_loads_to_the_same_account_and_settings() {
+    fn the_settings_load_to_the_same_account_and_settings() {
         let whole = Config::parse(CONFIG).unwrap();
         for name in ["work", "home"] {
-            let part = Config::parse(&account_part(CONFIG, name).unwrap()).unwrap();
-            assert_eq!(part.accounts.keys().collect::<Vec<_>>(), [name]);
+            let json = settings_of(&whole, name).unwrap();
+            let part: Settings = serde_json::from_str(&json).unwrap();
             assert_eq!(
-                format!("{:?}", part.accounts[name]),
+                format!("{:?}", part.account),
                 format!("{:?}", whole.accounts[name])
             );
             assert_eq!(part.refresh_margin, whole.refresh_margin);
-            assert_eq!(format!("{:?}", part.proxy), format!("{:?}", whole.proxy));
+            assert_eq!(part.notify_command, whole.notify_command);
         }
+        assert!(settings_of(&whole, "nobody").is_none());
     }
 
     fn paths(dir: &std::path::Path) -> Paths {
@@ -193,16 +209,16 @@ refresh_margin = 60
         fs::create_dir(&paths.data_dir).unwrap();
         write_config(&paths, CONFIG, Duration::ZERO);
         // The ctime of a file just written is now: too fresh to stamp.
-        let (_, source) = Config::read(&paths.config).unwrap();
-        save(&paths, "work", &source);
+        let (config, stamp) = Config::read(&paths.config).unwrap();
+        save(&paths, &config, "work", stamp.as_ref());
         assert!(load(&paths, "work").is_none(), "a fresh file was stamped");
         // Settled (stamped as if read 3 s from now): the snapshot is written and read back.
-        let (_, mut source) = Config::read(&paths.config).unwrap();
-        let stamp = source.stamp.as_mut().unwrap();
+        let (config, stamp) = Config::read(&paths.config).unwrap();
+        let mut stamp = stamp.unwrap();
         stamp.mtime.0 -= 3;
         stamp.ctime.0 -= 3;
         let line = stamp.line();
-        save(&paths, "work", &source);
+        save(&paths, &config, "work", Some(&stamp));
         let text = fs::read_to_string(path(&paths, "work")).unwrap();
         assert!(text.starts_with(&line), "{text}");
         assert!(!text.contains("home"), "{text}");
@@ -231,7 +247,7 @@ refresh_margin = 60
         let real = Stamp::of(&fs::metadata(&paths.config).unwrap()).line();
         fs::write(
             path(&paths, "work"),
-            format!("{real}\n[accounts.work]\nprovider = 1\n"),
+            format!("{real}\n{{\"account\":{{\"provider\":1}}}}\n"),
         )
         .unwrap();
         assert!(load(&paths, "work").is_none());
