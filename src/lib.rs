@@ -1,5 +1,12 @@
 //! mailtoken: OAuth2 access tokens for mail programs. The library is everything but argument
-//! dispatch, so that tests, benchmarks and fuzz targets call the code the binary runs.
+//! dispatch, so that tests, benchmarks and fuzz targets call the code the programs run.
+//!
+//! # Programs
+//!
+//! Two, from the same build: `mailtoken` (src/main.rs) answers the cached `token` call
+//! (`commands::token::quick`) and becomes `mailtoken-full` (src/bin/mailtoken-full.rs, every
+//! command) for anything else, by exec (`shell::become_full`). The split keeps the hot call's
+//! program small: start-up cost grows with a program's relocations and code pages.
 //!
 //! # Map
 //!
@@ -27,7 +34,8 @@
 //! - `proxy`: `mailtoken proxy`, local IMAP/POP/SMTP listeners that log in upstream with the
 //!   account's token (the IMAP, POP and SMTP sides in `proxy/imap.rs` etc., the relay in
 //!   `proxy/relay.rs`, who may log in in `proxy::Gate`).
-//! - `notify`: `notify_command`, run (once an hour at most) when a login has died.
+//! - `notify`: `notify_command`, run (once an hour at most) when a login has died or is a day
+//!   from its known end.
 //! - `token`: the broker. `token::get` is the whole lock-and-refresh protocol in one function:
 //!   cached token, else lock, re-read, refresh once, store, hand out.
 //! - `output`, `cli`, `commands`: what `token` prints, the command line, and one thin handler

@@ -42,6 +42,17 @@ pub fn start() {
     }
 }
 
+/// The only way out of both programs: the error on stderr (as one line of printable text:
+/// errors may quote a server, whose control characters are shown, not obeyed) and its exit
+/// code. `std::process::exit` flushes stdout; returning from a `#![no_main]` main would not.
+pub fn finish(result: anyhow::Result<()>) -> ! {
+    if let Err(err) = result {
+        eprintln!("mailtoken: {}", crate::log::printable(&format!("{err:#}")));
+        std::process::exit(crate::error::exit_code(&err));
+    }
+    std::process::exit(0)
+}
+
 /// No core file, and no ptrace or /proc/PID/mem for other processes of the same user: a dump
 /// or a debugger would show the tokens in memory. Called first thing in `main`.
 pub fn forbid_core_dumps() {

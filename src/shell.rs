@@ -1,4 +1,5 @@
-//! The one place that starts other programs: the user's commands, the browser, the clipboard.
+//! The one place that starts other programs: the user's commands, the browser, the clipboard,
+//! and `mailtoken-full`, which `mailtoken` becomes for everything but the cached token call.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -7,6 +8,53 @@ use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
+
+/// The program with every command, installed beside `mailtoken`.
+pub const FULL_PROGRAM: &str = "mailtoken-full";
+/// How `mailtoken` tells `mailtoken-full` which build it is from.
+const BUILD_VAR: &str = "MAILTOKEN_BUILD";
+/// This build's identity (build.rs: a hash of the sources), the same in both programs.
+const BUILD: &str = env!("MAILTOKEN_BUILD");
+
+/// Become `mailtoken-full` with the same arguments: the same process, streams, signals and
+/// exit status (exec). Returns only if that fails, with what to do.
+pub fn become_full(args: &[std::ffi::OsString]) -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let full = std::env::current_exe()
+        .ok()
+        .and_then(|me| Some(me.parent()?.join(FULL_PROGRAM)));
+    let Some(full) = full else {
+        return anyhow::anyhow!("cannot tell where this program is, so where {FULL_PROGRAM} is");
+    };
+    let mut cmd = Command::new(&full);
+    if let Some(arg0) = args.first() {
+        cmd.arg0(arg0);
+    }
+    let err = cmd.args(args.iter().skip(1)).env(BUILD_VAR, BUILD).exec();
+    anyhow::anyhow!(
+        "cannot run {}: {err}. It is installed beside mailtoken (`cargo install` puts both \
+         in ~/.cargo/bin); install again, or in a checkout run `cargo build`",
+        full.display()
+    )
+}
+
+/// In `mailtoken-full`: refuse a `mailtoken` of another build (one rebuilt alone by `cargo
+/// run`, or copied without this one), whose quick path may disagree with this program; and
+/// keep the variable from the programs this one starts.
+pub fn check_front() -> Result<()> {
+    let Some(front) = std::env::var_os(BUILD_VAR) else {
+        return Ok(());
+    };
+    // SAFETY: called first thing in `main`, before any other thread exists.
+    unsafe { std::env::remove_var(BUILD_VAR) };
+    if front != BUILD {
+        bail!(
+            "mailtoken and {FULL_PROGRAM} are from different builds: install them again \
+             together (`cargo install --locked --path .`), or in a checkout run `cargo build`"
+        );
+    }
+    Ok(())
+}
 
 /// Environment variables that hold secrets (`client_secret_env`): no program we start sees them.
 static WITHHELD: Mutex<Vec<String>> = Mutex::new(Vec::new());

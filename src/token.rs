@@ -15,14 +15,14 @@ use crate::provider::Flow;
 use crate::store::{AccessToken, Backend, Granted, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
-/// The cached access token, if it has life left and nothing is waiting to be stored or told:
+/// The cached access token of a file store, if it has life left and nothing is to be told:
 /// what `get` hands out first, without a lock, a refresh or a program run. None means "ask
-/// `get`".
+/// `get`" (other stores included: only file stores are read here).
 pub fn cached(acct: &OpenAccount, want: &Want) -> Result<Option<AccessToken>> {
-    if acct.store.has_pending(&acct.name) {
+    if *acct.store.backend() != Backend::File {
         return Ok(None);
     }
-    let Some(seen) = acct.store.load(&acct.name)? else {
+    let Some(seen) = acct.store.load_file(&acct.name)? else {
         return Ok(None);
     };
     if notify::has_news(acct, &seen) {

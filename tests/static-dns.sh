@@ -13,7 +13,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ $(id -u) == 0 ]] || { echo "static-dns.sh: needs root (ip netns)" >&2; exit 1; }
-cargo build --release --locked --quiet --bin mailtoken
+cargo build --release --locked --quiet --bins
 cargo build-static --locked --quiet
 ns=mailtoken-dns-$$ work=$(mktemp -d /tmp/mailtoken-dns.XXXXXX)
 cleanup() {

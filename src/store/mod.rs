@@ -175,6 +175,13 @@ impl Store {
         }
     }
 
+    /// The tokens of a file store, without reaching for the other stores' code (a keyring's
+    /// D-Bus client is most of a program): what the cached call reads.
+    pub fn load_file(&self, account: &str) -> Result<Option<Tokens>> {
+        debug_assert!(self.backend == Backend::File);
+        file::load(&self.token_path(account), account)
+    }
+
     /// Replace the account's tokens atomically: a crash leaves the old file or the new one.
     pub fn save(&self, account: &str, tokens: &Tokens) -> Result<()> {
         match &self.backend {

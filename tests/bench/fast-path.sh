@@ -23,7 +23,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 command -v curl >/dev/null && [[ -x /usr/bin/time ]] ||
   { echo "fast-path.sh: curl and GNU time are needed (apt-get install curl time)" >&2; exit 1; }
 echo "== building the release binary (the default release profile)" >&2
-(cd "$repo" && cargo build --release --locked --quiet --bin mailtoken)
+(cd "$repo" && cargo build --release --locked --quiet --bins)
 work="$(mktemp -d /tmp/mailtoken-fast.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 export LC_ALL=C

@@ -25,7 +25,7 @@ source tests/e2e/lib.sh
 trap 'kill ${PROXY_PID:-} ${EP_PID:-} 2>/dev/null || true; e2e_stop_all; [[ -n ${E2E_DIR:-} ]] && rm -rf "$E2E_DIR"' EXIT
 
 say "bench: release build"
-cargo build --release --locked --quiet --bin mailtoken
+cargo build --release --locked --quiet --bins
 export MAILTOKEN_BIN=$PWD/target/release/mailtoken
 e2e_install_packages
 e2e_install_node

@@ -81,7 +81,7 @@ e2e_build() {
     E2E_BIN=$MAILTOKEN_BIN
   else
     say "e2e: cargo build"
-    (cd "$E2E_ROOT" && cargo build --locked --quiet --bin mailtoken)
+    (cd "$E2E_ROOT" && cargo build --locked --quiet --bins)
     E2E_BIN="$E2E_ROOT/target/debug/mailtoken"
   fi
   [[ -x $E2E_BIN ]] || die "no mailtoken binary at $E2E_BIN"

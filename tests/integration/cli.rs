@@ -346,6 +346,53 @@ fn a_stdout_nobody_reads_or_a_closed_one_is_handled() {
     );
 }
 
+/// `mailtoken` hands every call but the cached token to `mailtoken-full` beside it: without
+/// it, a one-line error that says what to do; with one of another build, a refusal (their
+/// quick and full paths might disagree); the variable that carries the build is not passed
+/// on to the programs mailtoken starts.
+#[test]
+fn the_front_program_needs_the_full_one_of_its_own_build() {
+    let alone = tempfile::tempdir().unwrap();
+    let front = alone.path().join("mailtoken");
+    std::fs::copy(bin(), &front).unwrap();
+    let mut alone_cmd = std::process::Command::new(&front);
+    alone_cmd.arg("--version");
+    let out = Running::spawn(alone_cmd, "mailtoken alone".into()).wait(RUN_TIMEOUT);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(
+        out.stderr.contains("mailtoken-full") && out.stderr.contains("cargo install"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+
+    let full = std::path::Path::new(bin()).with_file_name("mailtoken-full");
+    let mut other_build = std::process::Command::new(&full);
+    other_build
+        .arg("--version")
+        .env("MAILTOKEN_BUILD", "another-build");
+    let out =
+        Running::spawn(other_build, "mailtoken-full of another build".into()).wait(RUN_TIMEOUT);
+    assert_eq!(out.code, Some(1), "{}", out.all());
+    assert!(out.stderr.contains("different builds"), "{}", out.stderr);
+
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::InvalidGrant);
+    server.add_refresh_token("rt-dead");
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("env");
+    let env = TestEnv::with_extra(
+        &server,
+        &format!("notify_command = 'env > {}'", log.display()),
+        "",
+    );
+    env.write_token(ACCOUNT, "at-dead", "rt-dead", now_unix() - 5);
+    env.run(&["token", ACCOUNT]).expect_code(3);
+    let seen = std::fs::read_to_string(&log).expect("notify_command ran");
+    assert!(seen.contains("MAILTOKEN_ACCOUNT="), "{seen}");
+    assert!(!seen.contains("MAILTOKEN_BUILD"), "{seen}");
+}
+
 /// Ctrl-C while the device login waits for the person: a line that says nothing was stored,
 /// exit 130 as for any interrupted command, and indeed no token file.
 #[test]

@@ -1,0 +1,43 @@
+//! `mailtoken-full`: every command of mailtoken. `mailtoken` (src/main.rs) answers the cached
+//! `token` call itself and becomes this program for everything else. This file only parses
+//! and dispatches.
+
+// Started without Rust's runtime set-up; `process::start` does the part of it that matters.
+#![no_main]
+
+use clap::Parser;
+
+use mailtoken::cli::{Cli, Command};
+use mailtoken::commands::{doctor, git, proxy, setup, status, token, verify, whoami};
+use mailtoken::{config, log, process, shell};
+
+#[unsafe(no_mangle)]
+extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    process::start();
+    process::forbid_core_dumps();
+    if let Err(err) = shell::check_front() {
+        process::finish(Err(err));
+    }
+    let cli = Cli::parse_from(std::env::args_os());
+    log::set_verbose(cli.verbose);
+    let result =
+        config::Paths::resolve(cli.config, cli.data_dir).and_then(|paths| match cli.command {
+            Command::Add(args) => setup::add(&paths, args),
+            Command::Login(args) => setup::login(&paths, &args),
+            Command::Token(args) => token::print(&paths, &args),
+            Command::Status { account } => status::run(&paths, account.as_deref()),
+            Command::Logout { account } => setup::logout(&paths, &account),
+            Command::Completions { shell } => setup::completions(shell),
+            Command::Refresh { accounts, all } => token::refresh(&paths, &accounts, all),
+            Command::GitCredential { account, operation } => {
+                git::run(&paths, account.as_deref(), &operation)
+            }
+            Command::SendTest(args) => verify::send_test(&paths, &args),
+            Command::Check(args) => verify::check(&paths, &args),
+            Command::Whoami { account } => whoami::run(&paths, &account),
+            Command::Doctor { account } => doctor::run(&paths, account.as_deref()),
+            Command::Proxy { hash_password } => proxy::run(&paths, hash_password),
+            Command::Accounts => setup::accounts(&paths),
+        });
+    process::finish(result)
+}
