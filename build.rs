@@ -1,6 +1,7 @@
 //! Gives both programs, `mailtoken` and `mailtoken-full`, the same build identity (a hash of
 //! the sources), so that the first refuses to hand a call to a second from another build (a
-//! `cargo run` that rebuilt only `mailtoken`, or one program copied without the other).
+//! `cargo run` that rebuilt only `mailtoken`, or one program copied without the other); and
+//! links the unwinder statically on glibc.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,18 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=MAILTOKEN_BUILD={hash:016x}");
+    // Rust's std links libgcc_s for its unwinder, which only prints a panic's backtrace here
+    // (panics abort). Loading that second library is about a tenth of the cached `token`
+    // call; the same unwinder from libgcc_eh.a (gcc's -static-libgcc) costs nothing at
+    // start-up. Named ahead of std's -lgcc_s, it leaves that one unused, and --as-needed
+    // drops it. A crt-static build links libgcc_eh already.
+    let var = |name: &str| std::env::var(name).unwrap_or_default();
+    if var("CARGO_CFG_TARGET_OS") == "linux"
+        && var("CARGO_CFG_TARGET_ENV") == "gnu"
+        && !var("CARGO_CFG_TARGET_FEATURE").contains("crt-static")
+    {
+        println!("cargo:rustc-link-lib=static:-bundle=gcc_eh");
+    }
     for watched in ["src", "Cargo.toml", "Cargo.lock", "build.rs"] {
         println!("cargo:rerun-if-changed={watched}");
     }

@@ -53,19 +53,9 @@ fn ending(acct: &OpenAccount, tokens: &Tokens, now: u64) -> Option<LoginEnd> {
 
 /// The one line `MAILTOKEN_REASON` holds for a login about to end.
 pub fn ending_reason(end: LoginEnd, now: u64) -> String {
-    let when = if end.at > now {
-        format!("ends in {}", time::format_span(end.at - now))
-    } else {
-        format!("ended {} ago", time::format_span(now - end.at))
-    };
-    let source = if end.said_by_server {
-        "as the token server said"
-    } else {
-        "by login_lifetime_days"
-    };
     format!(
-        "the login {when} ({}, {source}); log in again to keep mail coming",
-        time::format_utc(end.at)
+        "the login {}; log in again to keep mail coming",
+        end.describe(now)
     )
 }
 

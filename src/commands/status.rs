@@ -143,19 +143,9 @@ pub fn refresh_token_age(tokens: &Tokens, account: &Account, now: u64) -> String
         ));
     }
     if let Some(end) = tokens.login_end(account.login_lifetime_days) {
-        let when = if end.at > now {
-            format!("in {}", time::format_span(end.at - now))
-        } else {
-            format!("{} ago", time::format_span(now - end.at))
-        };
-        let source = if end.said_by_server {
-            "as the token server said"
-        } else {
-            "by login_lifetime_days"
-        };
         text.push_str(&format!(
-            "\n                 the login ends {} ({when}, {source})",
-            time::format_utc(end.at)
+            "\n                 the login {}",
+            end.describe(now)
         ));
     }
     text

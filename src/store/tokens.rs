@@ -61,6 +61,24 @@ pub struct LoginEnd {
     pub said_by_server: bool,
 }
 
+impl LoginEnd {
+    /// "ends in 5 h 0 min (2026-12-02 10:00 UTC, as the token server said)", or "ended ...
+    /// ago": how `status` and `notify_command` put it.
+    pub fn describe(&self, now: u64) -> String {
+        let when = if self.at > now {
+            format!("ends in {}", crate::time::format_span(self.at - now))
+        } else {
+            format!("ended {} ago", crate::time::format_span(now - self.at))
+        };
+        let source = if self.said_by_server {
+            "as the token server said"
+        } else {
+            "by login_lifetime_days"
+        };
+        format!("{when} ({}, {source})", crate::time::format_utc(self.at))
+    }
+}
+
 /// A login is said to end soon a day before its end, or a quarter of its life before for
 /// shorter ones (a server's 30-minute idle limit is no news a day ahead).
 pub const WARN_BEFORE: u64 = 86_400;

@@ -393,6 +393,36 @@ fn the_front_program_needs_the_full_one_of_its_own_build() {
     assert!(!seen.contains("MAILTOKEN_BUILD"), "{seen}");
 }
 
+/// Both programs load no library but the C library (and the loader, which is there anyway):
+/// loading libgcc_s (Rust's default, for an unwinder that only prints a panic's backtrace
+/// here) was a tenth of the cached call.
+#[test]
+#[cfg(all(
+    target_os = "linux",
+    target_env = "gnu",
+    not(target_feature = "crt-static")
+))]
+fn the_programs_need_only_the_c_library() {
+    let front = std::path::Path::new(bin());
+    for program in [front.to_path_buf(), front.with_file_name("mailtoken-full")] {
+        let out = std::process::Command::new("readelf")
+            .arg("-d")
+            .arg(&program)
+            .output()
+            .expect("readelf (binutils) runs");
+        let dynamic = String::from_utf8_lossy(&out.stdout);
+        let needed: Vec<&str> = dynamic.lines().filter(|l| l.contains("(NEEDED)")).collect();
+        assert!(
+            needed.iter().any(|l| l.contains("[libc.so.6]"))
+                && needed
+                    .iter()
+                    .all(|l| l.contains("[libc.so.6]") || l.contains("[ld-linux")),
+            "{}: {needed:?}",
+            program.display()
+        );
+    }
+}
+
 /// Ctrl-C while the device login waits for the person: a line that says nothing was stored,
 /// exit 130 as for any interrupted command, and indeed no token file.
 #[test]
