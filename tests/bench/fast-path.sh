@@ -7,7 +7,8 @@
 #   4. a refresh (`--force-refresh`) against a token server on 127.0.0.1 vs the same request
 #      made by curl;
 #   5. a storm: 64 callers at expiry while the server takes 300 ms; how long after the
-#      refresher's answer the 63 waiters print theirs.
+#      refresher's answer the 63 waiters print theirs; beside it, the floor of the machine:
+#      63 minimal C programs (inotify on the token file, read, print) released by one write.
 # Every process is started with posix_spawn from one Python loop and reaped with wait4; all
 # run with LC_ALL=C. Not a test and not in CI:
 #
@@ -16,17 +17,33 @@
 # OTHER_BIN=PATH adds the cached calls of another build of mailtoken (a statically linked
 # one, say) to the same interleaved runs.
 #
-# Needs cargo, python3, curl and GNU time (/usr/bin/time).
+# Needs cargo, python3, curl, GNU time (/usr/bin/time) and cc (for the storm's floor).
 set -euo pipefail
 PAIRS=${PAIRS:-300} ROUNDS=${ROUNDS:-10}
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-command -v curl >/dev/null && [[ -x /usr/bin/time ]] ||
-  { echo "fast-path.sh: curl and GNU time are needed (apt-get install curl time)" >&2; exit 1; }
+command -v curl >/dev/null && command -v cc >/dev/null && [[ -x /usr/bin/time ]] ||
+  { echo "fast-path.sh: curl, cc and GNU time are needed (apt-get install curl gcc time)" >&2; exit 1; }
 echo "== building the release binary (the default release profile)" >&2
 (cd "$repo" && cargo build --release --locked --quiet --bins)
 work="$(mktemp -d /tmp/mailtoken-fast.XXXXXX)"
 trap 'rm -rf "$work"' EXIT
 export LC_ALL=C
+# The storm's yardstick: a waiter that does nothing but wait for the file, read it and print.
+cat >"$work/waiter.c" <<'C'
+#include <fcntl.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    char buf[4096];
+    int in = inotify_init1(0);
+    if (argc < 2 || in < 0 || inotify_add_watch(in, argv[1], IN_CLOSE_WRITE) < 0) return 1;
+    if (read(in, buf, sizeof buf) <= 0) return 1;
+    int fd = open(argv[1], O_RDONLY);
+    ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf);
+    return n > 0 && write(1, buf, n) == n ? 0 : 1;
+}
+C
+cc -O2 -o "$work/waiter" "$work/waiter.c"
 echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg), $(uname -sr), $(ldd --version | head -1 | sed 's/.* //') glibc; LC_ALL=C; $(date -u +%F)"
 echo "binary: $(stat -c %s "$repo/target/release/mailtoken") bytes; $(file -b "$repo/target/release/mailtoken" | cut -d, -f1-2,4)"
 python3 - "$repo/target/release/mailtoken" "$work" "$PAIRS" "$ROUNDS" "${OTHER_BIN:-}" <<'PY'
@@ -200,4 +217,38 @@ for _ in range(rounds):
 print(f"\nstorm: 64 callers at expiry, server 300 ms, {rounds} rounds; one refresh each round")
 print(f"  after the first answer, the other 63 printed: median {statistics.median(lags):.1f} ms, "
       f"last {statistics.median(lasts):.1f} ms (median over rounds)")
+
+# The floor: 63 minimal waiters released by one write of the file, timed from its close.
+waiter, target = os.path.join(work, "waiter"), os.path.join(work, "released")
+floor_lags, floor_lasts = [], []
+for n in range(rounds):
+    open(target, "w").close()
+    procs = []
+    for _ in range(63):
+        r, w = os.pipe()
+        pid = os.posix_spawn(waiter, [waiter, target], env,
+                             file_actions=[(os.POSIX_SPAWN_DUP2, w, 1)])
+        os.close(w)
+        procs.append((pid, r))
+    time.sleep(0.3)
+    with open(target, "w") as f:
+        f.write(f"released-{n}")
+    t0 = time.perf_counter_ns()
+    fds, arrived = {r for _, r in procs}, []
+    deadline = time.monotonic() + 30
+    while fds and time.monotonic() < deadline:
+        ready, _, _ = select.select(list(fds), [], [], 1)
+        now = time.perf_counter_ns()
+        for r in ready:
+            if os.read(r, 4096):
+                arrived.append(now)
+            os.close(r)
+            fds.discard(r)
+    for pid, _ in procs:
+        os.waitpid(pid, 0)
+    assert len(arrived) == 63, f"{len(arrived)} of 63 minimal waiters printed"
+    floor_lags.extend((x - t0) / 1e6 for x in arrived)
+    floor_lasts.append((max(arrived) - t0) / 1e6)
+print(f"  the machine's floor, 63 minimal C waiters: median {statistics.median(floor_lags):.1f} ms, "
+      f"last {statistics.median(floor_lasts):.1f} ms")
 PY
