@@ -183,60 +183,19 @@ print(f"  {'the exchange inside curl':26} {inside:7.0f} µs   (curl's time_total
 print(f"  mailtoken / curl process {rmed['mailtoken --force-refresh'] / rmed['curl (same request)']:.2f}; "
       f"mailtoken / exchange {rmed['mailtoken --force-refresh'] / inside:.1f}")
 
-# The storm: the token expired, 64 callers at once, the server slow enough that every
-# caller is waiting on the lock when the refresher stores the new token.
-delay[0] = 0.3
-lags, lasts = [], []
-for _ in range(rounds):
-    write_tokens(1, 1)
-    before = served[0]
+def spawn_all(program, argv, n):
+    """n processes of `program`, each with its stdout on a pipe of its own."""
     procs = []
-    for _ in range(64):
+    for _ in range(n):
         r, w = os.pipe()
-        pid = os.posix_spawn(binary, mailtoken(1), env,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, w, 1)])
+        pid = os.posix_spawn(program, argv, env, file_actions=[(os.POSIX_SPAWN_DUP2, w, 1)])
         os.close(w)
         procs.append((pid, r))
-    arrived = {}
-    fds = {r: pid for pid, r in procs}
-    deadline = time.monotonic() + 30
-    while fds and time.monotonic() < deadline:
-        ready, _, _ = select.select(list(fds), [], [], 1)
-        now = time.perf_counter_ns()
-        for r in ready:
-            if os.read(r, 4096):
-                arrived[r] = now
-            os.close(r)
-            del fds[r]
-    for pid, _ in procs:
-        os.waitpid(pid, 0)
-    assert served[0] - before == 1, f"{served[0] - before} refreshes in one storm"
-    t = sorted(arrived.values())
-    lags.extend((x - t[0]) / 1e6 for x in t[1:])
-    lasts.append((t[-1] - t[0]) / 1e6)
-print(f"\nstorm: 64 callers at expiry, server 300 ms, {rounds} rounds; one refresh each round")
-print(f"  after the first answer, the other 63 printed: median {statistics.median(lags):.1f} ms, "
-      f"last {statistics.median(lasts):.1f} ms (median over rounds)")
+    return procs
 
-# The floor: 63 minimal waiters released by one write of the file.
-waiter, target = os.path.join(work, "waiter"), os.path.join(work, "released")
-floor_lags, floor_lasts = [], []
-for n in range(rounds):
-    open(target, "w").close()
-    procs = []
-    for _ in range(63):
-        r, w = os.pipe()
-        pid = os.posix_spawn(waiter, [waiter, target], env,
-                             file_actions=[(os.POSIX_SPAWN_DUP2, w, 1)])
-        os.close(w)
-        procs.append((pid, r))
-    time.sleep(0.3)
-    # Timed from before the write: the close wakes the waiters, which on two cores run (and
-    # print) before the writer's close returns.
-    t0 = time.perf_counter_ns()
-    with open(target, "w") as f:
-        f.write(f"released-{n}")
-    fds, arrived = {r for _, r in procs}, []
+def reap_all(procs):
+    """When each process's output arrived (ns), then every process reaped."""
+    arrived, fds = [], {r for _, r in procs}
     deadline = time.monotonic() + 30
     while fds and time.monotonic() < deadline:
         ready, _, _ = select.select(list(fds), [], [], 1)
@@ -248,6 +207,38 @@ for n in range(rounds):
             fds.discard(r)
     for pid, _ in procs:
         os.waitpid(pid, 0)
+    return arrived
+
+# The storm: the token expired, 64 callers at once, the server slow enough that every
+# caller is waiting on the lock when the refresher stores the new token.
+delay[0] = 0.3
+lags, lasts = [], []
+for _ in range(rounds):
+    write_tokens(1, 1)
+    before = served[0]
+    procs = spawn_all(binary, mailtoken(1), 64)
+    arrived = reap_all(procs)
+    assert served[0] - before == 1, f"{served[0] - before} refreshes in one storm"
+    t = sorted(arrived)
+    lags.extend((x - t[0]) / 1e6 for x in t[1:])
+    lasts.append((t[-1] - t[0]) / 1e6)
+print(f"\nstorm: 64 callers at expiry, server 300 ms, {rounds} rounds; one refresh each round")
+print(f"  after the first answer, the other 63 printed: median {statistics.median(lags):.1f} ms, "
+      f"last {statistics.median(lasts):.1f} ms (median over rounds)")
+
+# The floor: 63 minimal waiters released by one write of the file.
+waiter, target = os.path.join(work, "waiter"), os.path.join(work, "released")
+floor_lags, floor_lasts = [], []
+for n in range(rounds):
+    open(target, "w").close()
+    procs = spawn_all(waiter, [waiter, target], 63)
+    time.sleep(0.3)
+    # Timed from before the write: the close wakes the waiters, which on two cores run (and
+    # print) before the writer's close returns.
+    t0 = time.perf_counter_ns()
+    with open(target, "w") as f:
+        f.write(f"released-{n}")
+    arrived = reap_all(procs)
     assert len(arrived) == 63, f"{len(arrived)} of 63 minimal waiters printed"
     floor_lags.extend((x - t0) / 1e6 for x in arrived)
     floor_lasts.append((max(arrived) - t0) / 1e6)
