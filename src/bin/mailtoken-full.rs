@@ -3,16 +3,16 @@
 //! and dispatches.
 
 // Started without Rust's runtime set-up; `process::start` does the part of it that matters.
-#![no_main]
+// (A unit-test build keeps the harness's main: the tests live in the library.)
+#![cfg_attr(not(test), no_main)]
 
-use clap::Parser;
-
-use mailtoken::cli::{Cli, Command};
-use mailtoken::commands::{doctor, git, proxy, setup, status, token, verify, whoami};
-use mailtoken::{config, log, process, shell};
-
+#[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
+    use clap::Parser;
+    use mailtoken::cli::{Cli, Command};
+    use mailtoken::commands::{doctor, git, proxy, setup, status, token, verify, whoami};
+    use mailtoken::{config, log, process, shell};
     process::start();
     process::forbid_core_dumps();
     if let Err(err) = shell::check_front() {

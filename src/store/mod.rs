@@ -15,9 +15,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 pub use lock::{AccountLock, LOCK_TIMEOUT};
-pub use tokens::{
-    AccessToken, FORMAT_VERSION, Granted, LoginEnd, MAX_LIFETIME, Tokens, WARN_BEFORE, parse,
-};
+pub use tokens::{AccessToken, FORMAT_VERSION, Granted, LoginEnd, MAX_LIFETIME, Tokens, parse};
 
 /// Where an account's tokens live. The lock file is always in the data directory, so the
 /// one-refresher guarantee holds whatever keeps the secret.

@@ -81,7 +81,7 @@ impl LoginEnd {
 
 /// A login is said to end soon a day before its end, or a quarter of its life before for
 /// shorter ones (a server's 30-minute idle limit is no news a day ahead).
-pub const WARN_BEFORE: u64 = 86_400;
+const WARN_BEFORE: u64 = 86_400;
 
 /// Everything stored for one account: the access token for its own scopes, the refresh token
 /// that renews it, and access tokens for other resources minted from the same refresh token.

@@ -101,7 +101,23 @@ The accounts; see
 An account's tokens (0600); beside them
 .IR NAME.lock ,
 .IR NAME.config " (the account's settings for the quick " token " call) and"
-.IR NAME.discovery.json .
+.IR NAME.discovery.json ,
+and
+.IR NAME.notified
+(when
+.B notify_command
+last ran).
+.TP
+.I mailtoken\-full
+Beside
+.BR mailtoken ,
+from the same build: the program with every command.
+.B mailtoken
+answers the cached
+.B token
+call itself and becomes
+.B mailtoken\-full
+(same process, arguments and exit status) for everything else.
 .SH EXAMPLES
 .nf
 mailtoken add work \-\-provider microsoft \-\-user me@example.com \-\-client\-id ID
