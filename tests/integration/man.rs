@@ -100,8 +100,8 @@ The accounts; see
 .I $XDG_DATA_HOME/mailtoken/NAME.json
 An account's tokens (0600); beside them
 .IR NAME.lock ,
-.IR NAME.config " (the account's settings for the quick " token " call) and"
-.IR NAME.discovery.json ,
+.IR NAME.config " (the account's settings for the quick " token " call),"
+.I NAME.discovery.json
 and
 .IR NAME.notified
 (when
