@@ -236,7 +236,7 @@ EOF
 check_mbsync() {
   local rc="$HOME/.mbsyncrc" maildir="$HOME/Mail/work"
   contrib_copy mbsyncrc "$rc" "${CONTRIB_SED[@]}" -e "s/^Port 993$/Port $IMAPS_PORT/" \
-    -e "s|^# CertificateFile .*|CertificateFile $E2E_DIR/tls/ca.pem|"
+    -e "s|^# CertificateFile /path/to/private-ca.pem$|CertificateFile $E2E_DIR/tls/ca.pem|"
   grep -q "^Port $IMAPS_PORT$" "$rc" || fail "mbsyncrc: port not adapted"
   grep -q "^CertificateFile $E2E_DIR/tls/ca.pem$" "$rc" || fail "mbsyncrc: CA not adapted"
   mkdir -p "$maildir"
