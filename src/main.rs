@@ -15,7 +15,6 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     use mailtoken::commands::token;
     use mailtoken::{process, shell};
     process::start();
-    process::forbid_core_dumps();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let result = match token::quick(&args) {
         Some(result) => result,

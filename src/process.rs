@@ -21,7 +21,8 @@ pub struct Held {
 /// sets up a signal stack, 110 to 130 us of a cached `token` call here): standard streams that are
 /// closed are opened on /dev/null, so that no file mailtoken opens (a token file) takes their
 /// place and gets the token written into it; and SIGPIPE is ignored, so that a reader gone
-/// away is an error that is reported, not a silent death. Called first thing in `main`.
+/// away is an error that is reported, not a silent death. Then no core dumps. Called first
+/// thing in both programs' `main`.
 pub fn start() {
     for fd in 0..=2 {
         // SAFETY: fcntl(F_GETFD) on any integer is harmless; open returns a new descriptor,
@@ -40,6 +41,7 @@ pub fn start() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_IGN);
     }
+    forbid_core_dumps();
 }
 
 /// The only way out of both programs: the error on stderr (as one line of printable text:
@@ -54,8 +56,8 @@ pub fn finish(result: anyhow::Result<()>) -> ! {
 }
 
 /// No core file, and no ptrace or /proc/PID/mem for other processes of the same user: a dump
-/// or a debugger would show the tokens in memory. Called first thing in `main`.
-pub fn forbid_core_dumps() {
+/// or a debugger would show the tokens in memory. Part of `start`.
+fn forbid_core_dumps() {
     let none = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,

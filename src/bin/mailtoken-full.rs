@@ -14,7 +14,6 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     use mailtoken::commands::{doctor, git, proxy, setup, status, token, verify, whoami};
     use mailtoken::{config, log, process, shell};
     process::start();
-    process::forbid_core_dumps();
     if let Err(err) = shell::check_front() {
         process::finish(Err(err));
     }
