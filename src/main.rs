@@ -12,13 +12,14 @@
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    use mailtoken::commands::token;
+    use mailtoken::commands::token::{self, Quick};
+    use mailtoken::store::AccountLock;
     use mailtoken::{process, shell};
     process::start();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let result = match token::quick(&args) {
-        Some(result) => result,
-        None => Err(shell::become_full(&args)),
+        Quick::Done(result) => result,
+        Quick::Full(lock) => Err(shell::become_full(&args, lock.map(AccountLock::hand_over))),
     };
     process::finish(result)
 }
