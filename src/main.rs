@@ -12,14 +12,13 @@
 #[cfg(not(test))]
 #[unsafe(no_mangle)]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
-    use mailtoken::commands::token::{self, Quick};
-    use mailtoken::store::AccountLock;
+    use mailtoken::commands::token;
     use mailtoken::{process, shell};
     process::start();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     let result = match token::quick(&args) {
-        Quick::Done(result) => result,
-        Quick::Full(lock) => Err(shell::become_full(&args, lock.map(AccountLock::hand_over))),
+        Some(result) => result,
+        None => Err(shell::become_full(&args)),
     };
     process::finish(result)
 }

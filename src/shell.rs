@@ -17,9 +17,8 @@ const BUILD_VAR: &str = "MAILTOKEN_BUILD";
 const BUILD: &str = env!("MAILTOKEN_BUILD");
 
 /// Become `mailtoken-full` with the same arguments: the same process, streams, signals and
-/// exit status (exec), and `handed` in its environment (a held lock's descriptor). Returns
-/// only if that fails, with what to do.
-pub fn become_full(args: &[std::ffi::OsString], handed: Option<(&str, String)>) -> anyhow::Error {
+/// exit status (exec). Returns only if that fails, with what to do.
+pub fn become_full(args: &[std::ffi::OsString]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
     let full = std::env::current_exe()
         .ok()
@@ -30,9 +29,6 @@ pub fn become_full(args: &[std::ffi::OsString], handed: Option<(&str, String)>) 
     let mut cmd = Command::new(&full);
     if let Some(arg0) = args.first() {
         cmd.arg0(arg0);
-    }
-    if let Some((name, value)) = handed {
-        cmd.env(name, value);
     }
     let err = cmd.args(args.iter().skip(1)).env(BUILD_VAR, BUILD).exec();
     anyhow::anyhow!(

@@ -12,94 +12,23 @@ use crate::notify;
 use crate::oauth;
 use crate::process;
 use crate::provider::Flow;
-use crate::store::{AccessToken, AccountLock, Backend, Granted, LOCK_TIMEOUT, Tokens};
+use crate::store::{AccessToken, Backend, Granted, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
-/// What the quick path found.
-pub enum Cached {
-    /// The token to print.
-    Token(AccessToken),
-    /// Ask `get`, in `mailtoken-full`: with the account lock when it was taken here (a token
-    /// due that nobody was refreshing), to be handed over with the exec.
-    Get(Option<AccountLock>),
-}
-
 /// The cached access token of a file store, if it has life left and nothing is to be told:
-/// what `get` hands out first, without a refresh or a program run; or, when it is due while
-/// another process refreshes, the token that one stores. Anything else is for `get` (other
-/// stores included: only file stores are read here, and a file that does not load is left
-/// to `get` to report). An error is what `get` would say after the same wait.
-pub fn cached(acct: &OpenAccount, want: &Want) -> Result<Cached> {
+/// what `get` hands out first, without a lock, a refresh or a program run. None means "ask
+/// `get`" (other stores included: only file stores are read here).
+pub fn cached(acct: &OpenAccount, want: &Want) -> Result<Option<AccessToken>> {
     if *acct.store.backend() != Backend::File {
-        return Ok(Cached::Get(None));
+        return Ok(None);
     }
-    let Ok(Some(seen)) = acct.store.load_file(&acct.name) else {
-        return Ok(Cached::Get(None));
+    let Some(seen) = acct.store.load_file(&acct.name)? else {
+        return Ok(None);
     };
     if notify::has_news(acct, &seen) {
-        return Ok(Cached::Get(None));
+        return Ok(None);
     }
-    let key = want.key.as_deref();
-    let seen_access = seen.access_for(key);
-    if let Some(access) = fresh(seen_access, acct.margin) {
-        return Ok(Cached::Token(access.clone()));
-    }
-    // Due. Waiting out another process's refresh here costs a storm's waiters what a cached
-    // call costs; with the lock ours (nobody was refreshing), it goes with the exec to `get`,
-    // so that the other callers keep waiting here meanwhile.
-    Ok(match wait_turn(acct, key, seen_access)? {
-        Turn::Stored(access) => Cached::Token(access),
-        Turn::Ours(lock) => Cached::Get(Some(lock)),
-    })
-}
-
-/// What waiting for the account lock came to.
-enum Turn {
-    /// Nobody else is refreshing (any more): the lock is ours.
-    Ours(AccountLock),
-    /// Another process stored a new token while we waited: that one is ours.
-    Stored(AccessToken),
-}
-
-/// Take the account lock; or, woken when its holder lets go, the token it stored meanwhile,
-/// without queueing for the lock (the file is replaced whole, so reading needs no lock; a
-/// keyring or a store command is not asked again at each wake-up). A refresh that failed at
-/// the server while we waited would fail for us too: that is said now, instead of making
-/// every waiter wait out the same dead server in turn.
-fn wait_turn(acct: &OpenAccount, key: Option<&str>, seen: Option<&AccessToken>) -> Result<Turn> {
-    let OpenAccount { name, store, .. } = acct;
-    // `mailtoken` took it for us (and waited, if it had to, with the same rules).
-    if let Some(lock) = store.handed_lock(name) {
-        return Ok(Turn::Ours(lock));
-    }
-    let waited_from = time::now_ms();
-    let mut stored_meanwhile = None;
-    let lock = store.lock_unless(name, LOCK_TIMEOUT, || {
-        if *store.backend() != Backend::File {
-            return false;
-        }
-        stored_meanwhile = store
-            .load_file(name)
-            .ok()
-            .flatten()
-            .and_then(|t| t.access_for(key).cloned())
-            .filter(|a| Some(a) != seen && a.expires_at > time::now());
-        stored_meanwhile.is_some()
-    })?;
-    let Some(lock) = lock else {
-        let access = stored_meanwhile.expect("the wait ended on a stored token");
-        debug!(
-            "another process refreshed meanwhile; using {}",
-            fingerprint(&access.access_token)
-        );
-        return Ok(Turn::Stored(access));
-    };
-    if let Some(failure) = store.failure_since(name, waited_from) {
-        return Err(server(format!(
-            "another mailtoken process just tried and failed: {failure}"
-        )));
-    }
-    Ok(Turn::Ours(lock))
+    Ok(fresh(seen.access_for(want.key.as_deref()), acct.margin).cloned())
 }
 
 fn fresh(access: Option<&AccessToken>, margin: u64) -> Option<&AccessToken> {
@@ -150,11 +79,38 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     }
 
     debug!("new token due; taking the lock for `{name}`");
-    // Another process's token, if it stores one while we wait; else the lock, to refresh.
-    let lock = match wait_turn(acct, key, seen_access.as_ref())? {
-        Turn::Stored(access) => return Ok(access),
-        Turn::Ours(lock) => lock,
+    let waited_from = time::now_ms();
+    // Woken when the holder lets go: if it stored a new token meanwhile, that one is ours
+    // without queueing for the lock (the file is replaced whole, so reading needs no lock;
+    // a keyring or a store command is not asked again at each wake-up).
+    let mut stored_meanwhile = None;
+    let lock = store.lock_unless(name, LOCK_TIMEOUT, || {
+        if *store.backend() != Backend::File {
+            return false;
+        }
+        stored_meanwhile = store
+            .load(name)
+            .ok()
+            .flatten()
+            .and_then(|t| t.access_for(key).cloned())
+            .filter(|a| Some(a) != seen_access.as_ref() && a.expires_at > time::now());
+        stored_meanwhile.is_some()
+    })?;
+    let Some(lock) = lock else {
+        let access = stored_meanwhile.expect("the wait ended on a stored token");
+        debug!(
+            "another process refreshed meanwhile; using {}",
+            fingerprint(&access.access_token)
+        );
+        return Ok(access);
     };
+    // A refresh that failed at the server while we waited would fail for us too: say so now
+    // instead of making every waiter wait out the same dead server in turn.
+    if let Some(failure) = store.failure_since(name, waited_from) {
+        return Err(server(format!(
+            "another mailtoken process just tried and failed: {failure}"
+        )));
+    }
     let current = match store.load(name)? {
         Some(tokens) => tokens,
         None if app_only => Tokens::empty(),

@@ -17,7 +17,6 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
     if let Err(err) = shell::check_front() {
         process::finish(Err(err));
     }
-    mailtoken::store::receive_handed();
     let cli = Cli::parse_from(std::env::args_os());
     log::set_verbose(cli.verbose);
     let result =

@@ -10,9 +10,8 @@ use crate::config::{self, Config, Paths, Want};
 use crate::error::{self, Kind};
 use crate::output::{self, Format, Sasl};
 use crate::provider::Flow;
-use crate::store::{AccountLock, Backend};
+use crate::store::Backend;
 use crate::time;
-use crate::token::Cached;
 
 pub fn print(paths: &Paths, args: &TokenArgs) -> Result<()> {
     let (config, stamp) = Config::read(&paths.config)?;
@@ -86,29 +85,11 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
 }
 
 /// `token NAME` as mail programs run it, thousands of times a day: answered from the account's
-/// config snapshot and its cached token (or the one another process is refreshing), before
-/// the command-line parser is even built. None when anything is out of the ordinary (another
-/// command or flag, no snapshot of an unchanged config, a token due that nobody is
-/// refreshing, a store other than files): then the full path runs, from the start, and says
-/// what it always says. What this path prints, the full path would have printed.
-pub fn quick(args: &[OsString]) -> Quick {
-    let mut lock = None;
-    match answer(args, &mut lock) {
-        Some(result) => Quick::Done(result),
-        None => Quick::Full(lock),
-    }
-}
-
-/// What the quick path came to.
-pub enum Quick {
-    /// Answered: the token printed, or the error the full path would have given.
-    Done(Result<()>),
-    /// For the full program, with the account lock when it was taken here (a token due that
-    /// nobody was refreshing), to be handed over with the exec.
-    Full(Option<AccountLock>),
-}
-
-fn answer(args: &[OsString], lock: &mut Option<AccountLock>) -> Option<Result<()>> {
+/// config snapshot and its cached token, before the command-line parser is even built. None
+/// when anything is out of the ordinary (another command or flag, no snapshot of an unchanged
+/// config, a token due, a store other than files): then the full path runs, from the start,
+/// and says what it always says. What this path prints, the full path would have printed.
+pub fn quick(args: &[OsString]) -> Option<Result<()>> {
     // MAILTOKEN_QUICK=0: every call takes the full path (to rule this one out).
     if std::env::var_os("MAILTOKEN_QUICK").is_some_and(|v| v == "0") {
         return None;
@@ -135,16 +116,7 @@ fn answer(args: &[OsString], lock: &mut Option<AccountLock>) -> Option<Result<()
     };
     output::require_user(call.format, &sasl).ok()?;
     let want = Want::own(&acct.account).ok()?;
-    let tokens = match crate::token::cached(&acct, &want) {
-        Ok(Cached::Token(tokens)) => tokens,
-        Ok(Cached::Get(held)) => {
-            *lock = held;
-            return None;
-        }
-        // After waiting out another process's refresh that failed, or the lock's timeout:
-        // the full path would say the same, after waiting again.
-        Err(err) => return Some(Err(err)),
-    };
+    let tokens = crate::token::cached(&acct, &want).ok()??;
     let text = output::render(call.format, &tokens, &sasl).ok()?;
     Some(super::write_stdout(
         &format!("{text}\n"),

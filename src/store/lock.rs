@@ -3,10 +3,8 @@
 //! the lock is free, not at its next poll.
 
 use std::fs::{File, OpenOptions, TryLockError};
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -27,56 +25,6 @@ impl AccountLock {
     pub fn inode(&self) -> u64 {
         self.file.metadata().map_or(0, |m| m.ino())
     }
-
-    /// Keep the lock held across an exec into `mailtoken-full`, which takes it with
-    /// `receive_handed` and `handed`: its descriptor stays open there. The variable to set.
-    pub fn hand_over(self) -> (&'static str, String) {
-        let fd = self.file.into_raw_fd();
-        // SAFETY: fcntl on a descriptor we own (and give up here: the exec keeps it).
-        unsafe {
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-        }
-        (HANDED, fd.to_string())
-    }
-}
-
-/// Carries a held lock's descriptor from `mailtoken` to `mailtoken-full` across the exec, so
-/// that a storm's other callers keep waiting in the small program instead of taking turns.
-const HANDED: &str = "MAILTOKEN_LOCK_FD";
-/// The lock handed over, until the account's broker takes it.
-static RECEIVED: Mutex<Option<File>> = Mutex::new(None);
-
-/// In `mailtoken-full`, first thing: take the lock `mailtoken` handed over, if any, out of the
-/// environment and out of reach of the programs this one starts (close-on-exec at once).
-pub fn receive_handed() {
-    let Some(value) = std::env::var_os(HANDED) else {
-        return;
-    };
-    // SAFETY: called first thing in `main`, before any other thread exists.
-    unsafe { std::env::remove_var(HANDED) };
-    let Some(fd) = value
-        .to_str()
-        .and_then(|v| v.parse::<RawFd>().ok())
-        .filter(|fd| *fd > 2)
-    else {
-        return;
-    };
-    // SAFETY: fcntl on any integer is harmless; only an open descriptor (it succeeds) is
-    // taken into a File, which this process then owns.
-    unsafe {
-        if libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) == -1 {
-            return;
-        }
-        *RECEIVED.lock().unwrap_or_else(|e| e.into_inner()) = Some(File::from_raw_fd(fd));
-    }
-}
-
-/// The lock handed over by `mailtoken`, if it is the one at `path` and still held.
-pub fn handed(path: &Path) -> Option<AccountLock> {
-    let file = RECEIVED.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-    // Locking again through the same open file is a no-op for the holder.
-    (is_at(&file, path) && file.try_lock().is_ok()).then_some(AccountLock { file })
 }
 
 /// Wait for the exclusive lock at `path`, for at most `timeout`.
@@ -234,23 +182,6 @@ fn is_at(file: &File, path: &Path) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_handed_lock_is_taken_for_its_own_file_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let (path, other) = (dir.path().join("a.lock"), dir.path().join("b.lock"));
-        let held = exclusive(&path, Duration::from_secs(1)).unwrap();
-        *RECEIVED.lock().unwrap() = Some(held.file.try_clone().unwrap());
-        assert!(handed(&other).is_none(), "another account's lock");
-        assert!(handed(&path).is_none(), "taken once only");
-        *RECEIVED.lock().unwrap() = Some(held.file.try_clone().unwrap());
-        let taken = handed(&path).expect("its own lock");
-        drop(held);
-        // Still held through the handed descriptor.
-        assert!(exclusive(&path, Duration::from_millis(100)).is_err());
-        drop(taken);
-        exclusive(&path, Duration::from_millis(100)).unwrap();
-    }
 
     #[test]
     fn second_holder_waits_then_times_out() {

@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
-pub use lock::{AccountLock, LOCK_TIMEOUT, receive_handed};
+pub use lock::{AccountLock, LOCK_TIMEOUT};
 pub use tokens::{AccessToken, FORMAT_VERSION, Granted, LoginEnd, MAX_LIFETIME, Tokens, parse};
 
 /// Where an account's tokens live. The lock file is always in the data directory, so the
@@ -134,11 +134,6 @@ impl Store {
     pub fn lock(&self, account: &str, timeout: Duration) -> Result<AccountLock> {
         self.ensure_dir()?;
         lock::exclusive(&self.lock_path(account), timeout)
-    }
-
-    /// The account's lock, if `mailtoken` took it and handed it over with the exec.
-    pub fn handed_lock(&self, account: &str) -> Option<AccountLock> {
-        lock::handed(&self.lock_path(account))
     }
 
     /// As `lock`, but asking `done` whenever the holder lets go: None when it says the lock
