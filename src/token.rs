@@ -16,19 +16,75 @@ use crate::store::{AccessToken, Backend, Granted, LOCK_TIMEOUT, Tokens};
 use crate::time;
 
 /// The cached access token of a file store, if it has life left and nothing is to be told:
-/// what `get` hands out first, without a lock, a refresh or a program run. None means "ask
-/// `get`" (other stores included: only file stores are read here).
+/// what `get` hands out first, without a refresh or a program run; or, when it is due while
+/// another process refreshes, the token that one stores. None means "ask `get`" (other stores
+/// included: only file stores are read here, and a file that does not load is left to `get`
+/// to report). An error is what `get` would say after the same wait.
 pub fn cached(acct: &OpenAccount, want: &Want) -> Result<Option<AccessToken>> {
     if *acct.store.backend() != Backend::File {
         return Ok(None);
     }
-    let Some(seen) = acct.store.load_file(&acct.name)? else {
+    let Ok(Some(seen)) = acct.store.load_file(&acct.name) else {
         return Ok(None);
     };
     if notify::has_news(acct, &seen) {
         return Ok(None);
     }
-    Ok(fresh(seen.access_for(want.key.as_deref()), acct.margin).cloned())
+    let key = want.key.as_deref();
+    let seen_access = seen.access_for(key);
+    if let Some(access) = fresh(seen_access, acct.margin) {
+        return Ok(Some(access.clone()));
+    }
+    // Due. Waiting out another process's refresh here, in the small program, costs a storm's
+    // waiters little more than a cached call; when nobody is refreshing, `get` refreshes.
+    let waited_from = time::now_ms();
+    let waited = acct.store.after_holder(&acct.name, LOCK_TIMEOUT, || {
+        stored_meanwhile(acct, key, seen_access)
+    })?;
+    match waited {
+        Some(Some(access)) => Ok(Some(access)),
+        Some(None) => match failed_meanwhile(acct, waited_from) {
+            Some(failure) => Err(failure),
+            None => Ok(None),
+        },
+        None => Ok(None),
+    }
+}
+
+/// A live token that another process stored since we saw `seen`: ours without a refresh.
+/// Used while it lives at all, margin or not: with tokens of a minute, a margin would
+/// otherwise send every waiter to the server in turn. File stores only (a keyring or a store
+/// command is not asked again at each wake-up).
+fn stored_meanwhile(
+    acct: &OpenAccount,
+    key: Option<&str>,
+    seen: Option<&AccessToken>,
+) -> Option<AccessToken> {
+    if *acct.store.backend() != Backend::File {
+        return None;
+    }
+    let access = acct
+        .store
+        .load_file(&acct.name)
+        .ok()
+        .flatten()?
+        .access_for(key)
+        .cloned()
+        .filter(|a| Some(a) != seen && a.expires_at > time::now())?;
+    debug!(
+        "another process refreshed meanwhile; using {}",
+        fingerprint(&access.access_token)
+    );
+    Some(access)
+}
+
+/// A refresh that failed at the server while we waited would fail for us too: said at once,
+/// instead of making every waiter wait out the same dead server in turn.
+fn failed_meanwhile(acct: &OpenAccount, since_ms: u64) -> Option<anyhow::Error> {
+    let failure = acct.store.failure_since(&acct.name, since_ms)?;
+    Some(server(format!(
+        "another mailtoken process just tried and failed: {failure}"
+    )))
 }
 
 fn fresh(access: Option<&AccessToken>, margin: u64) -> Option<&AccessToken> {
@@ -81,35 +137,17 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     debug!("new token due; taking the lock for `{name}`");
     let waited_from = time::now_ms();
     // Woken when the holder lets go: if it stored a new token meanwhile, that one is ours
-    // without queueing for the lock (the file is replaced whole, so reading needs no lock;
-    // a keyring or a store command is not asked again at each wake-up).
-    let mut stored_meanwhile = None;
+    // without queueing for the lock (the file is replaced whole, so reading needs no lock).
+    let mut stored = None;
     let lock = store.lock_unless(name, LOCK_TIMEOUT, || {
-        if *store.backend() != Backend::File {
-            return false;
-        }
-        stored_meanwhile = store
-            .load(name)
-            .ok()
-            .flatten()
-            .and_then(|t| t.access_for(key).cloned())
-            .filter(|a| Some(a) != seen_access.as_ref() && a.expires_at > time::now());
-        stored_meanwhile.is_some()
+        stored = stored_meanwhile(acct, key, seen_access.as_ref());
+        stored.is_some()
     })?;
     let Some(lock) = lock else {
-        let access = stored_meanwhile.expect("the wait ended on a stored token");
-        debug!(
-            "another process refreshed meanwhile; using {}",
-            fingerprint(&access.access_token)
-        );
-        return Ok(access);
+        return Ok(stored.expect("the wait ended on a stored token"));
     };
-    // A refresh that failed at the server while we waited would fail for us too: say so now
-    // instead of making every waiter wait out the same dead server in turn.
-    if let Some(failure) = store.failure_since(name, waited_from) {
-        return Err(server(format!(
-            "another mailtoken process just tried and failed: {failure}"
-        )));
+    if let Some(failure) = failed_meanwhile(acct, waited_from) {
+        return Err(failure);
     }
     let current = match store.load(name)? {
         Some(tokens) => tokens,

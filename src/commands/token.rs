@@ -85,10 +85,11 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
 }
 
 /// `token NAME` as mail programs run it, thousands of times a day: answered from the account's
-/// config snapshot and its cached token, before the command-line parser is even built. None
-/// when anything is out of the ordinary (another command or flag, no snapshot of an unchanged
-/// config, a token due, a store other than files): then the full path runs, from the start,
-/// and says what it always says. What this path prints, the full path would have printed.
+/// config snapshot and its cached token (or the one another process is refreshing), before
+/// the command-line parser is even built. None when anything is out of the ordinary (another
+/// command or flag, no snapshot of an unchanged config, a token due that nobody is
+/// refreshing, a store other than files): then the full path runs, from the start, and says
+/// what it always says. What this path prints, the full path would have printed.
 pub fn quick(args: &[OsString]) -> Option<Result<()>> {
     // MAILTOKEN_QUICK=0: every call takes the full path (to rule this one out).
     if std::env::var_os("MAILTOKEN_QUICK").is_some_and(|v| v == "0") {
@@ -116,7 +117,12 @@ pub fn quick(args: &[OsString]) -> Option<Result<()>> {
     };
     output::require_user(call.format, &sasl).ok()?;
     let want = Want::own(&acct.account).ok()?;
-    let tokens = crate::token::cached(&acct, &want).ok()??;
+    let tokens = match crate::token::cached(&acct, &want) {
+        Ok(tokens) => tokens?,
+        // After waiting out another process's refresh that failed, or the lock's deadline:
+        // the full path would say the same, after waiting again.
+        Err(err) => return Some(Err(err)),
+    };
     let text = output::render(call.format, &tokens, &sasl).ok()?;
     Some(super::write_stdout(
         &format!("{text}\n"),

@@ -44,6 +44,29 @@ pub fn exclusive_unless(
     acquire(path, timeout, done).map(|(lock, _)| lock)
 }
 
+/// For a process that only reads: if someone holds the lock at `path`, wait until they let
+/// go and run `check` under a shared lock, so that it sees all they wrote and no other holder
+/// starts before it ends. None when nobody held it (or there is no lock file): nothing to wait
+/// for.
+pub fn after_holder<T>(
+    path: &Path,
+    timeout: Duration,
+    check: impl FnOnce() -> T,
+) -> Result<Option<T>> {
+    let Ok(file) = File::open(path) else {
+        return Ok(None);
+    };
+    match file.try_lock_shared() {
+        Ok(()) => return Ok(None),
+        Err(TryLockError::WouldBlock) => {}
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("cannot lock {}", path.display()));
+        }
+    }
+    wait(&file, Mode::Shared, timeout).map_err(|e| held_too_long(e, path, timeout))?;
+    Ok(Some(check()))
+}
+
 /// The lock, or None when `done` said so; and how many times the lock was asked for.
 ///
 /// A waiter first waits for a shared lock: the kernel grants it to every such waiter at once
@@ -267,6 +290,49 @@ mod tests {
         std::thread::sleep(Duration::from_millis(200));
         drop(held);
         assert_eq!(waiter.join().unwrap(), (true, 1));
+    }
+
+    #[test]
+    fn a_reader_waits_only_for_a_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lock");
+        // No lock file, then a free lock: nothing to wait for.
+        assert!(
+            after_holder(&path, Duration::from_secs(1), || ())
+                .unwrap()
+                .is_none()
+        );
+        drop(exclusive(&path, Duration::from_secs(1)).unwrap());
+        assert!(
+            after_holder(&path, Duration::from_secs(1), || ())
+                .unwrap()
+                .is_none()
+        );
+        // Held: the check runs once the holder lets go, and not before.
+        let held = exclusive(&path, Duration::from_secs(1)).unwrap();
+        let released = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reader = {
+            let (path, released) = (path.clone(), released.clone());
+            std::thread::spawn(move || {
+                after_holder(&path, Duration::from_secs(10), || {
+                    released.load(std::sync::atomic::Ordering::SeqCst)
+                })
+                .unwrap()
+            })
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        released.store(true, std::sync::atomic::Ordering::SeqCst);
+        drop(held);
+        assert_eq!(reader.join().unwrap(), Some(true));
+        // A holder that stays past the deadline is named.
+        let _held = exclusive(&path, Duration::from_secs(1)).unwrap();
+        let err = after_holder(&path, Duration::from_millis(100), || ())
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().contains("another mailtoken process"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -148,6 +148,17 @@ impl Store {
         lock::exclusive_unless(&self.lock_path(account), timeout, &mut done)
     }
 
+    /// If another process holds the account's lock (refreshing), wait until it lets go and
+    /// run `check` then; None when nobody holds it. Creates nothing, for the quick path.
+    pub fn after_holder<T>(
+        &self,
+        account: &str,
+        timeout: Duration,
+        check: impl FnOnce() -> T,
+    ) -> Result<Option<T>> {
+        lock::after_holder(&self.lock_path(account), timeout, check)
+    }
+
     /// The stored tokens, or `None` when the account has never logged in. Tokens that do not
     /// parse are an error and are left exactly as they are: they may hold the only refresh token.
     pub fn load(&self, account: &str) -> Result<Option<Tokens>> {

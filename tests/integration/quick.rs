@@ -261,3 +261,92 @@ fn a_login_near_its_end_is_told_even_when_the_token_is_cached() {
     assert_eq!(told().lines().count(), 2, "{}", told());
     assert!(!told().contains(TOKEN) && !told().contains(REFRESH));
 }
+
+/// While another process refreshes (here the test holds the account lock), a caller whose
+/// token is due waits in the small `mailtoken` program and takes the token that process
+/// stores, or reports its failure, without starting `mailtoken-full` (absent here: starting
+/// it would fail). With nobody refreshing, the call goes on to the full program.
+#[test]
+fn a_due_token_is_waited_for_in_the_small_program() {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let env = Env::new();
+    env.write_config(&account_toml("work", ""));
+    env.write_tokens(
+        "work",
+        &serde_json::json!({"version": 1, "access_token": TOKEN, "token_type": "Bearer",
+                            "expires_at": now_unix() + 3600, "refresh_token": REFRESH}),
+    );
+    // A snapshot for the quick path, made by a full-path call once the config is 2 s old.
+    std::thread::sleep(Duration::from_millis(2100));
+    assert_eq!(run(&env, &["token", "work"], true).code, Some(0));
+    assert!(snapshot(&env, "work").exists());
+    let alone = tempfile::tempdir().unwrap();
+    let front = alone.path().join("mailtoken");
+    std::fs::copy(bin(), &front).unwrap();
+    let lock_path = env.data_dir().join("work.lock");
+    let token_path = env.data_dir().join("work.json");
+    for (outcome, code) in [("stored", Some(0)), ("failed", Some(4))] {
+        // Due, and another process (this test) holds the lock.
+        env.write_tokens(
+            "work",
+            &serde_json::json!({"version": 1, "access_token": "AT-expired", "token_type": "Bearer",
+                                "expires_at": 1, "refresh_token": REFRESH}),
+        );
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .unwrap();
+        // SAFETY: flock on a descriptor this test owns.
+        assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
+        let mut cmd = Command::new(&front);
+        cmd.arg("--config")
+            .arg(env.config())
+            .arg("--data-dir")
+            .arg(env.data_dir())
+            .args(["token", "work"])
+            .env_remove("MAILTOKEN_QUICK");
+        let waiter = Running::spawn(cmd, format!("mailtoken token work ({outcome})"));
+        std::thread::sleep(Duration::from_millis(300));
+        if outcome == "stored" {
+            let fresh = serde_json::json!({"version": 1, "access_token": "AT-refreshed",
+                "token_type": "Bearer", "expires_at": now_unix() + 3600, "refresh_token": REFRESH});
+            let temp = env.data_dir().join("work.json.test-tmp");
+            let mut file = std::fs::File::create(&temp).unwrap();
+            file.write_all(fresh.to_string().as_bytes()).unwrap();
+            std::fs::rename(&temp, &token_path).unwrap();
+        } else {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_millis() as u64;
+            let note = serde_json::json!({"at_ms": now_ms, "error": "the token server said no"});
+            std::fs::write(env.data_dir().join("work.failed"), note.to_string()).unwrap();
+        }
+        drop(lock);
+        let out = waiter.wait(RUN_TIMEOUT);
+        assert_eq!(out.code, code, "{outcome}: {}", out.all());
+        assert!(!out.stderr.contains("mailtoken-full"), "{}", out.all());
+        if outcome == "stored" {
+            assert_eq!(out.stdout, "AT-refreshed\n");
+        } else {
+            assert!(
+                out.stderr.contains("just tried and failed"),
+                "{}",
+                out.stderr
+            );
+            assert!(out.stdout.is_empty());
+        }
+    }
+    // Nobody refreshing: on to the full program (which this copy lacks, and says so).
+    let mut cmd = Command::new(&front);
+    cmd.arg("--config")
+        .arg(env.config())
+        .arg("--data-dir")
+        .arg(env.data_dir())
+        .args(["token", "work"]);
+    let out = Running::spawn(cmd, "mailtoken token work (due)".into()).wait(RUN_TIMEOUT);
+    assert!(out.stderr.contains("mailtoken-full"), "{}", out.all());
+}
