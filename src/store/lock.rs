@@ -5,7 +5,6 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -132,20 +131,99 @@ enum Mode {
 }
 
 /// Block until `file` holds the lock in `mode`, for at most `most` (TimedOut then). The lock
-/// call cannot time out by itself, so it blocks in a thread, on a duplicate of the descriptor
+/// call has no timeout of its own: an alarm for this thread alone interrupts it at the
+/// deadline, as util-linux's `flock -w` does, without a thread to start.
+#[cfg(target_os = "linux")]
+fn wait(file: &File, mode: Mode, most: Duration) -> io::Result<()> {
+    let deadline = Instant::now() + most;
+    let _alarm = Alarm::at(most)?;
+    loop {
+        let locked = match mode {
+            Mode::Shared => file.lock_shared(),
+            Mode::Exclusive => file.lock(),
+        };
+        match locked {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                if Instant::now() >= deadline {
+                    return Err(io::ErrorKind::TimedOut.into());
+                }
+            }
+            locked => return locked,
+        }
+    }
+}
+
+/// SIGALRM for the calling thread alone, at a deadline and every 10 ms after it (so that a
+/// signal that came just before the lock call began is followed by one that finds it
+/// waiting); disarmed when dropped. Its handler does nothing and restarts nothing, so a
+/// blocking call in this thread returns with EINTR.
+#[cfg(target_os = "linux")]
+struct Alarm(libc::timer_t);
+
+#[cfg(target_os = "linux")]
+impl Alarm {
+    fn at(after: Duration) -> io::Result<Alarm> {
+        extern "C" fn ring(_: libc::c_int) {}
+        static HANDLER: std::sync::Once = std::sync::Once::new();
+        // SAFETY: plain calls on structs owned here: a handler that does nothing, installed
+        // once without SA_RESTART, and a timer that signals this thread, deleted on drop.
+        unsafe {
+            HANDLER.call_once(|| {
+                let mut action: libc::sigaction = std::mem::zeroed();
+                action.sa_sigaction = ring as extern "C" fn(libc::c_int) as libc::sighandler_t;
+                libc::sigemptyset(&mut action.sa_mask);
+                libc::sigaction(libc::SIGALRM, &action, std::ptr::null_mut());
+            });
+            let mut event: libc::sigevent = std::mem::zeroed();
+            event.sigev_notify = libc::SIGEV_THREAD_ID;
+            event.sigev_signo = libc::SIGALRM;
+            event.sigev_notify_thread_id = libc::gettid();
+            let mut timer: libc::timer_t = std::ptr::null_mut();
+            if libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let alarm = Alarm(timer);
+            let after = after.max(Duration::from_nanos(1));
+            let times = libc::itimerspec {
+                it_value: libc::timespec {
+                    tv_sec: libc::time_t::try_from(after.as_secs()).unwrap_or(libc::time_t::MAX),
+                    tv_nsec: after.subsec_nanos().into(),
+                },
+                it_interval: libc::timespec {
+                    tv_sec: 0,
+                    tv_nsec: 10_000_000,
+                },
+            };
+            if libc::timer_settime(timer, 0, &times, std::ptr::null_mut()) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(alarm)
+        }
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl Drop for Alarm {
+    fn drop(&mut self) {
+        // SAFETY: the timer was created by `at` and is deleted once. A signal still pending
+        // is taken (by the handler) when this call returns, not in a later call.
+        unsafe { libc::timer_delete(self.0) };
+    }
+}
+
+/// Elsewhere the lock call blocks in a thread of its own, on a duplicate of the descriptor
 /// (the lock belongs to the open file, so it is `file`'s). A thread left behind by a timeout
 /// gets the lock later, on a file nobody else has open, and lets it go at once.
+#[cfg(not(target_os = "linux"))]
 fn wait(file: &File, mode: Mode, most: Duration) -> io::Result<()> {
     let twin = file.try_clone()?;
-    let (tx, rx) = mpsc::channel();
-    std::thread::Builder::new()
-        .name("lock-wait".into())
-        .spawn(move || {
-            let _ = tx.send(match mode {
-                Mode::Shared => twin.lock_shared(),
-                Mode::Exclusive => twin.lock(),
-            });
-        })?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new().spawn(move || {
+        let _ = tx.send(match mode {
+            Mode::Shared => twin.lock_shared(),
+            Mode::Exclusive => twin.lock(),
+        });
+    })?;
     rx.recv_timeout(most)
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
@@ -333,6 +411,22 @@ mod tests {
             err.to_string().contains("another mailtoken process"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_deadline_that_passes_before_the_lock_call_still_ends_the_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lock");
+        let _held = exclusive(&path, Duration::from_secs(1)).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let path2 = path.clone();
+        std::thread::spawn(move || {
+            let file = File::open(&path2).unwrap();
+            // The alarm rings before the lock call can begin: the ones after it must end it.
+            let _ = tx.send(wait(&file, Mode::Exclusive, Duration::ZERO).map_err(|e| e.kind()));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(5));
+        assert_eq!(got, Ok(Err(io::ErrorKind::TimedOut)));
     }
 
     #[test]
