@@ -99,17 +99,19 @@ fn acquire(
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
-                let left = deadline.saturating_duration_since(Instant::now());
+                let left = || deadline.saturating_duration_since(Instant::now());
                 if !asked {
                     tries += 1;
-                    wait(&file, Mode::Shared, left).map_err(|e| held_too_long(e, path, timeout))?;
+                    wait(&file, Mode::Shared, left())
+                        .map_err(|e| held_too_long(e, path, timeout))?;
                     asked = true;
                     if done() {
                         return Ok((None, tries));
                     }
                 }
                 tries += 1;
-                wait(&file, Mode::Exclusive, left).map_err(|e| held_too_long(e, path, timeout))?;
+                wait(&file, Mode::Exclusive, left())
+                    .map_err(|e| held_too_long(e, path, timeout))?;
             }
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("cannot lock {}", path.display()));
@@ -411,6 +413,30 @@ mod tests {
             err.to_string().contains("another mailtoken process"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn the_shared_wait_and_the_exclusive_one_keep_to_one_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lock");
+        let held = File::create(&path).unwrap();
+        held.lock().unwrap();
+        let started = Instant::now();
+        let waiter = {
+            let path = path.clone();
+            std::thread::spawn(move || exclusive(&path, Duration::from_secs(2)).err())
+        };
+        // After 1.5 s the holder only shares: the waiter's shared wait ends, its work is not
+        // done, and its exclusive wait has the 0.5 s left, not another 2 s.
+        std::thread::sleep(Duration::from_millis(1500));
+        held.lock_shared().unwrap();
+        let err = waiter.join().unwrap().expect("the lock stays shared");
+        assert!(
+            err.to_string().contains("another mailtoken process"),
+            "{err}"
+        );
+        let waited = started.elapsed();
+        assert!(waited < Duration::from_millis(3000), "waited {waited:?}");
     }
 
     #[test]
