@@ -228,35 +228,36 @@ def reader_priority():
     finally:
         os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
 
-def after_first(arrived):
-    """The others' delays after the first output, and the last one's (ms)."""
-    t = sorted(arrived)
-    return [(x - t[0]) / 1e6 for x in t[1:]], (t[-1] - t[0]) / 1e6
+def after_first(rounds_of, one_round):
+    """`one_round(n)` run `rounds_of` times, each giving when the outputs arrived: the others'
+    delays after the first output (all rounds) and each round's last, as medians (ms)."""
+    lags, lasts = [], []
+    for n in range(rounds_of):
+        t = sorted(one_round(n))
+        lags.extend((x - t[0]) / 1e6 for x in t[1:])
+        lasts.append((t[-1] - t[0]) / 1e6)
+    return f"median {statistics.median(lags):.1f} ms, last {statistics.median(lasts):.1f} ms"
 
 # The storm: the token expired, 64 callers at once, the server slow enough that every
 # caller is waiting on the lock when the refresher stores the new token.
-delay[0] = 0.3
-lags, lasts = [], []
-for _ in range(rounds):
+def storm_round(_):
     write_tokens(1, 1)
     before = served[0]
-    procs = spawn_all(binary, mailtoken(1), 64)
-    arrived = reap_all(procs)
+    arrived = reap_all(spawn_all(binary, mailtoken(1), 64))
     assert served[0] - before == 1, f"{served[0] - before} refreshes in one storm"
     assert len(arrived) == 64, f"{len(arrived)} of 64 callers printed"
-    lag, last = after_first(arrived)
-    lags.extend(lag)
-    lasts.append(last)
+    return arrived
+
+delay[0] = 0.3
+storm = after_first(rounds, storm_round)
 print(f"\nstorm: 64 callers at expiry, server 300 ms, {rounds} rounds; one refresh each round; "
       f"reader priority {priority[0]}")
-print(f"  after the first printed, the other 63 printed: median {statistics.median(lags):.1f} ms, "
-      f"last {statistics.median(lasts):.1f} ms (median over rounds)")
+print(f"  after the first printed, the other 63 printed: {storm} (medians over rounds)")
 
 # The floor: 63 minimal waiters on the lock, let go when the holder has replaced the file.
 waiter = os.path.join(work, "waiter")
 lock, target = os.path.join(work, "floor.lock"), os.path.join(work, "floor.json")
-floor_lags, floor_lasts = [], []
-for n in range(rounds):
+def floor_round(n):
     holder = open(lock, "w")
     fcntl.flock(holder, fcntl.LOCK_EX)
     procs = spawn_all(waiter, [waiter, lock, target], 63)
@@ -266,9 +267,7 @@ for n in range(rounds):
     os.rename(target + ".new", target)
     arrived = reap_all(procs, release=holder.close)
     assert len(arrived) == 63, f"{len(arrived)} of 63 minimal waiters printed"
-    lag, last = after_first(arrived)
-    floor_lags.extend(lag)
-    floor_lasts.append(last)
-print(f"  the machine's floor, 63 minimal C waiters: median {statistics.median(floor_lags):.1f} ms, "
-      f"last {statistics.median(floor_lasts):.1f} ms")
+    return arrived
+
+print(f"  the machine's floor, 63 minimal C waiters: {after_first(rounds, floor_round)}")
 PY
