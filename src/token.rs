@@ -136,8 +136,8 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
 
     debug!("new token due; taking the lock for `{name}`");
     let waited_from = time::now_ms();
-    // Woken when the holder lets go: if it stored a new token meanwhile, that one is ours
-    // without queueing for the lock (the file is replaced whole, so reading needs no lock).
+    // Let go together with the other waiters when the holder is done: if it stored a new token
+    // meanwhile, that one is ours without queueing for the exclusive lock.
     let mut stored = None;
     let lock = store.lock_unless(name, LOCK_TIMEOUT, || {
         stored = stored_meanwhile(acct, key, seen_access.as_ref());
