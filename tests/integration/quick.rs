@@ -286,8 +286,9 @@ fn a_due_token_is_waited_for_in_the_small_program() {
     std::fs::copy(bin(), &front).unwrap();
     let lock_path = env.data_dir().join("work.lock");
     let token_path = env.data_dir().join("work.json");
-    for (outcome, code) in [("stored", Some(0)), ("failed", Some(4))] {
-        // Due, and another process (this test) holds the lock.
+    // Due, and another process (this test) holds the lock; it then stores a token, or notes
+    // a failure, and lets go: what the caller says, run as `program`.
+    let wait_out = |outcome: &str, program: &std::path::Path, quick: bool| {
         env.write_tokens(
             "work",
             &serde_json::json!({"version": 1, "access_token": "AT-expired", "token_type": "Bearer",
@@ -301,13 +302,13 @@ fn a_due_token_is_waited_for_in_the_small_program() {
             .unwrap();
         // SAFETY: flock on a descriptor this test owns.
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
-        let mut cmd = Command::new(&front);
+        let mut cmd = Command::new(program);
         cmd.arg("--config")
             .arg(env.config())
             .arg("--data-dir")
             .arg(env.data_dir())
             .args(["token", "work"])
-            .env_remove("MAILTOKEN_QUICK");
+            .env("MAILTOKEN_QUICK", if quick { "1" } else { "0" });
         let waiter = Running::spawn(cmd, format!("mailtoken token work ({outcome})"));
         std::thread::sleep(Duration::from_millis(300));
         if outcome == "stored" {
@@ -326,7 +327,10 @@ fn a_due_token_is_waited_for_in_the_small_program() {
             std::fs::write(env.data_dir().join("work.failed"), note.to_string()).unwrap();
         }
         drop(lock);
-        let out = waiter.wait(RUN_TIMEOUT);
+        waiter.wait(RUN_TIMEOUT)
+    };
+    for (outcome, code) in [("stored", Some(0)), ("failed", Some(4))] {
+        let out = wait_out(outcome, &front, true);
         assert_eq!(out.code, code, "{outcome}: {}", out.all());
         assert!(!out.stderr.contains("mailtoken-full"), "{}", out.all());
         if outcome == "stored" {
@@ -339,6 +343,13 @@ fn a_due_token_is_waited_for_in_the_small_program() {
             );
             assert!(out.stdout.is_empty());
         }
+        // The full path, waiting the same way, says the same.
+        let full = wait_out(outcome, std::path::Path::new(bin()), false);
+        assert_eq!(
+            (full.code, &full.stdout, &full.stderr),
+            (out.code, &out.stdout, &out.stderr),
+            "{outcome}"
+        );
     }
     // Nobody refreshing: on to the full program (which this copy lacks, and says so).
     let mut cmd = Command::new(&front);
