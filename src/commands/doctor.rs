@@ -440,6 +440,40 @@ fn token_server(account: &Account) -> Option<String> {
         .or_else(|| account.issuer.as_deref().map(discovery::url))
 }
 
+/// What would make `mailtoken proxy` refuse a login, or refuse to start.
+pub fn proxy_findings(config: &Config) -> Vec<Finding> {
+    let Some(proxy) = &config.proxy else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (user, names) in config.shared_users() {
+        out.push(
+            Finding::new(
+                Severity::Warning,
+                None,
+                format!("accounts {} share the user {user}", names.join(", ")),
+            )
+            .why("a program that logs in to the proxy with that user is refused: the proxy never guesses which account")
+            .fix(format!("log in to the proxy with the account's name (`{}`) instead of the user", names[0])),
+        );
+    }
+    if let Some(hash) = &proxy.password_hash
+        && let Err(why) = crate::proxy::check_password_hash(hash)
+    {
+        out.push(
+            Finding::new(
+                Severity::Error,
+                None,
+                format!("[proxy] password_hash is not a usable hash ({why})"),
+            )
+            .why("the proxy refuses to start with it")
+            .fix("make one with `mailtoken proxy --hash-password` and paste its whole output")
+            .usage(),
+        );
+    }
+    out
+}
+
 /// Gather and check. Reads only: no file is created, moved or chmod-ed.
 pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -486,6 +520,9 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             .fix(format!("chmod 600 {}", paths.config.display()))
             .usage(),
         );
+    }
+    if only.is_none() {
+        out.extend(proxy_findings(&config));
     }
     let names: Vec<&String> = match only {
         Some(name) => match config.accounts.get_key_value(name) {

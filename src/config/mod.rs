@@ -200,16 +200,42 @@ impl Config {
 
     /// The account a mail program names when it logs in to the proxy: by its `user`
     /// (case-insensitively, as mail servers compare them), else by its name.
-    pub fn account_for_login(&self, login: &str) -> Option<&str> {
-        self.accounts
+    /// The account a proxied login names: by its name, or by its `user` when exactly one
+    /// account has it. Never a guess: with two accounts of that user, the names of both.
+    pub fn account_for_login(&self, login: &str) -> Result<&str, Vec<&str>> {
+        if let Some((name, _)) = self.accounts.get_key_value(login) {
+            return Ok(name);
+        }
+        let named: Vec<&str> = self
+            .accounts
             .iter()
-            .find(|(_, a)| {
+            .filter(|(_, a)| {
                 a.user
                     .as_deref()
                     .is_some_and(|u| u.eq_ignore_ascii_case(login))
             })
-            .or_else(|| self.accounts.get_key_value(login))
             .map(|(name, _)| name.as_str())
+            .collect();
+        match named.as_slice() {
+            [one] => Ok(one),
+            _ => Err(named),
+        }
+    }
+
+    /// Users that more than one account has, with those accounts' names: a proxied login by
+    /// such a user must name its account.
+    pub fn shared_users(&self) -> Vec<(String, Vec<&str>)> {
+        let mut by_user: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for (name, account) in &self.accounts {
+            if let Some(user) = &account.user {
+                by_user
+                    .entry(user.to_ascii_lowercase())
+                    .or_default()
+                    .push(name);
+            }
+        }
+        by_user.retain(|_, names| names.len() > 1);
+        by_user.into_iter().collect()
     }
 
     pub fn account(&self, name: &str) -> Result<&Account> {

@@ -131,8 +131,29 @@ pub fn hint(reply: &str) -> Option<&'static str> {
     None
 }
 
+/// Whether a refusal says "not now" rather than "not this token": IMAP's `[UNAVAILABLE]` and
+/// `[INUSE]` (RFC 5530), POP's `[SYS/TEMP]` and `[IN-USE]` (RFC 3206), SMTP's 4xx (RFC 4954's
+/// 454 4.7.0 "temporary authentication failure").
+pub fn temporary(reply: &str) -> bool {
+    let upper = reply.to_ascii_uppercase();
+    let smtp_4xx = reply.len() >= 4
+        && reply.as_bytes()[0] == b'4'
+        && reply.as_bytes()[1..3].iter().all(u8::is_ascii_digit)
+        && matches!(reply.as_bytes()[3], b' ' | b'-');
+    smtp_4xx
+        || ["[UNAVAILABLE]", "[INUSE]", "[SYS/TEMP]", "[IN-USE]"]
+            .iter()
+            .any(|code| upper.contains(code))
+}
+
 /// The error for a refused login: the server's words, its decoded challenge, and what to do.
+/// A refusal that says "try later" is a server failure (exit 4), not a token to replace.
 pub fn refusal(proto: &str, reply: &str, challenge: Option<String>) -> anyhow::Error {
+    if temporary(reply) {
+        return crate::error::server(format!(
+            "the {proto} server cannot log you in just now: {reply}; try again later"
+        ));
+    }
     let mut msg = format!("the {proto} server refused the login: {reply}");
     if let Some(ch) = challenge {
         msg.push_str(&format!("\n  server challenge: {}", ch.trim()));
@@ -149,6 +170,33 @@ pub fn refusal(proto: &str, reply: &str, challenge: Option<String>) -> anyhow::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn try_later_refusals_are_told_from_refused_tokens() {
+        for reply in [
+            "a2 NO [UNAVAILABLE] Temporary authentication failure",
+            "-ERR [SYS/TEMP] try later",
+            "-ERR [IN-USE] mailbox locked",
+            "454 4.7.0 Temporary authentication failure",
+        ] {
+            assert!(temporary(reply), "{reply}");
+            let err = refusal("X", reply, None);
+            assert_eq!(
+                crate::error::kind(&err),
+                Some(crate::error::Kind::Server),
+                "{reply}"
+            );
+        }
+        for reply in [
+            "a2 NO [AUTHENTICATIONFAILED] Authentication failed.",
+            "535 5.7.8 Username and Password not accepted",
+            "-ERR [AUTH] no",
+            "-ERR 4 messages",
+        ] {
+            assert!(!temporary(reply), "{reply}");
+            assert_eq!(crate::error::kind(&refusal("X", reply, None)), None);
+        }
+    }
 
     #[test]
     fn responses_match_the_sasl_module() {

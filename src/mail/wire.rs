@@ -38,7 +38,11 @@ pub fn set_reporting(on: bool) {
 /// The detail often quotes the server, so control characters in it are shown, not obeyed.
 pub fn report(proto: &str, what: &str, detail: impl std::fmt::Display) {
     if REPORTING.load(Ordering::Relaxed) {
-        eprintln!("{proto:<5} {what:<8} {}", printable(&detail.to_string()));
+        eprintln!(
+            "{}{proto:<5} {what:<8} {}",
+            crate::log::context(),
+            printable(&detail.to_string())
+        );
     }
 }
 
@@ -101,6 +105,9 @@ pub struct Conn {
     reader: BufReader<Transport>,
     deadline: Instant,
     limit: Duration,
+    /// The longest a read waits for a silent peer: `TIMEOUT` for a server; the whole deadline
+    /// for a person, who may take minutes at a password prompt.
+    silence: Duration,
 }
 
 impl Conn {
@@ -113,7 +120,37 @@ impl Conn {
             reader: BufReader::new(transport),
             deadline: Instant::now() + limit,
             limit,
+            silence: TIMEOUT,
         }
+    }
+
+    /// A local mail program's connection to the proxy before login: one deadline for every
+    /// read and the TLS handshake, however long a read waits (its user may be typing).
+    pub fn for_person(transport: Transport, limit: Duration) -> Conn {
+        Conn {
+            silence: limit,
+            ..Conn::with_deadline(transport, limit)
+        }
+    }
+
+    /// The deadline has passed.
+    pub fn expired(&self) -> bool {
+        Instant::now() >= self.deadline
+    }
+
+    /// The peer has sent bytes not read as lines yet (in the buffer, or waiting in the
+    /// socket): what a program sent ahead without waiting for an answer.
+    pub fn input_waiting(&self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return true;
+        }
+        let tcp = self.reader.get_ref().tcp();
+        if tcp.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let waiting = matches!(tcp.peek(&mut [0u8; 1]), Ok(n) if n > 0);
+        let _ = tcp.set_nonblocking(false);
+        waiting
     }
 
     /// One line without its CRLF. End of stream is an error: the server hung up.
@@ -126,7 +163,7 @@ impl Conn {
                 .reader
                 .get_ref()
                 .tcp()
-                .set_read_timeout(Some(left.min(TIMEOUT)));
+                .set_read_timeout(Some(left.min(self.silence)));
         }
         !left.is_zero()
     }
@@ -141,7 +178,7 @@ impl Conn {
         } else {
             server(format!(
                 "the server sent nothing for {} s; giving up",
-                TIMEOUT.as_secs()
+                self.silence.as_secs()
             ))
         }
     }
@@ -231,12 +268,13 @@ impl Conn {
                 "the server sent data right after agreeing to STARTTLS; refusing to go on",
             ));
         }
-        let (deadline, limit) = (self.deadline, self.limit);
+        let (deadline, limit, silence) = (self.deadline, self.limit, self.silence);
         match self.reader.into_inner() {
             Transport::Plain(tcp) => Ok(Conn {
                 reader: BufReader::new(Transport::Tls(Box::new(handshake(srv, tcp)?))),
                 deadline,
                 limit,
+                silence,
             }),
             Transport::Tls(_) | Transport::ServerTls(_) => {
                 Err(server("STARTTLS on a connection that is already TLS"))
@@ -257,19 +295,51 @@ impl Conn {
         if !self.reader.buffer().is_empty() {
             return Err(server("the client sent data before the TLS handshake"));
         }
-        let (deadline, limit) = (self.deadline, self.limit);
+        let (deadline, limit, silence) = (self.deadline, self.limit, self.silence);
         let Transport::Plain(mut tcp) = self.reader.into_inner() else {
             return Err(server("TLS on a connection that is already TLS"));
         };
         let mut conn = ServerConnection::new(config).context("cannot start TLS")?;
+        // One record at a time, each read bounded by what is left of the deadline: rustls's
+        // own `complete_io` loops until the handshake is done, so a client dripping a byte at
+        // a time would keep it there for as long as it likes.
+        let failed = |e: std::io::Error| server(format!("the local TLS handshake failed: {e}"));
         while conn.is_handshaking() {
-            conn.complete_io(&mut tcp)
-                .map_err(|e| server(format!("the local TLS handshake failed: {e}")))?;
+            while conn.wants_write() {
+                conn.write_tls(&mut tcp).map_err(failed)?;
+            }
+            if !conn.is_handshaking() {
+                break;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(server(format!(
+                    "the local TLS handshake did not finish within {} s",
+                    limit.as_secs()
+                )));
+            }
+            tcp.set_read_timeout(Some(left.min(silence)))
+                .map_err(failed)?;
+            match conn.read_tls(&mut tcp) {
+                Ok(0) => return Err(server("the client closed during the TLS handshake")),
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(failed(e)),
+            }
+            if let Err(e) = conn.process_new_packets() {
+                // Send the alert that says why, then give up.
+                while conn.wants_write() && conn.write_tls(&mut tcp).is_ok() {}
+                return Err(server(format!("the local TLS handshake failed: {e}")));
+            }
+        }
+        while conn.wants_write() {
+            conn.write_tls(&mut tcp).map_err(failed)?;
         }
         Ok(Conn {
             reader: BufReader::new(Transport::ServerTls(Box::new(StreamOwned::new(conn, tcp)))),
             deadline,
             limit,
+            silence,
         })
     }
 

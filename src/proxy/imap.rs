@@ -6,7 +6,8 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use super::{Caller, Denied, Gate, LoggedIn, conclude};
+use super::gate::{Caller, Gate, LoggedIn};
+use super::prelogin::{Door, Ended};
 use crate::mail::wire::Conn;
 use crate::provider::Service;
 
@@ -25,85 +26,91 @@ fn capabilities(conn: &Conn, caller: &Caller, gate: &Gate) -> String {
     }
     caps
 }
-/// Commands before login; a client that needs more is not logging in.
-const MAX_COMMANDS: usize = 20;
 /// The largest literal accepted before login (a user name or a password).
 const MAX_LITERAL: usize = 8 * 1024;
 
-/// Serve until the client has logged in (`Some`) or gone (`None`).
-pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
-    conn.write_line(&format!(
+/// Serve until the client has logged in, or say why the session ended.
+pub fn front(mut door: Door, caller: &Caller, gate: &Gate) -> Result<LoggedIn, Ended> {
+    door.say(&format!(
         "* OK [CAPABILITY {}] mailtoken proxy ready",
-        capabilities(&conn, caller, gate)
-    ))
-    .ok()?;
-    for _ in 0..MAX_COMMANDS {
-        let line = conn.read_line().ok()?;
-        let (tag, command, rest) = split_command(&line)?;
+        capabilities(door.conn(), caller, gate)
+    ))?;
+    loop {
+        let line = door.command()?;
+        let Some((tag, command, rest)) = split_command(&line) else {
+            return Err(door.unknown(&line));
+        };
         let command = command.to_ascii_uppercase();
         if caller.needs_tls
-            && !conn.is_tls()
+            && !door.conn().is_tls()
             && matches!(command.as_str(), "LOGIN" | "AUTHENTICATE")
         {
-            conn.write_line(&format!("{tag} NO [PRIVACYREQUIRED] STARTTLS first"))
-                .ok()?;
+            door.refuse(&format!("{tag} NO [PRIVACYREQUIRED] STARTTLS first"))?;
             continue;
         }
         let credentials = match command.as_str() {
-            "LOGIN" => login_arguments(&mut conn, rest)
+            "LOGIN" => login_arguments(&mut door, rest)?
                 .ok_or_else(|| format!("{tag} BAD LOGIN needs a user name and a password")),
-            "AUTHENTICATE" => authenticate_plain(&mut conn, rest).map_err(|t| format!("{tag} {t}")),
-            "CAPABILITY" => Err(format!(
-                "* CAPABILITY {}\r\n{tag} OK CAPABILITY completed",
-                capabilities(&conn, caller, gate)
-            )),
-            "NOOP" => Err(format!("{tag} OK NOOP completed")),
-            "ID" => Err(format!(
-                "* ID (\"name\" \"mailtoken\")\r\n{tag} OK ID completed"
-            )),
+            "AUTHENTICATE" => {
+                authenticate_plain(&mut door, rest)?.map_err(|t| format!("{tag} {t}"))
+            }
+            "CAPABILITY" => {
+                door.say(&format!(
+                    "* CAPABILITY {}\r\n{tag} OK CAPABILITY completed",
+                    capabilities(door.conn(), caller, gate)
+                ))?;
+                continue;
+            }
+            "NOOP" => {
+                door.say(&format!("{tag} OK NOOP completed"))?;
+                continue;
+            }
+            "ID" => {
+                door.say(&format!(
+                    "* ID (\"name\" \"mailtoken\")\r\n{tag} OK ID completed"
+                ))?;
+                continue;
+            }
             "LOGOUT" => {
-                let _ = conn.write_line(&format!(
+                let _ = door.say(&format!(
                     "* BYE mailtoken proxy logging out\r\n{tag} OK LOGOUT completed"
                 ));
-                return None;
+                return Err(Ended::Quit);
             }
             "STARTTLS" => match &gate.tls {
-                Some(tls) if !conn.is_tls() => {
-                    conn.write_line(&format!("{tag} OK begin TLS now")).ok()?;
-                    conn = conn.accept_tls(tls.clone()).ok()?;
+                Some(tls) if !door.conn().is_tls() => {
+                    door.say(&format!("{tag} OK begin TLS now"))?;
+                    door = door.start_tls(tls.clone())?;
                     continue;
                 }
                 _ => Err(format!("{tag} BAD STARTTLS is not available here")),
             },
-            _ => Err(format!(
-                "{tag} BAD log in first (LOGIN or AUTHENTICATE PLAIN)"
-            )),
+            // Commands of the authenticated state: known, and refused.
+            "SELECT" | "EXAMINE" | "LIST" | "LSUB" | "STATUS" | "ENABLE" | "NAMESPACE" => Err(
+                format!("{tag} BAD log in first (LOGIN or AUTHENTICATE PLAIN)"),
+            ),
+            _ => return Err(door.unknown(&command)),
         };
         let (user, password) = match credentials {
             Ok(credentials) => credentials,
             Err(reply) => {
-                conn.write_line(&reply).ok()?;
+                door.refuse(&reply)?;
                 continue;
             }
         };
-        let outcome = gate.login(caller, &user, &password, Service::Imap);
-        conn = match conclude(
-            conn,
-            outcome,
-            &format!("{tag} OK logged in through mailtoken"),
-            |d| match d {
-                Denied::Unavailable(t) => format!("{tag} NO [UNAVAILABLE] mailtoken: {t}"),
-                Denied::Credentials(t) | Denied::LoginNeeded(t) => {
-                    format!("{tag} NO [AUTHENTICATIONFAILED] mailtoken: {t}")
-                }
-            },
-        ) {
-            Ok(done) => return Some(done),
-            Err(conn) => conn,
-        };
+        door.nothing_ahead()?;
+        match gate.login(caller, &user, &password, Service::Imap) {
+            Ok(done) => return done.admit(door, &format!("{tag} OK logged in through mailtoken")),
+            Err(denied) => {
+                let code = if denied.temporary() {
+                    "UNAVAILABLE"
+                } else {
+                    "AUTHENTICATIONFAILED"
+                };
+                door.refuse(&format!("{tag} NO [{code}] {}", denied.text()))?;
+            }
+        }
     }
-    let _ = conn.write_line("* BYE too many commands without logging in");
-    None
 }
 
 /// `TAG COMMAND rest`.
@@ -153,55 +160,64 @@ pub fn next_token(text: &str) -> Option<Token> {
     (end > 0).then(|| Token::Text(text[..end].to_string(), end))
 }
 
-/// LOGIN's two arguments, reading literals from the client as they come.
-fn login_arguments(conn: &mut Conn, rest: &str) -> Option<(String, String)> {
+/// LOGIN's two arguments, reading literals from the client as they come; None: not two
+/// arguments. A literal too large for a password ends the session: its bytes would otherwise
+/// be read as commands.
+fn login_arguments(door: &mut Door, rest: &str) -> Result<Option<(String, String)>, Ended> {
     let mut args = Vec::new();
     let mut line = rest.to_string();
     while args.len() < 2 {
-        match next_token(&line)? {
-            Token::Text(value, used) => {
+        match next_token(&line) {
+            None => return Ok(None),
+            Some(Token::Text(value, used)) => {
                 args.push(value);
                 let trimmed = line.trim_start_matches(' ');
                 line = trimmed[used.min(trimmed.len())..].to_string();
             }
-            Token::Literal { size, plus } => {
+            Some(Token::Literal { size, plus }) => {
                 if size > MAX_LITERAL {
-                    let _ = conn.write_line("* BAD literal too large");
-                    return None;
+                    return Err(door.shut(Ended::Broken("a literal too large for a login")));
                 }
                 if !plus {
-                    conn.write_line("+ go ahead").ok()?;
+                    door.say("+ go ahead")?;
                 }
-                let bytes = conn.read_bytes(size).ok()?;
-                args.push(String::from_utf8(bytes).ok()?);
-                line = conn.read_line().ok()?;
+                let bytes = door.bytes(size)?;
+                let Ok(text) = String::from_utf8(bytes) else {
+                    return Err(door.shut(Ended::Broken("a login literal that is not UTF-8")));
+                };
+                args.push(text);
+                line = door.line()?;
             }
         }
     }
     let mut args = args.into_iter();
-    Some((args.next()?, args.next()?))
+    Ok(args.next().zip(args.next()))
 }
 
-/// AUTHENTICATE PLAIN, with the initial response on the line (SASL-IR) or after a `+`.
-fn authenticate_plain(conn: &mut Conn, rest: &str) -> Result<(String, String), String> {
+/// AUTHENTICATE PLAIN, with the initial response on the line (SASL-IR) or after a `+`: the
+/// credentials, or the refusal to send.
+fn authenticate_plain(
+    door: &mut Door,
+    rest: &str,
+) -> Result<Result<(String, String), String>, Ended> {
     let mut words = rest.split_whitespace();
     if !words
         .next()
         .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN"))
     {
-        return Err("NO only AUTHENTICATE PLAIN is offered here".into());
+        return Ok(Err("NO only AUTHENTICATE PLAIN is offered here".into()));
     }
     let response = match words.next() {
         Some(ir) => ir.to_string(),
         None => {
-            conn.write_line("+ ").map_err(|_| String::new())?;
-            conn.read_line().map_err(|_| String::new())?
+            door.say("+ ")?;
+            door.line()?
         }
     };
     if response == "*" {
-        return Err("BAD AUTHENTICATE cancelled".into());
+        return Ok(Err("BAD AUTHENTICATE cancelled".into()));
     }
-    decode_plain(&response).ok_or_else(|| "BAD not a SASL PLAIN response".into())
+    Ok(decode_plain(&response).ok_or_else(|| "BAD not a SASL PLAIN response".into()))
 }
 
 /// SASL PLAIN (RFC 4616): base64 of `authzid NUL authcid NUL password`.

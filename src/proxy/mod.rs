@@ -5,46 +5,54 @@
 //!
 //! One thread per session, each with a deadline before login and an idle limit after: a slow
 //! or hostile client holds up nothing but itself. The protocol front ends are imap.rs, pop.rs
-//! and smtp.rs; who may log in is decided in `Gate`.
+//! and smtp.rs, all reading through `prelogin::Door`; who may log in is decided in `gate.rs`.
 
+mod gate;
 pub mod imap;
 mod password;
 pub mod peer;
 mod pop;
+pub mod prelogin;
 mod relay;
 mod smtp;
 
-use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::config::{Config, OpenAccount, Paths, ProxySettings, Want};
-use crate::error::{self, Kind, usage};
+use crate::config::{Config, Paths, ProxySettings};
+use crate::error::usage;
 use crate::log::printable;
-use crate::mail::servers::Server;
 use crate::mail::wire::{Conn, Transport};
 use crate::provider::Service;
+use gate::{Caller, Gate};
+use prelogin::Door;
 
-pub use password::hash as hash_password;
+pub use password::{check_hash as check_password_hash, hash as hash_password};
 
-/// Time a client has to log in, from connecting, unless `[proxy] login_timeout` says.
-const PRE_AUTH: Duration = Duration::from_secs(60);
+/// Time a client has to log in, from connecting, unless `[proxy] login_timeout` says: mail
+/// programs such as Alpine connect first and then ask their user for the password, who may
+/// take minutes.
+const PRE_AUTH: Duration = Duration::from_secs(300);
 /// The longest `login_timeout` allowed: a connection that has not logged in holds a thread.
-const MAX_PRE_AUTH: u64 = 600;
+const MAX_PRE_AUTH: u64 = 3600;
 /// Sessions served at once; more are turned away with a temporary failure.
 const MAX_SESSIONS: usize = 256;
+/// Sessions of other users (with the local password) at once, and of those, how many may be
+/// still logging in: the rest is the owner's, so nobody else can lock the owner out.
+const STRANGERS: usize = MAX_SESSIONS - 32;
+const STRANGERS_LOGGING_IN: usize = 16;
 /// After login: IMAP IDLE is renewed every 29 minutes by well-behaved clients.
 const IDLE_LIMIT: Duration = Duration::from_secs(31 * 60);
-/// Failed local logins from one address before it must wait.
-const MAX_FAILURES: u32 = 5;
-const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// How long sessions may go on after SIGTERM before the proxy exits anyway.
 const GRACE: Duration = Duration::from_secs(10);
+/// How long the proxy waits, after that, for token refreshes under way (each has deadlines of
+/// its own, shorter than this): a rotated refresh token must be stored before it exits.
+const REFRESH_GRACE: Duration = Duration::from_secs(300);
 
 /// Set by SIGTERM/SIGINT: stop accepting, let sessions finish.
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -71,6 +79,21 @@ pub fn run(paths: &Paths) -> Result<()> {
             "[proxy] login_timeout = {secs}: give the seconds a client has to log in, 1 to {MAX_PRE_AUTH}"
         )));
     }
+    if let Some(hash) = &settings.password_hash {
+        password::check_hash(hash).map_err(|why| {
+            usage(format!(
+                "[proxy] password_hash is not a hash from `mailtoken proxy --hash-password` \
+                 ({why}): make one with that command and paste its whole output"
+            ))
+        })?;
+    }
+    for (user, names) in config.shared_users() {
+        eprintln!(
+            "mailtoken proxy: accounts {} share the user {user}: a program must log in with \
+             the account's name, not the user",
+            names.join(", ")
+        );
+    }
     let listeners = bind(&settings, tls.is_some())?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
@@ -84,8 +107,9 @@ pub fn run(paths: &Paths) -> Result<()> {
         );
     }
     crate::mail::wire::set_reporting(crate::log::verbose());
+    let pre_auth = settings.login_timeout.map_or(PRE_AUTH, Duration::from_secs);
     let gate = Arc::new(Gate::new(paths.clone(), settings, tls));
-    let active = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new(Counts::default());
     for (kind, listener) in &listeners {
         eprintln!(
             "mailtoken proxy: {}{} on {}",
@@ -104,6 +128,8 @@ pub fn run(paths: &Paths) -> Result<()> {
             revents: 0,
         })
         .collect();
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
     while !STOP.load(Ordering::SeqCst) {
         // SAFETY: `fds` is a valid array of pollfd for the length given.
         unsafe {
@@ -115,7 +141,15 @@ pub fn run(paths: &Paths) -> Result<()> {
             }
             fd.revents = 0;
             match listener.accept() {
-                Ok((stream, peer)) => start_session(*kind, stream, peer, &gate, &active),
+                Ok((stream, peer)) => {
+                    let started = Started {
+                        kind: *kind,
+                        peer,
+                        pre_auth,
+                        me,
+                    };
+                    start_session(started, stream, &gate, &counts);
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => eprintln!("mailtoken proxy: accept failed: {e}"),
             }
@@ -123,12 +157,19 @@ pub fn run(paths: &Paths) -> Result<()> {
     }
     drop(listeners);
     let until = Instant::now() + GRACE;
-    while active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+    while counts.active.load(Ordering::SeqCst) > 0 && Instant::now() < until {
         thread::sleep(Duration::from_millis(50));
+    }
+    let until = Instant::now() + REFRESH_GRACE;
+    if gate.in_flight() > 0 {
+        eprintln!("mailtoken proxy: waiting for token refreshes under way to be stored");
+    }
+    while gate.in_flight() > 0 && Instant::now() < until {
+        thread::sleep(Duration::from_millis(20));
     }
     eprintln!(
         "mailtoken proxy: stopped ({} session(s) still open were closed)",
-        active.load(Ordering::SeqCst)
+        counts.active.load(Ordering::SeqCst)
     );
     Ok(())
 }
@@ -138,6 +179,8 @@ pub fn run(paths: &Paths) -> Result<()> {
 struct Listener {
     service: Service,
     implicit_tls: bool,
+    /// Bound to a loopback address: only there does the kernel's word on the user count.
+    loopback: bool,
 }
 
 /// Bind each configured listener. Loopback addresses always; another address only with local
@@ -179,6 +222,7 @@ fn bind(settings: &ProxySettings, tls: bool) -> Result<Vec<(Listener, TcpListene
             Listener {
                 service,
                 implicit_tls,
+                loopback: parsed.ip().is_loopback(),
             },
             listener,
         ));
@@ -221,47 +265,157 @@ fn local_tls(settings: &ProxySettings) -> Result<Option<Arc<rustls::ServerConfig
     Ok(Some(Arc::new(config)))
 }
 
-fn start_session(
-    kind: Listener,
-    stream: TcpStream,
-    peer: SocketAddr,
-    gate: &Arc<Gate>,
-    active: &Arc<AtomicUsize>,
-) {
-    if active.load(Ordering::SeqCst) >= MAX_SESSIONS {
-        drop(stream);
-        return;
+/// Sessions open now, and those of other users, in all and still logging in.
+#[derive(Default)]
+struct Counts {
+    active: AtomicUsize,
+    strangers: AtomicUsize,
+    strangers_logging_in: AtomicUsize,
+    /// The last session id given: each session's log lines carry its id.
+    last_id: AtomicU64,
+}
+
+/// A session's place in `Counts`, given back when the session ends however it ends.
+struct Place {
+    counts: Arc<Counts>,
+    stranger: bool,
+    logging_in: bool,
+}
+
+impl Place {
+    /// A place for a session, if there is room: the owner may use every place, other users
+    /// `STRANGERS` of them and `STRANGERS_LOGGING_IN` before they have logged in.
+    fn take(counts: &Arc<Counts>, stranger: bool) -> Option<Place> {
+        let room = |n: &AtomicUsize, max: usize| {
+            n.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| {
+                (v < max).then_some(v + 1)
+            })
+            .is_ok()
+        };
+        if !room(&counts.active, MAX_SESSIONS) {
+            return None;
+        }
+        // Each count taken is given back by the drop of `place` if a later one has no room.
+        let mut place = Place {
+            counts: Arc::clone(counts),
+            stranger: false,
+            logging_in: false,
+        };
+        if !stranger {
+            return Some(place);
+        }
+        if !room(&counts.strangers, STRANGERS) {
+            return None;
+        }
+        place.stranger = true;
+        if !room(&counts.strangers_logging_in, STRANGERS_LOGGING_IN) {
+            return None;
+        }
+        place.logging_in = true;
+        Some(place)
     }
-    active.fetch_add(1, Ordering::SeqCst);
-    let (gate, active) = (Arc::clone(gate), Arc::clone(active));
-    thread::spawn(move || {
-        let started = Instant::now();
-        let outcome = session(kind, stream, peer, &gate);
-        active.fetch_sub(1, Ordering::SeqCst);
-        eprintln!(
-            "mailtoken proxy: {} {peer}: {} ({:.1} s)",
-            kind.service.name(),
-            printable(&outcome),
-            started.elapsed().as_secs_f64()
+
+    /// The session has logged in: it no longer takes a place among those logging in.
+    fn logged_in(&mut self) {
+        if self.logging_in {
+            self.counts
+                .strangers_logging_in
+                .fetch_sub(1, Ordering::SeqCst);
+            self.logging_in = false;
+        }
+    }
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.logged_in();
+        if self.stranger {
+            self.counts.strangers.fetch_sub(1, Ordering::SeqCst);
+        }
+        self.counts.active.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What the accept loop knows of a new connection.
+struct Started {
+    kind: Listener,
+    peer: SocketAddr,
+    pre_auth: Duration,
+    /// The proxy's own user.
+    me: u32,
+}
+
+fn start_session(started: Started, stream: TcpStream, gate: &Arc<Gate>, counts: &Arc<Counts>) {
+    let Started { kind, peer, .. } = started;
+    // Asked here, before a thread is spent on it: other users get only their share.
+    let uid = stream
+        .local_addr()
+        .ok()
+        .and_then(|local| peer::uid_of(peer, local));
+    let caller = Caller {
+        ip: peer.ip(),
+        uid,
+        owner: kind.loopback && uid == Some(started.me),
+        needs_tls: !kind.loopback,
+    };
+    let Some(place) = Place::take(counts, !caller.owner) else {
+        turn_away(
+            kind.service,
+            &stream,
+            "busy: too many sessions at once; try again later",
         );
-    });
+        return;
+    };
+    let id = counts.last_id.fetch_add(1, Ordering::Relaxed) + 1;
+    let gate = Arc::clone(gate);
+    let spawned = thread::Builder::new()
+        .name(format!("session-{id}"))
+        .spawn(move || {
+            let tag = format!("#{id} {} {peer}:", kind.service.name());
+            crate::log::set_context(&tag);
+            let began = Instant::now();
+            let outcome = session(kind, stream, &caller, &gate, started.pre_auth, place);
+            eprintln!(
+                "mailtoken proxy: {tag} {} ({:.1} s)",
+                printable(&outcome),
+                began.elapsed().as_secs_f64()
+            );
+        });
+    // No thread to be had (a limit on threads, memory): this connection is dropped with its
+    // closure, and the proxy lives on for the next one.
+    if let Err(e) = spawned {
+        eprintln!(
+            "mailtoken proxy: #{id} {} {peer}: turned away: cannot start a thread: {e}",
+            kind.service.name()
+        );
+    }
+}
+
+/// Tell a client there is no room, without waiting on it: a fresh socket's buffer takes a
+/// line, and a client that reads nothing must not hold up the accept loop.
+fn turn_away(service: Service, stream: &TcpStream, why: &str) {
+    let line = match service {
+        Service::Imap => format!("* BYE mailtoken proxy: {why}\r\n"),
+        Service::Pop => format!("-ERR [SYS/TEMP] mailtoken proxy: {why}\r\n"),
+        Service::Smtp => format!("421 4.3.2 mailtoken proxy: {why}\r\n"),
+    };
+    if stream.set_nonblocking(true).is_ok() {
+        let _ = std::io::Write::write(&mut &*stream, line.as_bytes());
+    }
 }
 
 /// One session, start to end; what happened, for the log line (never a secret).
-fn session(kind: Listener, stream: TcpStream, peer: SocketAddr, gate: &Gate) -> String {
-    let local = match stream.local_addr() {
-        Ok(local) => local,
-        Err(e) => return format!("no local address: {e}"),
-    };
-    let same_user = peer::uid_of(peer, local) == Some(gate.me);
-    let _ = stream.set_read_timeout(Some(crate::mail::wire::TIMEOUT));
+fn session(
+    kind: Listener,
+    stream: TcpStream,
+    caller: &Caller,
+    gate: &Gate,
+    pre_auth: Duration,
+    mut place: Place,
+) -> String {
     let _ = stream.set_write_timeout(Some(crate::mail::wire::TIMEOUT));
     let _ = stream.set_nodelay(true);
-    let pre_auth = gate
-        .settings
-        .login_timeout
-        .map_or(PRE_AUTH, Duration::from_secs);
-    let mut conn = Conn::with_deadline(Transport::Plain(stream), pre_auth);
+    let mut conn = Conn::for_person(Transport::Plain(stream), pre_auth);
     if kind.implicit_tls {
         let Some(tls) = gate.tls.clone() else {
             return "no local TLS configured".into();
@@ -271,20 +425,17 @@ fn session(kind: Listener, stream: TcpStream, peer: SocketAddr, gate: &Gate) -> 
             Err(e) => return format!("{e:#}"),
         };
     }
-    let caller = Caller {
-        ip: peer.ip(),
-        same_user,
-        // Off this machine, nothing but TLS carries a password.
-        needs_tls: !local.ip().is_loopback(),
-    };
+    let door = Door::new(conn, kind.service, pre_auth);
     let login = match kind.service {
-        Service::Imap => imap::front(conn, &caller, gate),
-        Service::Pop => pop::front(conn, &caller, gate),
-        Service::Smtp => smtp::front(conn, &caller, gate),
+        Service::Imap => imap::front(door, caller, gate),
+        Service::Pop => pop::front(door, caller, gate),
+        Service::Smtp => smtp::front(door, caller, gate),
     };
-    let Some(done) = login else {
-        return "closed before logging in".into();
+    let done = match login {
+        Ok(done) => done,
+        Err(ended) => return ended.to_string(),
     };
+    place.logged_in();
     let (client, to_upstream) = done.client.into_parts();
     let (upstream, to_client) = done.upstream.into_parts();
     match relay::run(client, to_upstream, upstream, to_client, IDLE_LIMIT) {
@@ -294,220 +445,4 @@ fn session(kind: Listener, stream: TcpStream, peer: SocketAddr, gate: &Gate) -> 
         ),
         Err(e) => format!("{}: logged in; relay ended: {e}", done.account),
     }
-}
-
-/// Who connected: their address, and whether the kernel says they are the proxy's own user.
-pub struct Caller {
-    pub ip: IpAddr,
-    pub same_user: bool,
-    /// The listener is on the network: no login before TLS.
-    pub needs_tls: bool,
-}
-
-/// A finished login: both connections, ready for the relay.
-pub struct LoggedIn {
-    pub account: String,
-    pub client: Conn,
-    pub upstream: Conn,
-}
-
-/// Why a local login was not let through, worded for the mail program's user.
-pub enum Denied {
-    /// No such account, a wrong local password, or another user without one: a password
-    /// error to the client.
-    Credentials(String),
-    /// The stored login is gone or refused: the person must run `mailtoken login`.
-    LoginNeeded(String),
-    /// The real server or the token server cannot be reached: try later.
-    Unavailable(String),
-}
-
-impl Denied {
-    pub fn text(&self) -> &str {
-        match self {
-            Denied::Credentials(t) | Denied::LoginNeeded(t) | Denied::Unavailable(t) => t,
-        }
-    }
-}
-
-/// The end of a login attempt in any front end: on success answer `ok` and hand both
-/// connections over; on a refusal answer with the protocol's words for it and give the
-/// connection back, for the client to try again.
-fn conclude(
-    mut conn: Conn,
-    outcome: std::result::Result<(String, Conn), Denied>,
-    ok: &str,
-    refusal: impl Fn(&Denied) -> String,
-) -> std::result::Result<LoggedIn, Conn> {
-    match outcome {
-        Ok((account, upstream)) => match conn.write_line(ok) {
-            Ok(()) => Ok(LoggedIn {
-                account,
-                client: conn,
-                upstream,
-            }),
-            Err(_) => Err(conn),
-        },
-        Err(denied) => {
-            let _ = conn.write_line(&refusal(&denied));
-            Err(conn)
-        }
-    }
-}
-
-/// Who may log in, and the way to the real server.
-pub struct Gate {
-    paths: Paths,
-    settings: ProxySettings,
-    /// Local TLS, for STARTTLS and the implicit-TLS listeners.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    me: u32,
-    failures: Mutex<HashMap<IpAddr, (u32, Instant)>>,
-}
-
-impl Gate {
-    fn new(paths: Paths, settings: ProxySettings, tls: Option<Arc<rustls::ServerConfig>>) -> Gate {
-        Gate {
-            paths,
-            settings,
-            tls,
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            me: unsafe { libc::geteuid() },
-            failures: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Check the local credentials, get the account's token, and log in to its real server.
-    pub fn login(
-        &self,
-        caller: &Caller,
-        user: &str,
-        password: &str,
-        service: Service,
-    ) -> std::result::Result<(String, Conn), Denied> {
-        self.admit(caller, password)?;
-        // The config is read at each login, so edits apply without a restart.
-        let config = Config::load(&self.paths.config)
-            .map_err(|e| Denied::Unavailable(format!("mailtoken's config: {e:#}")))?;
-        let name = config.account_for_login(user).ok_or_else(|| {
-            self.failed(caller);
-            Denied::Credentials(format!(
-                "no account for `{user}` in mailtoken's config: log in with the account's user or name"
-            ))
-        })?;
-        let acct = config
-            .open(&self.paths, name)
-            .map_err(|e| Denied::Unavailable(format!("{e:#}")))?;
-        let server = crate::mail::servers::server(&acct.account, service)
-            .map_err(|e| Denied::Unavailable(format!("{e:#}")))?;
-        let mailbox = acct
-            .account
-            .user
-            .clone()
-            .unwrap_or_else(|| user.to_string());
-        let refused = |e: anyhow::Error| {
-            Denied::LoginNeeded(format!(
-                "{server} refused the token of `{name}` ({}); check `mailtoken check {name}`, \
-                 or log in again with `mailtoken login {name}`",
-                first_line(&format!("{e:#}"))
-            ))
-        };
-        let unreachable =
-            |e: anyhow::Error| Denied::Unavailable(format!("cannot reach {server}: {e:#}"));
-        let token = token_for(&acct, false)?;
-        let first = match log_in_upstream(service, &server, &mailbox, &token) {
-            Ok(conn) => return Ok((acct.name.clone(), conn)),
-            Err(e) if error::kind(&e) == Some(Kind::Server) => return Err(unreachable(e)),
-            Err(e) => e,
-        };
-        // A token the server refuses may have been revoked just now: one try with a fresh one.
-        let Ok(fresh) = token_for(&acct, true) else {
-            return Err(refused(first));
-        };
-        match log_in_upstream(service, &server, &mailbox, &fresh) {
-            Ok(conn) => Ok((acct.name.clone(), conn)),
-            Err(e) if error::kind(&e) == Some(Kind::Server) => Err(unreachable(e)),
-            Err(e) => Err(refused(e)),
-        }
-    }
-
-    /// The proxy's own user needs no local password; anyone else needs the configured one.
-    fn admit(&self, caller: &Caller, password: &str) -> std::result::Result<(), Denied> {
-        if caller.same_user {
-            return Ok(());
-        }
-        if self.locked_out(caller) {
-            return Err(Denied::Unavailable(
-                "too many failed logins from this address: wait a minute".into(),
-            ));
-        }
-        let Some(hash) = &self.settings.password_hash else {
-            self.failed(caller);
-            return Err(Denied::Credentials(
-                "this proxy serves only the user who runs it (set password_hash in [proxy] to let others in)"
-                    .into(),
-            ));
-        };
-        if password::verify(password, hash) {
-            Ok(())
-        } else {
-            self.failed(caller);
-            Err(Denied::Credentials("wrong local password".into()))
-        }
-    }
-
-    fn locked_out(&self, caller: &Caller) -> bool {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures
-            .get(&caller.ip)
-            .is_some_and(|(n, since)| *n >= MAX_FAILURES && since.elapsed() < FAILURE_WINDOW)
-    }
-
-    fn failed(&self, caller: &Caller) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = failures.entry(caller.ip).or_insert((0, Instant::now()));
-        if entry.1.elapsed() >= FAILURE_WINDOW {
-            *entry = (0, Instant::now());
-        }
-        entry.0 += 1;
-    }
-}
-
-fn token_for(acct: &OpenAccount, force: bool) -> std::result::Result<String, Denied> {
-    let want = Want::own(&acct.account).map_err(|e| Denied::Unavailable(format!("{e:#}")))?;
-    match crate::token::get(acct, &want, force) {
-        Ok(access) => Ok(access.access_token),
-        Err(e) => Err(match error::kind(&e) {
-            Some(Kind::LoginNeeded) => Denied::LoginNeeded(
-                first_line(&format!("{e:#}")).to_string()
-                    + &format!(": run `mailtoken login {}`", acct.name),
-            ),
-            _ => Denied::Unavailable(first_line(&format!("{e:#}")).to_string()),
-        }),
-    }
-}
-
-fn log_in_upstream(service: Service, server: &Server, user: &str, token: &str) -> Result<Conn> {
-    match service {
-        Service::Imap => crate::mail::imap::login(server, user, token),
-        Service::Pop => {
-            crate::mail::pop::login(server, user, token, crate::mail::sasl::Mech::Xoauth2)
-        }
-        Service::Smtp => {
-            let mut session = crate::mail::smtp::open(server)?;
-            let mech = if !session.ehlo().offers_auth("XOAUTH2")
-                && session.ehlo().offers_auth("OAUTHBEARER")
-            {
-                crate::mail::sasl::Mech::Oauthbearer
-            } else {
-                crate::mail::sasl::Mech::Xoauth2
-            };
-            crate::mail::smtp::authenticate(&mut session, server, user, token, mech)?;
-            Ok(session.into_conn())
-        }
-    }
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
 }

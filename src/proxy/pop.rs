@@ -1,57 +1,54 @@
 //! The proxy's POP3 side before login: USER/PASS and AUTH PLAIN (RFC 5034), with or without
 //! the initial response, and STLS with local TLS.
 
+use super::gate::{Caller, Gate, LoggedIn};
 use super::imap::decode_plain;
-use super::{Caller, Denied, Gate, LoggedIn, conclude};
-use crate::mail::wire::Conn;
+use super::prelogin::{Door, Ended};
 use crate::provider::Service;
 
-const MAX_COMMANDS: usize = 20;
-
-pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
-    conn.write_line("+OK mailtoken proxy ready").ok()?;
+pub fn front(mut door: Door, caller: &Caller, gate: &Gate) -> Result<LoggedIn, Ended> {
+    door.say("+OK mailtoken proxy ready")?;
     let mut user: Option<String> = None;
-    for _ in 0..MAX_COMMANDS {
-        let line = conn.read_line().ok()?;
+    loop {
+        let line = door.command()?;
         let (command, rest) = line.split_once(' ').unwrap_or((&line, ""));
         let command = command.to_ascii_uppercase();
         if caller.needs_tls
-            && !conn.is_tls()
+            && !door.conn().is_tls()
             && matches!(command.as_str(), "USER" | "PASS" | "AUTH")
         {
-            conn.write_line("-ERR [AUTH] STLS first").ok()?;
+            door.refuse("-ERR [AUTH] STLS first")?;
             continue;
         }
         let credentials = match command.as_str() {
             "CAPA" => {
-                let stls = if gate.tls.is_some() && !conn.is_tls() {
+                let stls = if gate.tls.is_some() && !door.conn().is_tls() {
                     "STLS\r\n"
                 } else {
                     ""
                 };
-                conn.write_line(&format!("+OK\r\nUSER\r\nSASL PLAIN\r\n{stls}."))
-                    .ok()?;
+                door.say(&format!("+OK\r\nUSER\r\nSASL PLAIN\r\n{stls}."))?;
                 continue;
             }
             "STLS" => {
                 match &gate.tls {
-                    Some(tls) if !conn.is_tls() => {
-                        conn.write_line("+OK begin TLS now").ok()?;
-                        conn = conn.accept_tls(tls.clone()).ok()?;
+                    Some(tls) if !door.conn().is_tls() => {
+                        door.say("+OK begin TLS now")?;
+                        door = door.start_tls(tls.clone())?;
                     }
-                    _ => conn.write_line("-ERR STLS is not available here").ok()?,
+                    _ => door.refuse("-ERR STLS is not available here")?,
                 }
                 continue;
             }
             "USER" if !rest.is_empty() => {
                 user = Some(rest.to_string());
-                conn.write_line("+OK").ok()?;
+                door.say("+OK")?;
                 continue;
             }
             "PASS" => match user.take() {
                 Some(user) => (user, rest.to_string()),
                 None => {
-                    conn.write_line("-ERR USER first").ok()?;
+                    door.refuse("-ERR USER first")?;
                     continue;
                 }
             },
@@ -61,51 +58,50 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
                     .next()
                     .is_some_and(|m| m.eq_ignore_ascii_case("PLAIN"))
                 {
-                    conn.write_line("-ERR only AUTH PLAIN is offered here")
-                        .ok()?;
+                    door.refuse("-ERR only AUTH PLAIN is offered here")?;
                     continue;
                 }
                 let response = match words.next() {
                     Some(ir) => ir.to_string(),
                     None => {
-                        conn.write_line("+ ").ok()?;
-                        conn.read_line().ok()?
+                        door.say("+ ")?;
+                        door.line()?
                     }
                 };
                 match decode_plain(&response) {
                     Some(credentials) => credentials,
                     None => {
-                        conn.write_line("-ERR not a SASL PLAIN response").ok()?;
+                        door.refuse("-ERR not a SASL PLAIN response")?;
                         continue;
                     }
                 }
             }
             "QUIT" => {
-                let _ = conn.write_line("+OK bye");
-                return None;
+                let _ = door.say("+OK bye");
+                return Err(Ended::Quit);
             }
             "NOOP" => {
-                conn.write_line("+OK").ok()?;
+                door.say("+OK")?;
                 continue;
             }
-            _ => {
-                conn.write_line("-ERR log in first (USER/PASS or AUTH PLAIN)")
-                    .ok()?;
+            // Mail commands of the transaction state, and APOP: known, and refused.
+            "USER" | "APOP" | "STAT" | "LIST" | "RETR" | "DELE" | "RSET" | "TOP" | "UIDL" => {
+                door.refuse("-ERR log in first (USER/PASS or AUTH PLAIN)")?;
                 continue;
             }
+            _ => return Err(door.unknown(&command)),
         };
-        let outcome = gate.login(caller, &credentials.0, &credentials.1, Service::Pop);
-        conn = match conclude(conn, outcome, "+OK logged in through mailtoken", |d| {
-            let code = match d {
-                Denied::Unavailable(_) => "[SYS/TEMP]",
-                _ => "[AUTH]",
-            };
-            format!("-ERR {code} mailtoken: {}", d.text())
-        }) {
-            Ok(done) => return Some(done),
-            Err(conn) => conn,
-        };
+        door.nothing_ahead()?;
+        match gate.login(caller, &credentials.0, &credentials.1, Service::Pop) {
+            Ok(done) => return done.admit(door, "+OK logged in through mailtoken"),
+            Err(denied) => {
+                let code = if denied.temporary() {
+                    "[SYS/TEMP]"
+                } else {
+                    "[AUTH]"
+                };
+                door.refuse(&format!("-ERR {code} {}", denied.text()))?;
+            }
+        }
     }
-    let _ = conn.write_line("-ERR too many commands without logging in");
-    None
 }

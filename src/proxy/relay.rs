@@ -100,12 +100,14 @@ pub fn run(
     let down = {
         let (from, to, clock) = (upstream.reader()?, client.writer()?, Arc::clone(&clock));
         let (client, upstream) = (Arc::clone(&client), Arc::clone(&upstream));
-        thread::spawn(move || {
+        // A thread that cannot be had ends this session (both sides closed on return), not
+        // the proxy.
+        thread::Builder::new().spawn(move || {
             let n = copy(from, to, idle, &clock);
             client.close();
             upstream.close();
             n
-        })
+        })?
     };
     let up = copy(client.reader()?, upstream.writer()?, idle, &clock);
     upstream.close();

@@ -4,12 +4,10 @@
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use super::gate::{Caller, Gate, LoggedIn};
 use super::imap::decode_plain;
-use super::{Caller, Denied, Gate, LoggedIn, conclude};
-use crate::mail::wire::Conn;
+use super::prelogin::{Door, Ended};
 use crate::provider::Service;
-
-const MAX_COMMANDS: usize = 20;
 
 /// What EHLO offers: what the proxy accepts, and what the usual submission servers do after.
 pub const EXTENSIONS: &[&str] = &[
@@ -19,21 +17,20 @@ pub const EXTENSIONS: &[&str] = &[
     "AUTH PLAIN LOGIN",
 ];
 
-pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
-    conn.write_line("220 mailtoken proxy ESMTP ready").ok()?;
-    for _ in 0..MAX_COMMANDS {
-        let line = conn.read_line().ok()?;
+pub fn front(mut door: Door, caller: &Caller, gate: &Gate) -> Result<LoggedIn, Ended> {
+    door.say("220 mailtoken proxy ESMTP ready")?;
+    loop {
+        let line = door.command()?;
         let (command, rest) = line.split_once(' ').unwrap_or((&line, ""));
         let command = command.to_ascii_uppercase();
-        if caller.needs_tls && !conn.is_tls() && command == "AUTH" {
-            conn.write_line("530 5.7.0 Must issue a STARTTLS command first")
-                .ok()?;
+        if caller.needs_tls && !door.conn().is_tls() && command == "AUTH" {
+            door.refuse("530 5.7.0 Must issue a STARTTLS command first")?;
             continue;
         }
         let credentials = match command.as_str() {
             "EHLO" => {
                 let mut extensions: Vec<&str> = EXTENSIONS.to_vec();
-                if gate.tls.is_some() && !conn.is_tls() {
+                if gate.tls.is_some() && !door.conn().is_tls() {
                     extensions.insert(0, "STARTTLS");
                 }
                 let mut reply = String::from("250-mailtoken proxy");
@@ -41,85 +38,78 @@ pub fn front(mut conn: Conn, caller: &Caller, gate: &Gate) -> Option<LoggedIn> {
                     let sep = if i + 1 == extensions.len() { ' ' } else { '-' };
                     reply.push_str(&format!("\r\n250{sep}{ext}"));
                 }
-                conn.write_line(&reply).ok()?;
+                door.say(&reply)?;
                 continue;
             }
             "HELO" => {
-                conn.write_line("250 mailtoken proxy").ok()?;
+                door.say("250 mailtoken proxy")?;
                 continue;
             }
             "NOOP" | "RSET" => {
-                conn.write_line("250 2.0.0 OK").ok()?;
+                door.say("250 2.0.0 OK")?;
                 continue;
             }
             "QUIT" => {
-                let _ = conn.write_line("221 2.0.0 bye");
-                return None;
+                let _ = door.say("221 2.0.0 bye");
+                return Err(Ended::Quit);
             }
             "STARTTLS" => {
                 match &gate.tls {
-                    Some(tls) if !conn.is_tls() => {
-                        conn.write_line("220 2.0.0 begin TLS now").ok()?;
-                        conn = conn.accept_tls(tls.clone()).ok()?;
+                    Some(tls) if !door.conn().is_tls() => {
+                        door.say("220 2.0.0 begin TLS now")?;
+                        door = door.start_tls(tls.clone())?;
                     }
-                    _ => conn
-                        .write_line("454 4.7.0 TLS is not available here")
-                        .ok()?,
+                    _ => door.refuse("454 4.7.0 TLS is not available here")?,
                 }
                 continue;
             }
-            "AUTH" => match auth(&mut conn, rest)? {
+            // Mail commands a program may try before it logs in: known, and refused.
+            "MAIL" | "RCPT" | "DATA" | "VRFY" | "EXPN" | "HELP" | "BDAT" => {
+                door.refuse("530 5.7.0 log in first (AUTH PLAIN or AUTH LOGIN)")?;
+                continue;
+            }
+            "AUTH" => match auth(&mut door, rest)? {
                 Ok(credentials) => credentials,
                 Err(reply) => {
-                    conn.write_line(&reply).ok()?;
+                    door.refuse(&reply)?;
                     continue;
                 }
             },
-            _ => {
-                conn.write_line("530 5.7.0 log in first (AUTH PLAIN or AUTH LOGIN)")
-                    .ok()?;
-                continue;
-            }
+            _ => return Err(door.unknown(&command)),
         };
-        let outcome = gate.login(caller, &credentials.0, &credentials.1, Service::Smtp);
-        conn = match conclude(
-            conn,
-            outcome,
-            "235 2.7.0 logged in through mailtoken",
-            |d| {
-                let code = match d {
-                    Denied::Unavailable(_) => "454 4.7.0",
-                    _ => "535 5.7.8",
+        door.nothing_ahead()?;
+        match gate.login(caller, &credentials.0, &credentials.1, Service::Smtp) {
+            Ok(done) => return done.admit(door, "235 2.7.0 logged in through mailtoken"),
+            Err(denied) => {
+                let code = if denied.temporary() {
+                    "454 4.7.0"
+                } else {
+                    "535 5.7.8"
                 };
-                format!("{code} mailtoken: {}", d.text())
-            },
-        ) {
-            Ok(done) => return Some(done),
-            Err(conn) => conn,
-        };
+                door.refuse(&format!("{code} {}", denied.text()))?;
+            }
+        }
     }
-    let _ = conn.write_line("421 4.7.0 too many commands without logging in");
-    None
 }
 
-/// One AUTH exchange: the credentials, or the reply that refuses it. `None`: the client went.
-fn auth(conn: &mut Conn, rest: &str) -> Option<Result<(String, String), String>> {
+/// One AUTH exchange: the credentials, or the reply that refuses it.
+fn auth(door: &mut Door, rest: &str) -> Result<Result<(String, String), String>, Ended> {
     let mut words = rest.split_whitespace();
     let mechanism = words.next().unwrap_or("").to_ascii_uppercase();
     let initial = words.next().map(str::to_string);
-    let mut ask = |prompt: &str| -> Option<String> {
-        conn.write_line(&format!("334 {prompt}")).ok()?;
-        conn.read_line().ok()
+    let mut ask = |prompt: &str| -> Result<String, Ended> {
+        door.say(&format!("334 {prompt}"))?;
+        door.line()
     };
     let cancelled = || Err("501 5.7.0 AUTH cancelled".to_string());
-    Some(match mechanism.as_str() {
+    Ok(match mechanism.as_str() {
         "PLAIN" => {
             let response = match initial {
                 Some(ir) => ir,
                 None => ask("")?,
             };
             if response == "*" {
-                return Some(cancelled());
+                return Ok(cancelled());
             }
             decode_plain(&response).ok_or_else(|| "501 5.5.2 not a SASL PLAIN response".into())
         }
@@ -129,11 +119,11 @@ fn auth(conn: &mut Conn, rest: &str) -> Option<Result<(String, String), String>>
                 None => ask(&STANDARD.encode("Username:"))?,
             };
             if user == "*" {
-                return Some(cancelled());
+                return Ok(cancelled());
             }
             let password = ask(&STANDARD.encode("Password:"))?;
             if password == "*" {
-                return Some(cancelled());
+                return Ok(cancelled());
             }
             let decode = |b64: &str| {
                 STANDARD

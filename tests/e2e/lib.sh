@@ -21,7 +21,7 @@ E2E_MARGIN=5
 E2E_APT_PACKAGES=(dovecot-imapd dovecot-pop3d dovecot-submissiond dovecot-lmtpd curl msmtp mutt isync
   libsasl2-modules-kdexoauth2 tmux openssl ca-certificates
   getmail6 offlineimap3 fetchmail aerc git git-email libauthen-sasl-perl libio-socket-ssl-perl
-  alpine postfix libsasl2-modules)
+  alpine postfix libsasl2-modules chromium)
 
 say() { printf '%s\n' "$*" >&2; }
 die() {
@@ -427,6 +427,13 @@ imap_read_back() {
   curl -sS --max-time 15 --user "$E2E_USER:" \
     --oauth2-bearer "$(mailtoken token e2e)" "imap://127.0.0.1:$IMAP_PORT/INBOX;MAILINDEX=${n%% *}" |
     tr -d '\r'
+}
+
+# How many messages the INBOX holds now.
+imap_messages() {
+  curl -sS --max-time 15 --user "$E2E_USER:" --oauth2-bearer "$(mailtoken token e2e)" \
+    "imap://127.0.0.1:$IMAP_PORT/" -X 'STATUS INBOX (MESSAGES)' | tr -d '\r' |
+    sed -n 's/.*(MESSAGES \([0-9]*\)).*/\1/p'
 }
 
 # Introspect a token at the OAuth server as Dovecot would; prints the JSON reply.

@@ -614,6 +614,54 @@ check_proxy_concurrent() {
   proxy_down
 }
 
+# A web page in the user's own browser (headless Chromium, a page on 127.0.0.1) POSTs a login
+# and what follows it to the proxy's SMTP, POP and IMAP ports, as fetch() with mode no-cors
+# can: no preflight, the browser's own request line and headers, the attack in the body. The
+# proxy must shut each session at the request line: no login upstream, no message sent, no
+# message deleted.
+check_proxy_browser() {
+  command -v chromium >/dev/null || fail "chromium is not installed"
+  proxy_up
+  local dir="$E2E_DIR/tmp/web" port subject before after plain shut web
+  subject="e2e sent by a web page $RANDOM$RANDOM"
+  mkdir -p "$dir"
+  plain=$(printf '\0%s\0anything' "$E2E_USER" | base64 -w0)
+  before=$(imap_messages)
+  cat >"$dir/attack.html" <<EOF
+<!doctype html><title>attack</title><pre id="out">running</pre><script>
+const targets = {
+  smtp: [$PROXY_SMTP, "EHLO x\r\nAUTH PLAIN $plain\r\nMAIL FROM:<$E2E_USER>\r\nRCPT TO:<$E2E_USER>\r\nDATA\r\nSubject: $subject\r\n\r\nhi\r\n.\r\nQUIT\r\n"],
+  pop: [$PROXY_POP, "USER $E2E_USER\r\nPASS anything\r\nDELE 1\r\nQUIT\r\n"],
+  imap: [$PROXY_IMAP, "a1 LOGIN $E2E_USER anything\r\na2 SELECT INBOX\r\na3 STORE 1 +FLAGS (\\\\Deleted)\r\na4 EXPUNGE\r\n"],
+};
+Promise.allSettled(Object.entries(targets).map(([name, [port, body]]) =>
+  fetch("http://127.0.0.1:" + port + "/", {method: "POST", mode: "no-cors", body})
+    .then(() => name + ": answered", (e) => name + ": " + e)))
+  .then((results) => { document.getElementById("out").textContent = results.map((r) => r.value).join("; "); });
+</script>
+EOF
+  read -r port <<<"$(e2e_free_ports 1)"
+  python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >"$E2E_DIR/logs/web.log" 2>&1 &
+  web=$!
+  trap 'kill $PROXY_PID $web 2>/dev/null || true' EXIT
+  wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" || fail "the page server did not listen"
+  timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
+    --disable-background-networking --disable-component-update --disable-sync \
+    --user-data-dir="$dir/profile" --virtual-time-budget=15000 --dump-dom \
+    "http://127.0.0.1:$port/attack.html" >"$dir/dom.html" 2>"$E2E_DIR/logs/chromium.log" || true
+  kill "$web"
+  say "the page says: $(grep -o '<pre id="out">[^<]*' "$dir/dom.html" | sed 's/.*>//')"
+  grep -q "smtp: " "$dir/dom.html" || fail "the page's fetches did not finish (see logs/chromium.log)"
+  proxy_down
+  shut=$(grep -c "shut out: an HTTP request" "$E2E_DIR/logs/proxy.err" || true)
+  ((shut >= 3)) || fail "the proxy shut $shut browser session(s), not the 3 the page opened"
+  ! grep -F "logged in" "$E2E_DIR/logs/proxy.err" || fail "a browser session logged in upstream"
+  ! imap_read_back "$subject" || fail "the page's message was delivered"
+  after=$(imap_messages)
+  ((after == before)) || fail "the INBOX went from $before to $after messages"
+  say "the browser reached the proxy $shut times; nothing was logged in, sent or deleted (INBOX: $after messages)"
+}
+
 # Drive a program in tmux: answer the prompts it shows (a table of screen text -> keys) until
 # `done` shows on the screen, for at most `secs` seconds.
 tmux_until() {
@@ -656,6 +704,12 @@ EOF
   # Any password will do: the proxy serves its own user.
   local answers=("Exit this greeting=>E" "ENTER PASSWORD=>any Enter" "Preserve password=>n"
     "Create?=>y" "Send message?=>y")
+  # A person who takes 75 s at the first password prompt, with the proxy's default deadline:
+  # Alpine connects first and asks afterwards.
+  tmux_until "$sock" "ENTER PASSWORD" 60 "Exit this greeting=>E" || fail "Alpine never asked for the password"
+  say "Alpine asks for the password; typing it 75 s later"
+  sleep 75
+  tmux -S "$sock" send-keys any Enter
   tmux_until "$sock" "$subject" 60 "${answers[@]}" || fail "Alpine did not show \"$subject\" in the INBOX"
   say "Alpine opened the INBOX through the proxy and lists \"$subject\""
   tmux -S "$sock" send-keys c
@@ -741,7 +795,8 @@ check "8d. aerc with contrib/aerc-accounts.conf opens the INBOX (IMAPS, xoauth2)
 check "8e. git send-email with contrib/gitconfig sends (SMTP STARTTLS, XOAUTH2)" check_git_send_email
 check "9b. git send-email with a plain password (AUTH PLAIN), through mailtoken proxy" check_proxy_git_send_email
 check "9c. 100 concurrent IMAP sessions (curl) through mailtoken proxy" check_proxy_concurrent
-check "9d. Alpine reads the INBOX and sends, through mailtoken proxy (tmux)" check_proxy_alpine
+check "9d. Alpine reads the INBOX (password typed after 75 s) and sends, through mailtoken proxy (tmux)" check_proxy_alpine
+check "9f. a web page's fetch() to the proxy (headless Chromium) logs in nowhere" check_proxy_browser
 check "9e. Postfix relays through mailtoken proxy (relayhost, SASL password as user postfix)" check_proxy_postfix
 
 echo

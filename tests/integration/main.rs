@@ -17,6 +17,7 @@ mod man;
 mod newcomer;
 mod parsers;
 mod proxy;
+mod proxy_guard;
 mod quick;
 mod stores;
 mod survival;
