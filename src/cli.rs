@@ -109,8 +109,12 @@ pub enum Command {
     /// only send a password: they log in with the account's user, the proxy logs in with OAuth2
     Proxy {
         /// Read a password on stdin and print the hash to put in [proxy] password_hash
-        #[arg(long)]
+        #[arg(long, conflicts_with = "make_certificate")]
         hash_password: bool,
+        /// Make a certificate for the proxy's TLS listeners, signed by a local CA that can
+        /// vouch only for this machine (its key is not kept), and say how to trust it
+        #[arg(long)]
+        make_certificate: bool,
     },
     /// The account names of the config, one per line (for shell completion)
     #[command(hide = true)]

@@ -28,6 +28,11 @@ pub fn format_utc(secs: u64) -> String {
     )
 }
 
+/// The UTC calendar date of `secs`: year, month (1-12), day (1-31).
+pub fn utc_date(secs: u64) -> (i64, u32, u32) {
+    civil_from_days((secs / 86_400) as i64)
+}
+
 /// `1 h 5 min`, `42 s`: for "expires in ..." lines.
 pub fn format_span(secs: u64) -> String {
     match secs {

@@ -35,7 +35,10 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
             Command::Check(args) => verify::check(&paths, &args),
             Command::Whoami { account } => whoami::run(&paths, &account),
             Command::Doctor { account } => doctor::run(&paths, account.as_deref()),
-            Command::Proxy { hash_password } => proxy::run(&paths, hash_password),
+            Command::Proxy {
+                hash_password,
+                make_certificate,
+            } => proxy::run(&paths, hash_password, make_certificate),
             Command::Accounts => setup::accounts(&paths),
         });
     process::finish(result)

@@ -52,7 +52,7 @@ pub struct ProxySettings {
     /// A local password for clients of other users (and the only way in for them), as an
     /// Argon2 hash from `mailtoken proxy --hash-password`; never the password itself.
     pub password_hash: Option<String>,
-    /// Seconds a client has from connecting to logging in (default 60).
+    /// Seconds a client has from connecting to logging in (default 300).
     pub login_timeout: Option<u64>,
 }
 

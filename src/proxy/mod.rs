@@ -7,6 +7,7 @@
 //! or hostile client holds up nothing but itself. The protocol front ends are imap.rs, pop.rs
 //! and smtp.rs, all reading through `prelogin::Door`; who may log in is decided in `gate.rs`.
 
+pub mod certificate;
 mod gate;
 pub mod imap;
 mod password;

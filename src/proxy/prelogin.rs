@@ -116,6 +116,12 @@ pub fn goodbye(service: Service, why: &Ended, limit: Duration) -> Option<String>
     })
 }
 
+/// A connection's failure, for the log: `Conn` words its errors as a client of a server;
+/// here the other side is a mail program.
+fn gone(e: &anyhow::Error) -> Ended {
+    Ended::Gone(format!("{e:#}").replace("the server", "the program"))
+}
+
 /// A connection before login, as every front end reads and answers it.
 pub struct Door {
     conn: Conn,
@@ -183,15 +189,13 @@ impl Door {
         if self.conn.expired() {
             self.shut(Ended::TimedOut)
         } else {
-            Ended::Gone(format!("{e:#}"))
+            gone(&e)
         }
     }
 
     /// Answer a command.
     pub fn say(&mut self, line: &str) -> Result<(), Ended> {
-        self.conn
-            .write_line(line)
-            .map_err(|e| Ended::Gone(format!("{e:#}")))
+        self.conn.write_line(line).map_err(|e| gone(&e))
     }
 
     /// Refuse a command: answer it, and trust nothing sent ahead of a later login.
@@ -233,7 +237,7 @@ impl Door {
                 doubtful,
             }),
             Err(_) if expired_before => Err(Ended::TimedOut),
-            Err(e) => Err(Ended::Gone(format!("{e:#}"))),
+            Err(e) => Err(gone(&e)),
         }
     }
 

@@ -491,6 +491,10 @@ check_git_send_email() {
 
 # Start `mailtoken proxy` for the account e2e (IMAP, POP and SMTP on ports of its own) with a copy
 # of the config that has a [proxy] section (plus the lines in $1); stopped by proxy_down.
+# The name programs log in to the proxy with: the account's name, since e2e and e2e2 are two
+# logins to the same mailbox (the same user), and the proxy never guesses between them.
+PROXY_LOGIN=e2e
+
 proxy_up() {
   local cfg="$E2E_DIR/tmp/proxy-config.toml"
   read -r PROXY_IMAP PROXY_POP PROXY_SMTP <<<"$(e2e_free_ports 3)"
@@ -521,7 +525,7 @@ check_proxy_fetchmail() {
     out="$E2E_DIR/tmp/proxy-fetchmail-$protocol.bsmtp"
     # Any password: the proxy serves its own user and logs in upstream with the token.
     printf 'poll 127.0.0.1 service %s protocol %s\n  user "%s" password "not-a-real-password" sslproto '"''"'\n' \
-      "$port" "$protocol" "$E2E_USER" >"$rc"
+      "$port" "$protocol" "$PROXY_LOGIN" >"$rc"
     chmod 600 "$rc"
     timeout 90 fetchmail -f "$rc" -v --nosyslog --keep --all --bsmtp "$out" || fail "fetchmail ($protocol) failed"
     grep -F "Subject: $subject" "$out" || fail "no \"$subject\" message in $out"
@@ -538,7 +542,7 @@ check_proxy_git_send_email() {
   git init -q "$repo"
   git -C "$repo" commit -q --allow-empty -m "$subject"
   (cd "$repo" && timeout 60 git -c sendemail.smtpServer=127.0.0.1 -c sendemail.smtpServerPort="$PROXY_SMTP" \
-    -c sendemail.smtpEncryption=none -c sendemail.smtpUser="$E2E_USER" -c sendemail.smtpPass=any \
+    -c sendemail.smtpEncryption=none -c sendemail.smtpUser="$PROXY_LOGIN" -c sendemail.smtpPass=any \
     -c sendemail.smtpAuth=PLAIN send-email --confirm=never --suppress-cc=all --to "$E2E_USER" -1) ||
     fail "git send-email through the proxy failed"
   imap_read_back "$subject" | grep -F "Subject: [PATCH] $subject"
@@ -557,7 +561,7 @@ check_proxy_postfix() {
   proxy_up "password_hash = \"$hash\""
   mkdir -p "$dir/queue" "$dir/data"
   chown postfix "$dir/data"
-  printf '[127.0.0.1]:%s %s:the-local-password\n' "$PROXY_SMTP" "$E2E_USER" >"$dir/sasl_passwd"
+  printf '[127.0.0.1]:%s %s:the-local-password\n' "$PROXY_SMTP" "$PROXY_LOGIN" >"$dir/sasl_passwd"
   chmod 600 "$dir/sasl_passwd"
   cat >"$dir/main.cf" <<EOF
 compatibility_level = 3.6
@@ -602,7 +606,7 @@ check_proxy_concurrent() {
   mkdir -p "$dir"
   before=$(grant_count refresh_token)
   for i in $(seq "$n"); do
-    { curl -sS --max-time 60 --user "$E2E_USER:any" "imap://127.0.0.1:$PROXY_IMAP/INBOX" \
+    { curl -sS --max-time 60 --user "$PROXY_LOGIN:any" "imap://127.0.0.1:$PROXY_IMAP/INBOX" \
       -X 'EXAMINE INBOX' >"$dir/$i.out" 2>"$dir/$i.err" && touch "$dir/$i.ok"; } &
     pids+=($!)
   done
@@ -625,14 +629,14 @@ check_proxy_browser() {
   local dir="$E2E_DIR/tmp/web" port subject before after plain shut web
   subject="e2e sent by a web page $RANDOM$RANDOM"
   mkdir -p "$dir"
-  plain=$(printf '\0%s\0anything' "$E2E_USER" | base64 -w0)
+  plain=$(printf '\0%s\0anything' "$PROXY_LOGIN" | base64 -w0)
   before=$(imap_messages)
   cat >"$dir/attack.html" <<EOF
 <!doctype html><title>attack</title><pre id="out">running</pre><script>
 const targets = {
   smtp: [$PROXY_SMTP, "EHLO x\r\nAUTH PLAIN $plain\r\nMAIL FROM:<$E2E_USER>\r\nRCPT TO:<$E2E_USER>\r\nDATA\r\nSubject: $subject\r\n\r\nhi\r\n.\r\nQUIT\r\n"],
-  pop: [$PROXY_POP, "USER $E2E_USER\r\nPASS anything\r\nDELE 1\r\nQUIT\r\n"],
-  imap: [$PROXY_IMAP, "a1 LOGIN $E2E_USER anything\r\na2 SELECT INBOX\r\na3 STORE 1 +FLAGS (\\\\Deleted)\r\na4 EXPUNGE\r\n"],
+  pop: [$PROXY_POP, "USER $PROXY_LOGIN\r\nPASS anything\r\nDELE 1\r\nQUIT\r\n"],
+  imap: [$PROXY_IMAP, "a1 LOGIN $PROXY_LOGIN anything\r\na2 SELECT INBOX\r\na3 STORE 1 +FLAGS (\\\\Deleted)\r\na4 EXPUNGE\r\n"],
 };
 Promise.allSettled(Object.entries(targets).map(([name, [port, body]]) =>
   fetch("http://127.0.0.1:" + port + "/", {method: "POST", mode: "no-cors", body})
@@ -643,7 +647,7 @@ EOF
   read -r port <<<"$(e2e_free_ports 1)"
   python3 -m http.server --bind 127.0.0.1 --directory "$dir" "$port" >"$E2E_DIR/logs/web.log" 2>&1 &
   web=$!
-  trap 'kill $PROXY_PID $web 2>/dev/null || true' EXIT
+  trap "kill $PROXY_PID $web 2>/dev/null || true" EXIT
   wait_for 20 bash -c "exec 3<>/dev/tcp/127.0.0.1/$port" || fail "the page server did not listen"
   timeout 60 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
     --disable-background-networking --disable-component-update --disable-sync \
@@ -669,6 +673,12 @@ tmux_until() {
   shift 3
   for ((i = 0; i < secs * 4; i++)); do
     screen=$(tmux -S "$sock" capture-pane -p 2>/dev/null || true)
+    # TMUX_FORBID: a regex for what must never show (a warning), checked on every screen.
+    if [[ -n ${TMUX_FORBID:-} && $screen =~ $TMUX_FORBID ]]; then
+      echo "$screen"
+      say "the screen showed \"${BASH_REMATCH[0]}\""
+      return 2
+    fi
     [[ $screen == *"$done"* ]] && return 0
     local pair
     for pair in "$@"; do
@@ -695,8 +705,8 @@ check_proxy_alpine() {
   cat >"$home/.pinerc" <<EOF
 personal-name=e2e
 user-domain=${E2E_USER#*@}
-inbox-path={127.0.0.1:$PROXY_IMAP/user=$E2E_USER/notls}INBOX
-smtp-server=127.0.0.1:$PROXY_SMTP/user=$E2E_USER/notls
+inbox-path={127.0.0.1:$PROXY_IMAP/user=$PROXY_LOGIN/notls}INBOX
+smtp-server=127.0.0.1:$PROXY_SMTP/user=$PROXY_LOGIN/notls
 feature-list=quit-without-confirm
 EOF
   trap 'kill $PROXY_PID 2>/dev/null || true; tmux -S "'"$sock"'" kill-server 2>/dev/null || true' EXIT
@@ -720,6 +730,55 @@ EOF
   tmux -S "$sock" kill-server
   imap_read_back "$sent" | grep -F "Subject: $sent"
   say "Alpine sent \"$sent\" through the proxy (SMTP AUTH), read back over IMAP"
+  proxy_down
+}
+
+# Alpine over the proxy's own TLS, with the certificate `mailtoken proxy --make-certificate`
+# makes and its CA trusted for Alpine alone (SSL_CERT_FILE): IMAP over TLS from the first byte,
+# SMTP with STARTTLS, to "localhost", with no /novalidate-cert. Alpine must show none of its
+# warnings (the insecure-AUTH=PLAIN "SECURITY PROBLEM", "(INSECURE)", a certificate question).
+check_proxy_alpine_tls() {
+  command -v alpine >/dev/null || { say "alpine is not installed"; exit 77; }
+  local home="$E2E_DIR/tmp/alpine-tls-home" sock="$E2E_DIR/tmux-alpine-tls.sock" subject sent
+  local made imaps
+  made=$(mailtoken proxy --make-certificate 2>&1) || fail "--make-certificate failed: $made"
+  say "$made"
+  local cert key ca
+  cert=$(sed -n 's/^ *tls_certificate = "\(.*\)"$/\1/p' <<<"$made")
+  key=$(sed -n 's/^ *tls_key = "\(.*\)"$/\1/p' <<<"$made")
+  ca=$(sed -n 's/^ *SSL_CERT_FILE=\([^ ]*\) alpine$/\1/p' <<<"$made")
+  [[ -f $cert && -f $key && -f $ca ]] || fail "the printed paths are not files: '$cert' '$key' '$ca'"
+  [[ $(stat -c %a "$key") == 600 ]] || fail "the key is not 0600"
+  ! grep -q "PRIVATE KEY" "$ca" "$cert" || fail "a certificate file holds a private key"
+  read -r imaps <<<"$(e2e_free_ports 1)"
+  proxy_up "tls_certificate = \"$cert\"
+tls_key = \"$key\"
+imaps = \"127.0.0.1:$imaps\""
+  subject=$(test_subject)
+  sent="e2e alpine tls $RANDOM$RANDOM"
+  mkdir -p "$home"
+  cat >"$home/.pinerc" <<EOF
+personal-name=e2e
+user-domain=${E2E_USER#*@}
+inbox-path={localhost:$imaps/ssl/user=$PROXY_LOGIN}INBOX
+smtp-server=localhost:$PROXY_SMTP/tls/user=$PROXY_LOGIN
+feature-list=quit-without-confirm
+EOF
+  trap "kill $PROXY_PID 2>/dev/null || true; tmux -S '$sock' kill-server 2>/dev/null || true" EXIT
+  HOME=$home SSL_CERT_FILE=$ca tmux -S "$sock" new-session -d -x 200 -y 50 "alpine -i"
+  local answers=("Exit this greeting=>E" "ENTER PASSWORD=>any Enter" "Preserve password=>n"
+    "Create?=>y" "Send message?=>y")
+  TMUX_FORBID='SECURITY PROBLEM|INSECURE|[Cc]ertificate|[Vv]alidat'
+  tmux_until "$sock" "$subject" 60 "${answers[@]}" || fail "Alpine did not show \"$subject\" over TLS without a warning"
+  say "Alpine opened the INBOX over the proxy's TLS (localhost, certificate verified) and lists \"$subject\""
+  tmux -S "$sock" send-keys c
+  tmux_until "$sock" "COMPOSE MESSAGE" 20 || fail "Alpine did not open the composer"
+  tmux -S "$sock" send-keys "$E2E_USER" Enter Enter Enter "$sent" Enter "sent by Alpine over TLS through mailtoken proxy" C-x
+  tmux_until "$sock" "MESSAGE INDEX" 60 "${answers[@]}" || fail "Alpine did not send over STARTTLS without a warning"
+  TMUX_FORBID=
+  tmux -S "$sock" kill-server
+  imap_read_back "$sent" | grep -F "Subject: $sent"
+  say "Alpine sent \"$sent\" through the proxy with STARTTLS, read back over IMAP"
   proxy_down
 }
 
@@ -796,6 +855,7 @@ check "8e. git send-email with contrib/gitconfig sends (SMTP STARTTLS, XOAUTH2)"
 check "9b. git send-email with a plain password (AUTH PLAIN), through mailtoken proxy" check_proxy_git_send_email
 check "9c. 100 concurrent IMAP sessions (curl) through mailtoken proxy" check_proxy_concurrent
 check "9d. Alpine reads the INBOX (password typed after 75 s) and sends, through mailtoken proxy (tmux)" check_proxy_alpine
+check "9g. Alpine over the proxy's own TLS (--make-certificate, its CA trusted): no warning" check_proxy_alpine_tls
 check "9f. a web page's fetch() to the proxy (headless Chromium) logs in nowhere" check_proxy_browser
 check "9e. Postfix relays through mailtoken proxy (relayhost, SASL password as user postfix)" check_proxy_postfix
 

@@ -755,3 +755,63 @@ fn on_the_network_the_owner_needs_the_password_too() {
     assert!(!upstream.was_reached());
     drop(proxy);
 }
+
+/// `proxy --make-certificate`: a client that trusts only the CA it wrote verifies the proxy's
+/// TLS for localhost (host name checked), and the key is private.
+#[test]
+fn the_made_certificate_is_trusted_by_a_client_that_trusts_its_ca() {
+    use std::os::unix::fs::PermissionsExt;
+    let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    let env = Env::new();
+    let made = env.run(&["proxy", "--make-certificate"]);
+    assert_eq!(made.code, Some(0), "{}", made.all());
+    assert_eq!(made.stdout, "");
+    let (ca, cert, key) = (
+        env.data_dir().join("proxy-ca.pem"),
+        env.data_dir().join("proxy-cert.pem"),
+        env.data_dir().join("proxy-key.pem"),
+    );
+    for path in [&ca, &cert, &key] {
+        assert!(
+            made.stderr.contains(&path.display().to_string()),
+            "{}",
+            made.all()
+        );
+    }
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    assert!(
+        !std::fs::read_to_string(&ca)
+            .unwrap()
+            .contains("PRIVATE KEY")
+    );
+    let (port, imaps) = (free_port(), free_port());
+    env.write_config(&format!(
+        "[proxy]\nimap = \"127.0.0.1:{port}\"\nimaps = \"127.0.0.1:{imaps}\"\n\
+         tls_certificate = \"{}\"\ntls_key = \"{}\"\n{}",
+        cert.display(),
+        key.display(),
+        account_toml("work", &upstream_keys("imap", upstream))
+    ));
+    env.write_token("work", TOKEN);
+    let proxy = Proxy::launch(env, port);
+    let script = format!(
+        "import imaplib, ssl\n\
+         ctx = ssl.create_default_context(cafile={ca:?})\n\
+         m = imaplib.IMAP4_SSL('localhost', {imaps}, ssl_context=ctx)\n\
+         m.login('work', 'any')\n\
+         m.logout()\n",
+        ca = ca.display().to_string()
+    );
+    let out = std::process::Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(seen.wait().logout);
+    drop(proxy);
+}
