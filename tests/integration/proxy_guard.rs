@@ -815,3 +815,97 @@ fn the_made_certificate_is_trusted_by_a_client_that_trusts_its_ca() {
     assert!(seen.wait().logout);
     drop(proxy);
 }
+
+/// When no thread can be had for a session (a limit on the proxy user's threads, reached
+/// here by connections from another user), that connection is turned away and the proxy
+/// lives on, serving the next one once threads are free. The proxy runs as a uid of its own
+/// (no other process has it) with RLIMIT_NPROC 3: its main thread and two sessions.
+#[test]
+fn a_thread_that_cannot_be_had_turns_one_connection_away_not_the_proxy() {
+    use std::os::unix::fs::PermissionsExt;
+    if !as_root() {
+        return;
+    }
+    const UID: &str = "4242";
+    let env = Env::new();
+    let port = free_port();
+    let upstream = Untouched::new();
+    env.write_config(&format!(
+        "[proxy]\nimap = \"127.0.0.1:{port}\"\n{}",
+        account_toml("work", &upstream_keys("imap", upstream.port()))
+    ));
+    // The programs, where that uid can run them whatever the checkout's modes.
+    let bin_dir = env.dir.path().join("bin");
+    std::fs::create_dir(&bin_dir).unwrap();
+    let front = std::path::Path::new(bin());
+    for name in ["mailtoken", "mailtoken-full"] {
+        std::fs::copy(front.with_file_name(name), bin_dir.join(name)).unwrap();
+    }
+    std::fs::set_permissions(env.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let chown = std::process::Command::new("chown")
+        .args(["-R", &format!("{UID}:{UID}")])
+        .arg(env.dir.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut cmd = std::process::Command::new("prlimit");
+    cmd.args([
+        "--nproc=3:3",
+        "--",
+        "setpriv",
+        "--reuid",
+        UID,
+        "--regid",
+        UID,
+        "--clear-groups",
+    ])
+    .arg(bin_dir.join("mailtoken"))
+    .arg("--config")
+    .arg(env.config())
+    .arg("--data-dir")
+    .arg(env.data_dir())
+    .arg("proxy")
+    .env("HOME", env.dir.path());
+    let child = Running::spawn(cmd, "mailtoken proxy (uid 4242)".into());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the proxy never listened");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The probe above took a thread for a moment: let it end.
+    std::thread::sleep(Duration::from_millis(500));
+    let greeted = |c: &mut Client| {
+        let mut line = String::new();
+        let _ = std::io::BufRead::read_line(&mut c.reader, &mut line);
+        line.starts_with("* OK")
+    };
+    let mut held: Vec<Client> = (0..4)
+        .map(|_| Client::new(TcpStream::connect(("127.0.0.1", port)).unwrap()))
+        .collect();
+    let answered: Vec<bool> = held.iter_mut().map(greeted).collect();
+    assert_eq!(
+        answered,
+        [true, true, false, false],
+        "two threads, then none"
+    );
+    // Alive: the held sessions end when their clients go, and a new one is served.
+    held.clear();
+    std::thread::sleep(Duration::from_millis(500));
+    let mut next = Client::new(TcpStream::connect(("127.0.0.1", port)).unwrap());
+    assert!(
+        greeted(&mut next),
+        "the proxy did not serve after the threads came back"
+    );
+    drop(next);
+    child.signal(libc::SIGTERM);
+    let log = child.wait(Duration::from_secs(30));
+    assert_eq!(log.code, Some(0), "{}", log.all());
+    assert_eq!(
+        log.stderr
+            .matches("turned away: cannot start a thread")
+            .count(),
+        2,
+        "{}",
+        log.all()
+    );
+}
