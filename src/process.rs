@@ -1,6 +1,7 @@
 //! The process: its start (what Rust's runtime would set up), protection of the secrets in
-//! memory (no core dumps; SIGTERM, SIGINT and SIGHUP held off while a rotated refresh token
-//! is in flight), and a word on Ctrl-C during the waits of a login.
+//! memory (no core dumps; every signal that would end the process and can be held is held off
+//! while a rotated refresh token is in flight), and a word on Ctrl-C during the waits of a
+//! login.
 //!
 //! Once a server has answered a refresh, the old refresh token is dead and the new one exists
 //! only in memory until it is stored: a mail client timing out its password command, or a
@@ -10,7 +11,7 @@
 use std::mem::MaybeUninit;
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
-/// While this lives, the three signals stay pending instead of ending the process; dropping it
+/// While this lives, those signals stay pending instead of ending the process; dropping it
 /// restores the previous mask, and a signal that arrived meanwhile is then delivered.
 pub struct Held {
     old: libc::sigset_t,
@@ -70,6 +71,35 @@ fn forbid_core_dumps() {
     }
 }
 
+/// Every signal whose default action ends the process and that can be held back: a refresh
+/// that one of them ended between the request and the commit would lose the rotated refresh
+/// token. Not KILL and STOP (they cannot be), nor the faults a thread raises itself (SEGV,
+/// BUS, FPE, ILL, TRAP, SYS: holding them would not stop them). PIPE is ignored from the start.
+/// ALRM too: the lock's timer uses it only while waiting for the lock, never in this window.
+fn held_signals() -> Vec<libc::c_int> {
+    let mut signals = vec![
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGALRM,
+        libc::SIGVTALRM,
+        libc::SIGPROF,
+        libc::SIGXCPU,
+        libc::SIGXFSZ,
+        libc::SIGIO,
+    ];
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        signals.extend([libc::SIGPWR, libc::SIGSTKFLT]);
+        // Real-time signals end the process by default too.
+        signals.extend(libc::SIGRTMIN()..=libc::SIGRTMAX());
+    }
+    signals
+}
+
 /// Block the signals in this thread and in every thread it starts from now on (the HTTP
 /// client's runtime thread among them), so none of them can take the signal instead.
 pub fn hold_signals() -> Held {
@@ -79,7 +109,7 @@ pub fn hold_signals() -> Held {
         let mut set = MaybeUninit::<libc::sigset_t>::uninit();
         libc::sigemptyset(set.as_mut_ptr());
         let mut set = set.assume_init();
-        for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        for signal in held_signals() {
             libc::sigaddset(&mut set, signal);
         }
         let mut old = MaybeUninit::<libc::sigset_t>::uninit();

@@ -181,13 +181,29 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     // SIGTERM then waits until it is stored (and then ends the process, as it would have).
     let held = process::hold_signals();
     let fetched = if app_only {
-        app_only::fetch(acct, want).map(Granted::access_only)
+        app_only::fetch(acct, want)
+            .map(Granted::access_only)
+            .map_err(Refused::from)
     } else {
         refresh(acct, &current, want)
     };
     let granted = match fetched {
         Ok(fetched) => fetched,
-        Err(err) => {
+        Err(Refused { err, kept }) => {
+            // The server rotated the refresh token in a reply refused for its access token:
+            // the new one is the login now, stored before the failure is told.
+            let err = match kept {
+                Some(kept) => {
+                    let mut updated = current;
+                    updated.take_refresh_token(kept.refresh_token, kept.ends_at);
+                    store.commit(name, pending, &updated)?;
+                    debug!("kept the new refresh token of a refused reply");
+                    server(format!(
+                        "{err:#}\nIts new refresh token was stored, so the login is kept: try again."
+                    ))
+                }
+                None => err,
+            };
             match error::kind(&err) {
                 Some(Kind::Server) => {
                     store.note_failure(name, &format!("{err:#}"));
@@ -223,9 +239,26 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     Ok(access)
 }
 
+/// A refresh that failed, and the new refresh token its reply carried if it must be kept.
+struct Refused {
+    err: anyhow::Error,
+    kept: Option<oauth::Salvaged>,
+}
+
+impl From<anyhow::Error> for Refused {
+    fn from(err: anyhow::Error) -> Refused {
+        Refused { err, kept: None }
+    }
+}
+
 /// Ask the server for a new access token with the refresh token. The store is not touched
-/// here: on any error the caller keeps what it had.
-fn refresh(acct: &OpenAccount, current: &Tokens, want: &Want) -> Result<Granted> {
+/// here: on an error the caller keeps what it had, and the reply's new refresh token if the
+/// rest of the reply was refused.
+fn refresh(
+    acct: &OpenAccount,
+    current: &Tokens,
+    want: &Want,
+) -> std::result::Result<Granted, Refused> {
     let OpenAccount { name, account, .. } = acct;
     let refresh_token = current.refresh_token.as_deref().ok_or_else(|| {
         login_needed(
@@ -247,5 +280,8 @@ fn refresh(acct: &OpenAccount, current: &Tokens, want: &Want) -> Result<Granted>
     let reply = oauth::refresh(&http, token_endpoint, &client, refresh_token, &scope)
         .with_context(|| format!("account `{name}`"))?
         .map_err(|e| e.into_error("refreshing the access token", account.provider, name))?;
-    reply.into_access(sent_at, &scope)
+    let kept = reply.salvage(sent_at);
+    reply
+        .into_access(sent_at, &scope)
+        .map_err(|err| Refused { err, kept })
 }

@@ -24,6 +24,9 @@ const DEFAULT_EXPIRES_IN: u64 = 600;
 
 #[derive(Deserialize)]
 pub struct TokenReply {
+    /// Missing is read as empty, and refused as such: the rest of the reply (a rotated
+    /// refresh token) may still have to be kept.
+    #[serde(default, deserialize_with = "null_as_empty")]
     pub access_token: String,
     #[serde(default)]
     pub token_type: Option<String>,
@@ -88,6 +91,7 @@ impl TokenReply {
                 printable(kind)
             )));
         }
+        let refresh_token_ends_at = self.refresh_token_ends_at(now);
         let refresh_token = self.refresh_token.filter(|t| !t.is_empty());
         if let Some(rt) = &refresh_token {
             usable("refresh_token", rt)?;
@@ -103,11 +107,6 @@ impl TokenReply {
             scope: self.scope.or_else(|| Some(requested_scope.to_string())),
             obtained_at: Some(now),
         };
-        let refresh_token_ends_at = self
-            .refresh_token_expires_in
-            .or(self.refresh_expires_in)
-            .filter(|&secs| secs > 0)
-            .map(|secs| now.saturating_add(secs));
         Ok(Granted {
             access,
             refresh_token,
@@ -116,20 +115,65 @@ impl TokenReply {
     }
 }
 
+impl TokenReply {
+    /// When the refresh token ends, if the server said (Google's or Keycloak's field).
+    fn refresh_token_ends_at(&self, now: u64) -> Option<u64> {
+        self.refresh_token_expires_in
+            .or(self.refresh_expires_in)
+            .filter(|&secs| secs > 0)
+            .map(|secs| now.saturating_add(secs))
+    }
+
+    /// The reply's new refresh token, if it can be used, whatever the rest of the reply: a
+    /// rotating server has revoked the old one when it sent this, so a reply refused for its
+    /// access token (empty, control characters, not Bearer) must still leave it stored.
+    pub fn salvage(&self, now: u64) -> Option<Salvaged> {
+        let token = self.refresh_token.as_deref().filter(|t| !t.is_empty())?;
+        usable("refresh_token", token).ok()?;
+        Some(Salvaged {
+            refresh_token: token.to_string(),
+            ends_at: self.refresh_token_ends_at(now),
+        })
+    }
+}
+
+/// A new refresh token kept from a reply that was refused (see `TokenReply::salvage`).
+pub struct Salvaged {
+    pub refresh_token: String,
+    pub ends_at: Option<u64>,
+}
+
+impl fmt::Debug for Salvaged {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Salvaged")
+            .field(
+                "refresh_token",
+                &crate::log::fingerprint(&self.refresh_token),
+            )
+            .field("ends_at", &self.ends_at)
+            .finish()
+    }
+}
+
 /// A token must be visible ASCII without spaces (RFC 6750's b64token and more): anything else
 /// would break a SASL string, add lines to a git credential, or reach a terminal.
 fn usable(field: &str, token: &str) -> Result<()> {
     if token.is_empty() {
         return Err(server(format!(
-            "the server's reply has an empty `{field}`; nothing was stored. Try again later."
+            "the server's reply has no `{field}` (or an empty one). Try again later."
         )));
     }
     if !token.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(server(format!(
-            "the server's `{field}` holds spaces or control characters; nothing was stored. Try again later."
+            "the server's `{field}` holds spaces or control characters. Try again later."
         )));
     }
     Ok(())
+}
+
+/// `null` read as an empty string, refused later as empty like a missing one.
+fn null_as_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Some servers (older Azure AD among them) send `expires_in` as a string.
@@ -583,7 +627,6 @@ mod tests {
             reply(500, "oops"),
             reply(503, ""),
             reply(200, r#"{"access_token":"#),
-            reply(200, r#"{"token_type":"Bearer"}"#),
             reply(200, r#"{"access_token":42}"#),
             reply(200, "<html><title>Sign in</title></html>"),
         ];
@@ -594,12 +637,16 @@ mod tests {
         let r = reply(200, r#"{"access_token":"SECRET-AT","expires_in":{"x":1}}"#);
         let err = parse_reply::<TokenReply>(&r, "refreshing").unwrap_err();
         assert!(!err.to_string().contains("SECRET-AT"), "{err}");
-        let r = reply(200, r#"{"token_type":"Bearer"}"#);
-        let err = parse_reply::<TokenReply>(&r, "refreshing").unwrap_err();
-        assert!(
-            err.to_string().contains("missing field `access_token`"),
-            "{err}"
-        );
+        // No access token: read as empty and refused as such (exit 4), but a new refresh
+        // token in the same reply can still be kept.
+        let r = reply(200, r#"{"token_type":"Bearer","refresh_token":"rt-new"}"#);
+        let parsed = parse_reply::<TokenReply>(&r, "refreshing")
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.salvage(0).unwrap().refresh_token, "rt-new");
+        let err = parsed.into_access(0, "mail").unwrap_err();
+        assert!(err.to_string().contains("no `access_token`"), "{err}");
+        assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_SERVER);
         let err = parse_reply::<TokenReply>(&reply(307, ""), "refreshing").unwrap_err();
         assert!(err.to_string().contains("does not follow"), "{err}");
         assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_SERVER);

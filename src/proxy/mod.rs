@@ -55,14 +55,14 @@ const GRACE: Duration = Duration::from_secs(10);
 /// its own, shorter than this): a rotated refresh token must be stored before it exits.
 const REFRESH_GRACE: Duration = Duration::from_secs(300);
 
-/// Set by SIGTERM/SIGINT: stop accepting, let sessions finish.
+/// Set by SIGTERM, SIGINT and the like: stop accepting, let sessions finish.
 static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn request_stop(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-/// Run every listener of `[proxy]` until SIGTERM or SIGINT.
+/// Run every listener of `[proxy]` until SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2.
 pub fn run(paths: &Paths) -> Result<()> {
     let config = Config::load(&paths.config)?;
     let settings = config.proxy.clone().ok_or_else(|| {
@@ -96,16 +96,21 @@ pub fn run(paths: &Paths) -> Result<()> {
         );
     }
     let listeners = bind(&settings, tls.is_some())?;
-    // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-    unsafe {
-        libc::signal(
-            libc::SIGTERM,
-            request_stop as *const () as libc::sighandler_t,
-        );
-        libc::signal(
-            libc::SIGINT,
-            request_stop as *const () as libc::sighandler_t,
-        );
+    // Any of the usual signals stops the proxy the graceful way (sessions, then refreshes
+    // under way): by default QUIT, USR1 or USR2 would end it at once, whatever thread was
+    // between a refresh and its commit.
+    for signal in [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGHUP,
+        libc::SIGQUIT,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+    ] {
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            libc::signal(signal, request_stop as *const () as libc::sighandler_t);
+        }
     }
     crate::mail::wire::set_reporting(crate::log::verbose());
     let pre_auth = settings.login_timeout.map_or(PRE_AUTH, Duration::from_secs);

@@ -142,17 +142,69 @@ pub fn remove_stale_temps(dir: &Path, account: &str) {
     }
 }
 
-/// Write a small private file in place (0600): notes, not tokens.
-pub fn write_small(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
+/// Write a small private file (0600) of `dir`: notes, not tokens. A new file renamed over
+/// the old: whatever stood at the path (a symbolic link, a FIFO) is replaced, never followed
+/// or opened.
+pub fn write_small(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".note.")
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
+    tmp.write_all(bytes)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    file.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))
+    tmp.persist(path)
+        .with_context(|| format!("cannot replace {}", path.display()))?;
+    Ok(())
+}
+
+/// Open a lock file of the data directory (creating it, 0600, when `create`): never through
+/// a symbolic link (one could make us create a file outside the directory), never blocking on
+/// a FIFO, and only a regular file of ours. None: not there, and not to be created.
+pub fn open_lock(path: &Path, create: bool) -> Result<Option<File>> {
+    let mut options = fs::OpenOptions::new();
+    options
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    if create {
+        options.write(true).create(true).truncate(false).mode(0o600);
+    }
+    let file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if !create && e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+            "the lock file {} is a symbolic link: remove it (mailtoken makes a new one)",
+            path.display()
+        ),
+        // A FIFO with nobody reading it, opened for writing without blocking.
+        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => bail!(
+            "the lock file {} is not a regular file: remove it (mailtoken makes a new one)",
+            path.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("cannot open the lock file {}", path.display()));
+        }
+    };
+    let meta = file
+        .metadata()
+        .with_context(|| format!("cannot stat {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "the lock file {} is not a regular file: remove it (mailtoken makes a new one)",
+            path.display()
+        );
+    }
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if meta.uid() != me {
+        bail!(
+            "the lock file {} belongs to uid {}, not to you (uid {me}): remove it (as that user \
+             or root); mailtoken makes a new one",
+            path.display(),
+            meta.uid()
+        );
+    }
+    Ok(Some(file))
 }
 
 /// Reserve `room` bytes for the file, so that writing the tokens later cannot run out of space.

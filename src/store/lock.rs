@@ -1,9 +1,9 @@
 //! Per-account lock files, so that one process refreshes while the others wait. Waiters sleep
 //! in the kernel on the lock itself and are all let go together when the holder closes it.
 
-use std::fs::{File, OpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -52,7 +52,7 @@ pub fn after_holder<T>(
     timeout: Duration,
     check: impl FnOnce() -> T,
 ) -> Result<Option<T>> {
-    let Ok(file) = File::open(path) else {
+    let Some(file) = super::file::open_lock(path, false)? else {
         return Ok(None);
     };
     match file.try_lock_shared() {
@@ -88,12 +88,7 @@ fn acquire(
     let mut tries = 0;
     let mut asked = false;
     loop {
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .mode(0o600)
-            .open(path)
+        let file = super::file::open_lock(path, true)?
             .with_context(|| format!("cannot open the lock file {}", path.display()))?;
         tries += 1;
         match file.try_lock() {

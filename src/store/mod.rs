@@ -309,12 +309,16 @@ impl Store {
     /// effort: without the note, waiters simply try themselves.
     pub fn note_failure(&self, account: &str, message: &str) {
         let note = serde_json::json!({ "at_ms": crate::time::now_ms(), "error": message });
-        let _ = file::write_small(&self.failure_path(account), note.to_string().as_bytes());
+        let _ = file::write_small(
+            &self.dir,
+            &self.failure_path(account),
+            note.to_string().as_bytes(),
+        );
     }
 
     /// The failure noted at or after `since_ms` (milliseconds), if any.
     pub fn failure_since(&self, account: &str, since_ms: u64) -> Option<String> {
-        let bytes = fs::read(self.failure_path(account)).ok()?;
+        let bytes = read_private_file(&self.failure_path(account))?;
         let note: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
         (note["at_ms"].as_u64()? >= since_ms)
             .then(|| note["error"].as_str().unwrap_or("").to_string())

@@ -195,14 +195,21 @@ impl Tokens {
                 self.resources.insert(key.to_string(), granted.access);
             }
         }
-        if granted.refresh_token.is_some() {
-            self.refresh_token_at = Some(crate::time::now());
-            self.refresh_token = granted.refresh_token;
-            // A new refresh token without an end said has none we know of.
-            self.refresh_token_ends_at = granted.refresh_token_ends_at;
-        } else if granted.refresh_token_ends_at.is_some() {
-            self.refresh_token_ends_at = granted.refresh_token_ends_at;
+        match granted.refresh_token {
+            Some(token) => self.take_refresh_token(token, granted.refresh_token_ends_at),
+            None if granted.refresh_token_ends_at.is_some() => {
+                self.refresh_token_ends_at = granted.refresh_token_ends_at;
+            }
+            None => {}
         }
+    }
+
+    /// A new refresh token from the server: the login from now on.
+    pub fn take_refresh_token(&mut self, token: String, ends_at: Option<u64>) {
+        self.refresh_token_at = Some(crate::time::now());
+        self.refresh_token = Some(token);
+        // A new refresh token without an end said has none we know of.
+        self.refresh_token_ends_at = ends_at;
     }
 
     /// When the refresh token was last put to use: the last refresh, else when it was given.

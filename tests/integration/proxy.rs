@@ -77,9 +77,22 @@ impl Proxy {
 
     /// `stop`, keeping the proxy's files to look at.
     pub fn stop_here(&mut self) -> RunResult {
-        let child = self.child.take().unwrap();
-        child.signal(libc::SIGTERM);
-        child.wait(Duration::from_secs(30))
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Stop it with `signal`, keeping its files; its log.
+    pub fn stop_with(&mut self, signal: i32) -> RunResult {
+        self.signal(signal);
+        self.wait_exit()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        self.child.as_ref().unwrap().signal(signal);
+    }
+
+    /// Its log, once it has ended by itself (30 s at the most).
+    pub fn wait_exit(&mut self) -> RunResult {
+        self.child.take().unwrap().wait(Duration::from_secs(30))
     }
 }
 

@@ -533,50 +533,66 @@ fn only_a_refused_login_says_log_in_again() {
     assert!(!upstream.was_reached());
 }
 
-/// SIGTERM while a session's refresh is under way at a slow token server: the proxy waits
-/// for it past its 10-second grace, so the rotated refresh token is stored, not lost.
+/// SIGTERM (or QUIT, USR1: any usual signal) while a session's refresh is under way at a
+/// slow, strictly rotating token server: the proxy waits for it past its 10-second grace, so
+/// the rotated refresh token is stored, not lost. The proxies run side by side.
 #[test]
 fn a_stop_during_a_refresh_keeps_the_rotated_refresh_token() {
-    let server = FakeServer::start();
-    server.set_refresh(Refresh::Rotate);
-    server.set_refresh_delay_ms(13_000);
-    server.add_refresh_token("rt-before-stop");
-    let upstream = Untouched::new();
-    let env = Env::new();
-    let port = free_port();
-    env.write_config(&format!(
-        "[proxy]\nimap = \"127.0.0.1:{port}\"\n{}",
-        oauth_server::account_toml(
-            "work",
-            &server.base_url(),
-            &upstream_keys("imap", upstream.port())
-        )
-    ));
-    env.write_tokens(
-        "work",
-        &serde_json::json!({
-            "version": 1, "access_token": "at-old", "token_type": "Bearer",
-            "expires_at": now_unix() - 10, "refresh_token": "rt-before-stop",
-        }),
-    );
-    let proxy = Proxy::launch(env, port);
-    let mut c = proxy.connect();
-    c.line();
-    c.send("a1 LOGIN work pw");
+    let runs: Vec<_> = [libc::SIGTERM, libc::SIGQUIT, libc::SIGUSR1]
+        .into_iter()
+        .map(|signal| {
+            let server = FakeServer::start();
+            server.set_refresh(Refresh::Rotate);
+            server.set_refresh_delay_ms(13_000);
+            server.add_refresh_token("rt-before-stop");
+            let upstream = Untouched::new();
+            let env = Env::new();
+            let port = free_port();
+            env.write_config(&format!(
+                "[proxy]\nimap = \"127.0.0.1:{port}\"\n{}",
+                oauth_server::account_toml(
+                    "work",
+                    &server.base_url(),
+                    &upstream_keys("imap", upstream.port())
+                )
+            ));
+            env.write_tokens(
+                "work",
+                &serde_json::json!({
+                    "version": 1, "access_token": "at-old", "token_type": "Bearer",
+                    "expires_at": now_unix() - 10, "refresh_token": "rt-before-stop",
+                }),
+            );
+            let proxy = Proxy::launch(env, port);
+            let mut c = proxy.connect();
+            c.line();
+            c.send("a1 LOGIN work pw");
+            (signal, server, proxy, c, upstream)
+        })
+        .collect();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.count(Kind::Refresh) == 0 {
-        assert!(Instant::now() < deadline, "no refresh started");
-        std::thread::sleep(Duration::from_millis(20));
+    for (signal, server, proxy, _, _) in &runs {
+        while server.count(Kind::Refresh) == 0 {
+            assert!(Instant::now() < deadline, "no refresh started");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        proxy.signal(*signal);
     }
-    let mut proxy = proxy;
-    let data = proxy.env.token_path("work");
-    let log = proxy.stop_here();
-    assert_eq!(log.code, Some(0), "{}", log.all());
-    assert!(server.was_revoked("rt-before-stop"));
-    let stored: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
-    assert_eq!(stored["refresh_token"], "fake-rt-1", "{}", log.all());
-    drop(c);
+    for (signal, server, mut proxy, c, _upstream) in runs {
+        let data = proxy.env.token_path("work");
+        let log = proxy.wait_exit();
+        assert_eq!(log.code, Some(0), "signal {signal}: {}", log.all());
+        assert!(server.was_revoked("rt-before-stop"));
+        let stored: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&data).unwrap()).unwrap();
+        assert_eq!(
+            stored["refresh_token"],
+            "fake-rt-1",
+            "signal {signal}: {}",
+            log.all()
+        );
+        drop(c);
+    }
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! survives a full disk, a store command that fails, and a SIGTERM in flight.
 
 use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::thread::sleep;
@@ -103,33 +104,74 @@ fn a_full_disk_is_found_before_the_refresh_token_is_spent() {
     assert!(server.is_valid_refresh_token(&rt), "stored {rt}");
 }
 
+/// Every signal that ends a process by default and can be held back, sent while a strictly
+/// rotating server (the old refresh token dies as the request arrives) takes its time to
+/// answer: the signal still ends the process, but only once the rotated token is stored.
 #[test]
-fn sigterm_during_the_refresh_waits_until_the_rotated_token_is_stored() {
-    let server = FakeServer::start();
-    let env = TestEnv::new(&server);
-    expired_login(&env, &server);
-    // The server rotates as the request arrives, then takes its time to answer.
-    server.set_refresh_delay_ms(1500);
-    let child = env.spawn(&["token", ACCOUNT]);
-    wait_for(&server, Kind::Refresh, 1);
+fn a_signal_during_the_refresh_waits_until_the_rotated_token_is_stored() {
+    let signals = [
+        ("TERM", libc::SIGTERM),
+        ("INT", libc::SIGINT),
+        ("HUP", libc::SIGHUP),
+        ("QUIT", libc::SIGQUIT),
+        ("USR1", libc::SIGUSR1),
+        ("USR2", libc::SIGUSR2),
+        ("ALRM", libc::SIGALRM),
+        ("VTALRM", libc::SIGVTALRM),
+        ("PROF", libc::SIGPROF),
+        ("XCPU", libc::SIGXCPU),
+        ("IO", libc::SIGIO),
+        ("PWR", libc::SIGPWR),
+        ("RTMIN+3", libc::SIGRTMIN() + 3),
+    ];
+    let runs: Vec<_> = signals
+        .iter()
+        .map(|&(name, signal)| {
+            let server = FakeServer::start();
+            let env = TestEnv::new(&server);
+            expired_login(&env, &server);
+            // The server rotates as the request arrives, then takes its time to answer.
+            server.set_refresh_delay_ms(1500);
+            // A shell starts background jobs with INT and QUIT ignored, and mailtoken keeps
+            // an ignored signal ignored: the child gets the default action for this one.
+            let mut cmd = env.command(&["token", ACCOUNT]);
+            // SAFETY: between fork and exec, signal(2) is async-signal-safe.
+            unsafe {
+                cmd.pre_exec(move || {
+                    libc::signal(signal, libc::SIG_DFL);
+                    Ok(())
+                });
+            }
+            let child = Running::spawn(cmd, format!("mailtoken token (SIG{name})"));
+            (name, signal, server, env, child)
+        })
+        .collect();
+    // Every refresh under way (each server holds its answer 1.5 s), then every signal.
+    for (_, _, server, _, _) in &runs {
+        wait_for(server, Kind::Refresh, 1);
+    }
     sleep(Duration::from_millis(200));
-    child.signal(libc::SIGTERM);
-    let out = child.wait(RUN_TIMEOUT);
-    assert_eq!(
-        out.code,
-        None,
-        "SIGTERM still ends the process:\n{}",
-        out.all()
-    );
-    assert!(server.was_revoked(SEED_RT));
-    let rt = stored_rt(&env.token_path(ACCOUNT));
-    assert!(
-        server.is_valid_refresh_token(&rt),
-        "the rotated refresh token must be on disk, found {rt}"
-    );
-    server.set_refresh_delay_ms(0);
-    env.run(&["token", ACCOUNT, "--force-refresh"])
-        .expect_code(0);
+    for (_, signal, _, _, child) in &runs {
+        child.signal(*signal);
+    }
+    for (name, _, server, env, child) in runs {
+        let out = child.wait(RUN_TIMEOUT);
+        assert_eq!(
+            out.code,
+            None,
+            "SIG{name} still ends the process:\n{}",
+            out.all()
+        );
+        assert!(server.was_revoked(SEED_RT));
+        let rt = stored_rt(&env.token_path(ACCOUNT));
+        assert!(
+            server.is_valid_refresh_token(&rt),
+            "SIG{name}: the rotated refresh token must be on disk, found {rt}"
+        );
+        server.set_refresh_delay_ms(0);
+        env.run(&["token", ACCOUNT, "--force-refresh"])
+            .expect_code(0);
+    }
 }
 
 #[test]
@@ -280,4 +322,100 @@ fn a_token_obtained_under_a_clock_that_was_ahead_is_refreshed() {
     out.expect_code(0);
     assert_eq!(server.count(Kind::Refresh), 1, "{}", out.stderr);
     assert_ne!(out.stdout.trim(), "at-from-the-future");
+}
+
+/// A strictly rotating server answers a refresh with a good new refresh token and an access
+/// token that cannot be used (empty, a line break, not Bearer, missing): the call fails (exit
+/// 4, try again), but the new refresh token is stored, so the next refresh works instead of
+/// meeting invalid_grant with the revoked old one. The next call is a forced refresh, not one
+/// the cache could answer.
+#[test]
+fn a_refused_access_token_does_not_lose_the_rotated_refresh_token() {
+    for (field, value) in [
+        ("access_token", serde_json::json!("")),
+        (
+            "access_token",
+            serde_json::json!("at-with\r\nX-Injected: 1"),
+        ),
+        ("token_type", serde_json::json!("mac")),
+        ("access_token", serde_json::Value::Null),
+    ] {
+        let server = FakeServer::start();
+        server.set_refresh(Refresh::Rotate);
+        let env = TestEnv::new(&server);
+        expired_login(&env, &server);
+        server.set_reply_field(field, value.clone());
+        let r = env.run(&["token", ACCOUNT]);
+        assert_eq!(r.code, Some(4), "{field}={value}: {}", r.stderr);
+        assert!(r.stdout.is_empty());
+        assert!(
+            r.stderr.contains("new refresh token was stored"),
+            "{field}={value}: {}",
+            r.stderr
+        );
+        assert!(server.was_revoked(SEED_RT), "the server rotated");
+        assert_eq!(
+            stored_rt(&env.token_path(ACCOUNT)),
+            "fake-rt-1",
+            "{field}={value}"
+        );
+        assert!(!r.stderr.contains("fake-rt-1"), "{}", r.stderr);
+        server.clear_reply_field(field);
+        let again = env.run(&["token", ACCOUNT, "--force-refresh"]);
+        assert_eq!(again.code, Some(0), "{field}={value}: {}", again.stderr);
+        assert_eq!(again.stdout, "fake-at-2\n");
+        assert_eq!(stored_rt(&env.token_path(ACCOUNT)), "fake-rt-2");
+    }
+}
+
+/// A FIFO or a dangling symbolic link (pointing out of the data directory) in the place of
+/// each file of the data directory: no call hangs on it, none creates a file through the
+/// link, and each ends with a word about it or a token.
+#[test]
+fn fifos_and_symlinks_in_the_data_directory_hang_nothing_and_lead_nowhere() {
+    for file in ["lock", "failed", "pending.json", "config", "discovery.json"] {
+        for kind in ["fifo", "symlink", "fifo, server down"] {
+            let server = FakeServer::start();
+            // A refresh that fails is noted in NAME.failed for the callers waiting.
+            server.set_refresh(if kind.ends_with("down") {
+                Refresh::ServerError
+            } else {
+                Refresh::Rotate
+            });
+            let env = TestEnv::new(&server);
+            expired_login(&env, &server);
+            let path = env.data.join(format!("{ACCOUNT}.{file}"));
+            let outside = env.dir.path().join(format!("outside-{file}"));
+            match kind {
+                "fifo" | "fifo, server down" => {
+                    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+                    // SAFETY: mkfifo reads the path it is given.
+                    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+                }
+                _ => std::os::unix::fs::symlink(&outside, &path).unwrap(),
+            }
+            let started = Instant::now();
+            let r = env.run(&["token", ACCOUNT]);
+            let what = format!("{kind} at {ACCOUNT}.{file}");
+            assert!(
+                started.elapsed() < Duration::from_secs(15),
+                "{what}: {:?}",
+                started.elapsed()
+            );
+            assert!(
+                !outside.exists(),
+                "{what}: a file was created through the link"
+            );
+            match r.code {
+                Some(0) => assert_eq!(r.stdout, "fake-at-1\n", "{what}"),
+                Some(4) if kind.ends_with("down") => {}
+                _ => assert!(
+                    r.stderr.contains(&format!("{ACCOUNT}.{file}"))
+                        && r.stderr.contains("remove it"),
+                    "{what}: {}",
+                    r.stderr
+                ),
+            }
+        }
+    }
 }

@@ -347,6 +347,11 @@ impl FakeServer {
         self.state().script.reply_fields.insert(key.into(), value);
     }
 
+    /// Undo `set_reply_field`: the field is the server's own again.
+    pub fn clear_reply_field(&self, key: &str) {
+        self.state().script.reply_fields.remove(key);
+    }
+
     /// `expires_in` handed out with every access token (default 3600).
     pub fn set_lifetime(&self, secs: i64) {
         self.state().script.lifetime = secs;
