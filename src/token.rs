@@ -79,12 +79,18 @@ fn stored_meanwhile(
 }
 
 /// A refresh that failed at the server while we waited would fail for us too: said at once,
-/// instead of making every waiter wait out the same dead server in turn.
+/// instead of making every waiter wait out the same dead server in turn. A login the provider
+/// refused is told as such (exit 3).
 fn failed_meanwhile(acct: &OpenAccount, since_ms: u64) -> Option<anyhow::Error> {
-    let failure = acct.store.failure_since(&acct.name, since_ms)?;
-    Some(server(format!(
-        "another mailtoken process just tried and failed: {failure}"
-    )))
+    let noted = acct.store.failure_since(&acct.name, since_ms)?;
+    Some(if noted.login_needed {
+        error::failure(Kind::LoginNeeded, noted.message)
+    } else {
+        server(format!(
+            "another mailtoken process just tried and failed: {}",
+            noted.message
+        ))
+    })
 }
 
 fn fresh(access: Option<&AccessToken>, margin: u64) -> Option<&AccessToken> {
@@ -173,6 +179,15 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
         );
         return Ok(access.clone());
     }
+    // A refresh token the provider has refused is not sent again: the login is dead until a
+    // new one replaces it (each of a hundred callers would otherwise ask, and be refused).
+    if let Some(refused) = current
+        .refresh_token
+        .as_deref()
+        .and_then(|rt| store.refused_login(name, rt))
+    {
+        return Err(error::failure(Kind::LoginNeeded, refused));
+    }
     // Made ready before the request, room for the new tokens included: finding the store
     // unwritable (or the disk full) after a rotating server has answered would lose the refresh
     // token it just revoked.
@@ -180,6 +195,7 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     // From the request to the commit, the new refresh token lives only in this process: a
     // SIGTERM then waits until it is stored (and then ends the process, as it would have).
     let held = process::hold_signals();
+    let sent_refresh_token = current.refresh_token.clone();
     let fetched = if app_only {
         app_only::fetch(acct, want)
             .map(Granted::access_only)
@@ -209,7 +225,22 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
                     store.note_failure(name, &format!("{err:#}"));
                     oauth::discovery::forget(acct);
                 }
-                Some(Kind::LoginNeeded) => notify::login_needed(acct, &format!("{err:#}")),
+                Some(Kind::LoginNeeded) => {
+                    // Refused as rotated already? A process that took a lock file removed
+                    // meanwhile may have stored the next login: then it is ours.
+                    if let Ok(Some(now)) = store.load(name)
+                        && now.refresh_token != sent_refresh_token
+                        && let Some(access) = now.access_for(key)
+                        && access.expires_at > time::now()
+                    {
+                        debug!("refused, but another process stored a new login meanwhile");
+                        return Ok(access.clone());
+                    }
+                    if let Some(rt) = &sent_refresh_token {
+                        store.note_login_needed(name, &format!("{err:#}"), rt);
+                    }
+                    notify::login_needed(acct, &format!("{err:#}"));
+                }
                 _ => {}
             }
             return Err(err);

@@ -500,24 +500,18 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             return out;
         }
     };
-    if let Some(problem) = crate::config::shared_config_problem(&paths.config) {
-        let runs_commands = config.first_command().is_some();
+    if let Some((problem, fix)) = crate::config::shared_config(&paths.config) {
         out.push(
             Finding::new(
-                if runs_commands {
-                    Severity::Error
-                } else {
-                    Severity::Warning
-                },
+                Severity::Error,
                 None,
                 format!("{} {problem}", paths.config.display()),
             )
-            .why(if runs_commands {
-                "it names commands to run, which others could change: mailtoken refuses to run them"
-            } else {
-                "others could point your accounts at their servers or their commands"
-            })
-            .fix(format!("chmod 600 {}", paths.config.display()))
+            .why(
+                "another user could point your accounts at their own servers (and receive your \
+                 tokens) or at their commands: mailtoken refuses to use it",
+            )
+            .fix(fix)
             .usage(),
         );
     }
@@ -653,6 +647,22 @@ fn stored_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
             return out;
         }
     };
+    if let Some(refused) = tokens
+        .refresh_token
+        .as_deref()
+        .and_then(|rt| store.refused_login(name, rt))
+    {
+        out.push(
+            Finding::new(
+                Severity::Error,
+                Some(name),
+                "the provider refused the stored login",
+            )
+            .why(refused.lines().next().unwrap_or("").to_string())
+            .fix(format!("`mailtoken login {name}`")),
+        );
+        return out;
+    }
     out.extend(token_findings(name, account, &tokens, now));
     out.extend(lifetime_finding(name, &tokens, acct.margin));
     if account.provider == Provider::Microsoft && tokens.refresh_token.is_some() {

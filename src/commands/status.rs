@@ -81,6 +81,19 @@ fn status_block(
             return (text, false);
         }
     };
+    if let Some(refused) = tokens
+        .refresh_token
+        .as_deref()
+        .and_then(|rt| store.refused_login(name, rt))
+    {
+        let said = refused.lines().next().unwrap_or("").to_string();
+        text.push_str(&format!(
+            "  logged in:     no: the provider refused the login (run `mailtoken login {name}`)\n  \
+             it said:       {}\n",
+            crate::log::printable(&said)
+        ));
+        return (text, true);
+    }
     let refresh = match (&tokens.refresh_token, account.flow()) {
         (_, Flow::Credentials) => "none needed (app-only)".to_string(),
         (Some(_), _) => format!(

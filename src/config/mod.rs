@@ -140,7 +140,7 @@ impl Config {
     pub fn from_text(path: &Path, text: &str) -> Result<Config> {
         let config =
             Config::parse(text).map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
-        config.refuse_commands_from_a_shared_file(path)?;
+        refuse_a_shared_file(path)?;
         for account in config.accounts.values() {
             if let Some(var) = &account.client_secret_env {
                 crate::shell::withhold_env(var);
@@ -179,23 +179,6 @@ impl Config {
             .find(|(_, cmd)| cmd.is_some())
             .map(|(setting, _)| format!("`{setting}` of account `{name}`"))
         })
-    }
-
-    /// Commands in a config that other users can write (or that another user owns) would be
-    /// theirs to choose, run as us: such a file may hold settings, but no command is run.
-    fn refuse_commands_from_a_shared_file(&self, path: &Path) -> Result<()> {
-        let Some(setting) = self.first_command() else {
-            return Ok(());
-        };
-        match shared_config_problem(path) {
-            None => Ok(()),
-            Some(problem) => Err(usage(format!(
-                "{} {problem}, and it names a command to run ({setting}): mailtoken runs no \
-                 command from such a file. Fix: `chmod 600 {}`",
-                path.display(),
-                path.display()
-            ))),
-        }
     }
 
     /// The account a mail program names when it logs in to the proxy: by its `user`
@@ -281,21 +264,47 @@ impl Config {
     }
 }
 
-/// What makes a config file unsafe to take commands from: other users can write it, or it is
-/// not ours. None when it is private enough (or cannot be examined, as when it is not there).
-pub fn shared_config_problem(path: &Path) -> Option<String> {
+/// What makes a config file unsafe to act on (other users can write it, or it is not ours),
+/// and its fix, in words. None when it is private enough (or cannot be examined, as when it
+/// is not there).
+pub fn shared_config(path: &Path) -> Option<(String, String)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
     // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if meta.uid() != me {
-        return Some(format!(
-            "belongs to uid {}, not to you (uid {me})",
-            meta.uid()
+        let sudo = std::env::var("SUDO_USER")
+            .map(|u| format!(" (you are uid {me} through sudo: run it as {u}, without sudo)"))
+            .unwrap_or_default();
+        return Some((
+            format!("belongs to uid {}, not to you (uid {me})", meta.uid()),
+            format!(
+                "run mailtoken as the user who owns it{sudo}, or give it a config of your own \
+                 with --config"
+            ),
         ));
     }
     let mode = meta.mode() & 0o777;
-    (mode & 0o022 != 0).then(|| format!("can be written by other users (mode {mode:03o})"))
+    (mode & 0o022 != 0).then(|| {
+        (
+            format!("can be written by other users (mode {mode:03o})"),
+            format!("`chmod go-w {}`", path.display()),
+        )
+    })
+}
+
+/// A config that another user can write, or owns, is theirs to point at their own token
+/// server (and receive the refresh token) or to fill with commands run as us: nothing that
+/// sends a secret or runs a command acts on it. `doctor` reads it all the same, to say so.
+fn refuse_a_shared_file(path: &Path) -> Result<()> {
+    match shared_config(path) {
+        None => Ok(()),
+        Some((problem, fix)) => Err(usage(format!(
+            "{} {problem}: another user could send your logins to their own server or run \
+             commands as you. Fix: {fix}",
+            path.display()
+        ))),
+    }
 }
 
 /// Where a TOML error is, and what it is, without toml's quote of the offending line: that line

@@ -257,25 +257,8 @@ pub fn remove(dir: &Path, path: &Path) -> Result<bool> {
 pub fn ensure_dir(dir: &Path, tighten: bool) -> Result<()> {
     match fs::metadata(dir) {
         Ok(meta) if meta.is_dir() => {
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            let me = unsafe { libc::geteuid() };
+            refuse_shared_dir(dir, &meta)?;
             let mode = meta.permissions().mode() & 0o7777;
-            if meta.uid() != me {
-                bail!(
-                    "the token store {} belongs to uid {}, not to you (uid {me}): use a \
-                     directory of your own (--data-dir)",
-                    dir.display(),
-                    meta.uid()
-                );
-            }
-            if mode & 0o022 != 0 {
-                bail!(
-                    "other users can write to the token store {} (mode {mode:04o}): they could \
-                     replace or remove your tokens. Use a private directory (`mkdir -m 700 DIR`, \
-                     then --data-dir DIR)",
-                    dir.display()
-                );
-            }
             if tighten && mode & 0o077 != 0 {
                 warn_fix_mode(dir, 0o700)?;
             }
@@ -289,6 +272,40 @@ pub fn ensure_dir(dir: &Path, tighten: bool) -> Result<()> {
             .with_context(|| format!("cannot create {}", dir.display())),
         Err(e) => Err(e).with_context(|| format!("cannot use {}", dir.display())),
     }
+}
+
+/// Before tokens are read from `dir`: a directory another user owns, or others can write,
+/// may hold tokens they put there (theirs, so your mail would go to their mailbox). Nothing
+/// there yet is no problem here.
+pub fn check_dir(dir: &Path) -> Result<()> {
+    match fs::metadata(dir) {
+        Ok(meta) if meta.is_dir() => refuse_shared_dir(dir, &meta),
+        Ok(_) => bail!("the token store {} is not a directory", dir.display()),
+        Err(_) => Ok(()),
+    }
+}
+
+fn refuse_shared_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let mode = meta.permissions().mode() & 0o7777;
+    if meta.uid() != me {
+        bail!(
+            "the token store {} belongs to uid {}, not to you (uid {me}): use a directory of \
+             your own (--data-dir)",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if mode & 0o022 != 0 {
+        bail!(
+            "other users can write to the token store {} (mode {mode:04o}): they could replace \
+             or remove your tokens. Use a private directory (`mkdir -m 700 DIR`, then \
+             --data-dir DIR)",
+            dir.display()
+        );
+    }
+    Ok(())
 }
 
 /// A directory only we can use, created 0700 if missing; one that exists must already be

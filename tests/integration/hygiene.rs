@@ -150,7 +150,10 @@ fn every_command_under_verbose_keeps_secrets_off_stderr() {
     // Failures print server text and our own; neither may carry a secret.
     env.write_token("work", "at-hy-expired", "rt-hy-unknown", now_unix() - 60);
     s.run(&["token", "work"]).expect_code(3);
-    server.add_refresh_token("rt-hy-unknown");
+    // A refused refresh token is never sent again: a login with another one meets the
+    // broken server.
+    env.write_token("work", "at-hy-expired", "rt-hy-later", now_unix() - 60);
+    server.add_refresh_token("rt-hy-later");
     server.set_refresh(Refresh::MalformedJson);
     s.run(&["token", "work"]).expect_code(4);
     s.run(&["refresh", "--all"]);
@@ -165,6 +168,7 @@ fn every_command_under_verbose_keeps_secrets_off_stderr() {
         DEVICE_CODE.to_string(),
         "at-hy-expired".into(),
         "rt-hy-unknown".into(),
+        "rt-hy-later".into(),
         MALFORMED_JSON_BODY[17..45].to_string(),
     ]);
     let exchange = &server.requests_of(Kind::Code)[0];

@@ -443,7 +443,7 @@ fn commands_in_a_config_others_can_write_are_never_run() {
         "{}",
         out.stderr
     );
-    assert!(out.stderr.contains("chmod 600"), "{}", out.stderr);
+    assert!(out.stderr.contains("chmod go-w"), "{}", out.stderr);
     assert!(!ran.exists(), "the command ran");
     let doctor = env.run(&["doctor"]);
     assert!(

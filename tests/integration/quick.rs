@@ -361,3 +361,58 @@ fn a_due_token_is_waited_for_in_the_small_program() {
     let out = Running::spawn(cmd, "mailtoken token work (due)".into()).wait(RUN_TIMEOUT);
     assert!(out.stderr.contains("mailtoken-full"), "{}", out.all());
 }
+
+/// What the full path refuses, the quick path refuses with the same words, however well the
+/// snapshot and the cached token would serve: a config others can write, a data directory
+/// others can write or that another user owns.
+#[test]
+fn the_quick_path_refuses_what_the_full_path_refuses() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = setup();
+    let set_mode = |path: &Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    type Step<'a> = Box<dyn Fn() + 'a>;
+    let mut cases: Vec<(&str, Step, Step)> = vec![
+        (
+            "config 666",
+            Box::new(|| set_mode(&env.config(), 0o666)),
+            Box::new(|| set_mode(&env.config(), 0o600)),
+        ),
+        (
+            "data directory 777",
+            Box::new(|| set_mode(&env.data_dir(), 0o777)),
+            Box::new(|| set_mode(&env.data_dir(), 0o700)),
+        ),
+    ];
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let chown = |uid: &str| {
+            let ok = std::process::Command::new("chown")
+                .arg(uid)
+                .arg(env.data_dir())
+                .status()
+                .unwrap()
+                .success();
+            assert!(ok);
+        };
+        cases.push((
+            "data directory of another user",
+            Box::new(move || chown("65534")),
+            Box::new(move || chown("0")),
+        ));
+    }
+    for (what, break_it, mend_it) in cases {
+        break_it();
+        let quick = run(&env, &["token", "work"], true);
+        let full = run(&env, &["token", "work"], false);
+        mend_it();
+        assert!(matches!(quick.code, Some(1 | 2)), "{what}: {}", quick.all());
+        assert!(quick.stdout.is_empty(), "{what}: {}", quick.all());
+        assert_eq!(
+            (quick.code, &quick.stderr),
+            (full.code, &full.stderr),
+            "{what}"
+        );
+    }
+}

@@ -419,3 +419,113 @@ fn fifos_and_symlinks_in_the_data_directory_hang_nothing_and_lead_nowhere() {
         }
     }
 }
+
+/// A login the provider has revoked, met by 100 callers at once: one request reaches the
+/// server, every caller exits 3, a later caller asks nothing, `status` and `doctor` say the
+/// login is dead and what to run; a new login works at once.
+#[test]
+fn a_revoked_login_met_by_a_hundred_callers_costs_one_request() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::InvalidGrant);
+    let env = TestEnv::new(&server);
+    expired_login(&env, &server);
+    // Before: the login looks fine.
+    let status = env.run(&["status", ACCOUNT]);
+    assert!(
+        status.stdout.contains("logged in:     yes"),
+        "{}",
+        status.all()
+    );
+    let runs = storm(&env, 100, &[]);
+    for r in &runs {
+        assert_eq!(r.code, Some(3), "{}", r.all());
+        assert!(r.stdout.is_empty());
+        assert!(r.stderr.contains("mailtoken login work"), "{}", r.stderr);
+    }
+    assert_eq!(
+        server.count(Kind::Refresh),
+        1,
+        "one request for 100 callers"
+    );
+    let later = env.run(&["token", ACCOUNT]);
+    assert_eq!(later.code, Some(3), "{}", later.all());
+    assert_eq!(
+        server.count(Kind::Refresh),
+        1,
+        "nothing asked again with a refused token"
+    );
+    let status = env.run(&["status", ACCOUNT]);
+    assert!(
+        status
+            .stdout
+            .contains("logged in:     no: the provider refused the login")
+            && status.stdout.contains("mailtoken login work"),
+        "{}",
+        status.all()
+    );
+    let doctor = env.run(&["doctor", ACCOUNT]);
+    assert_ne!(doctor.code, Some(0), "{}", doctor.all());
+    assert!(
+        doctor
+            .all()
+            .contains("the provider refused the stored login"),
+        "{}",
+        doctor.all()
+    );
+    // A new login (another refresh token) is not taken for the dead one.
+    server.set_refresh(Refresh::Keep);
+    server.add_refresh_token("rt-new-login");
+    env.write_token(ACCOUNT, "at-new", "rt-new-login", now_unix() - 60);
+    let fresh = env.run(&["token", ACCOUNT]);
+    assert_eq!(fresh.code, Some(0), "{}", fresh.all());
+    assert_eq!(server.count(Kind::Refresh), 2);
+}
+
+/// A config that other users can write, with no command in it, is refused for a refresh:
+/// another user could have pointed the token endpoint at their own server and received the
+/// refresh token. Nothing reaches any server; the message says what is wrong and the fix.
+/// A config another user owns is refused with the right words (not "chmod").
+#[test]
+fn a_config_others_can_write_sends_no_secret_anywhere() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = FakeServer::start();
+    let env = TestEnv::new(&server);
+    expired_login(&env, &server);
+    std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let r = env.run(&["token", ACCOUNT]);
+    assert_eq!(r.code, Some(2), "{}", r.all());
+    assert!(
+        r.stderr
+            .contains("can be written by other users (mode 666)")
+            && r.stderr
+                .contains(&format!("chmod go-w {}", env.config.display())),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(server.total(), 0, "a request was sent");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let chown = Command::new("chown")
+            .args(["65534"])
+            .arg(&env.config)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let mut cmd = env.command(&["token", ACCOUNT]);
+        cmd.env("SUDO_USER", "alice");
+        let r = Running::spawn(cmd, "mailtoken token".into()).wait(RUN_TIMEOUT);
+        assert_eq!(r.code, Some(2), "{}", r.all());
+        assert!(
+            r.stderr
+                .contains("belongs to uid 65534, not to you (uid 0)")
+                && r.stderr
+                    .contains("through sudo: run it as alice, without sudo")
+                && !r.stderr.contains("chmod"),
+            "{}",
+            r.stderr
+        );
+        assert_eq!(server.total(), 0, "a request was sent");
+    }
+    std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
