@@ -186,6 +186,70 @@ pub fn credential_findings(name: &str, account: &Account, now: u64) -> Vec<Findi
     out
 }
 
+/// A client id still as the README's examples have it: no token server knows it.
+pub fn placeholder_finding(name: &str, account: &Account) -> Option<Finding> {
+    let id = account.client_id.as_str();
+    (id.starts_with("YOUR-") || id.contains("YOUR-ID") || id == "YOUR_CLIENT_ID").then(|| {
+        Finding::new(
+            Severity::Error,
+            Some(name),
+            format!("client_id is the example's placeholder `{id}`"),
+        )
+        .why("the token server knows no such app: every login and refresh is refused")
+        .fix("register an app (README: Microsoft, Google) and put its client id in the account")
+    })
+}
+
+/// A data directory that cannot be written (read-only, or its mode): tokens would be read,
+/// but a refresh could not store the new ones, and a rotated refresh token would be lost.
+fn writable_finding(dir: &Path) -> Option<Finding> {
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: access(2) reads the path it is given and nothing else.
+    let writable = unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } == 0;
+    (!writable).then(|| {
+        Finding::new(
+            Severity::Error,
+            None,
+            format!("the token store {} cannot be written", dir.display()),
+        )
+        .why(
+            "every refresh must store the new tokens before it prints one: `mailtoken token` \
+             fails once the stored access token expires",
+        )
+        .fix(format!(
+            "`chmod u+w {}` (or remount its file system read-write)",
+            dir.display()
+        ))
+    })
+}
+
+/// An account's lock file that is not a regular file of ours: `token` refuses it.
+fn lock_finding(name: &str, path: &Path) -> Option<Finding> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let problem = if !meta.file_type().is_file() {
+        "is not a regular file".to_string()
+    } else if meta.uid() != me {
+        format!("belongs to uid {}, not to you (uid {me})", meta.uid())
+    } else {
+        return None;
+    };
+    Some(
+        Finding::new(
+            Severity::Error,
+            Some(name),
+            format!("the lock file {} {problem}", path.display()),
+        )
+        .why("a refresh takes that lock first: `mailtoken token` refuses it once a refresh is due")
+        .fix(format!(
+            "remove it (`rm {}`, as its owner or root); mailtoken makes a new one",
+            path.display()
+        )),
+    )
+}
+
 /// Flow and scopes that contradict each other, and scopes a provider needs or refuses.
 pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -334,31 +398,6 @@ pub fn token_findings(name: &str, account: &Account, tokens: &Tokens, now: u64) 
     out
 }
 
-/// Tokens that live no longer than the configured margin: mailtoken then renews them half-way
-/// through their life instead, which is worth knowing (and worth setting explicitly).
-pub fn lifetime_finding(name: &str, tokens: &Tokens, margin: u64) -> Option<Finding> {
-    let life = tokens.access.as_ref()?.lifetime()?;
-    (life <= margin).then(|| {
-        Finding::new(
-            Severity::Warning,
-            Some(name),
-            format!(
-                "access tokens live {}, no longer than refresh_margin ({})",
-                time::format_span(life),
-                time::format_span(margin)
-            ),
-        )
-        .why(format!(
-            "a margin that long would refresh on every call; mailtoken renews these tokens {} before they expire instead",
-            time::format_span(life / 2)
-        ))
-        .fix(format!(
-            "set refresh_margin = {} (or less) for this account to say so in the config",
-            life / 2
-        ))
-    })
-}
-
 /// Microsoft drops a refresh token that has not been used for 90 days. The token file is
 /// rewritten each time the refresh token is used, so its age is the time since last use.
 pub fn inactivity_finding(name: &str, last_used: Option<u64>, now: u64) -> Option<Finding> {
@@ -457,6 +496,40 @@ pub fn proxy_findings(config: &Config) -> Vec<Finding> {
             .fix(format!("log in to the proxy with the account's name (`{}`) instead of the user", names[0])),
         );
     }
+    let guarded = proxy.tls_certificate.is_some() && proxy.password_hash.is_some();
+    for (key, addr) in [
+        ("imap", &proxy.imap),
+        ("pop", &proxy.pop),
+        ("smtp", &proxy.smtp),
+        ("imaps", &proxy.imaps),
+        ("pops", &proxy.pops),
+        ("smtps", &proxy.smtps),
+    ] {
+        let Some(addr) = addr else { continue };
+        match addr.parse::<std::net::SocketAddr>() {
+            Err(_) => out.push(
+                Finding::new(
+                    Severity::Error,
+                    None,
+                    format!("[proxy] {key} = \"{addr}\" is not an address and port"),
+                )
+                .why("the proxy refuses to start")
+                .fix(format!("write it like \"127.0.0.1:1143\" ({key})"))
+                .usage(),
+            ),
+            Ok(parsed) if !parsed.ip().is_loopback() && !guarded => out.push(
+                Finding::new(
+                    Severity::Error,
+                    None,
+                    format!("[proxy] {key} = \"{addr}\" listens off this machine without local TLS and a password"),
+                )
+                .why("the proxy refuses to start: the mailbox would be open to anyone who can connect")
+                .fix("set tls_certificate, tls_key and password_hash in [proxy], or listen on 127.0.0.1")
+                .usage(),
+            ),
+            Ok(_) => {}
+        }
+    }
     if let Some(hash) = &proxy.password_hash
         && let Err(why) = crate::proxy::check_password_hash(hash)
     {
@@ -537,6 +610,7 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
     // No store yet is fine here: each account below then says it is not logged in.
     if let Ok(meta) = std::fs::metadata(dir) {
         out.extend(mode_finding(dir, meta.permissions().mode(), true));
+        out.extend(writable_finding(dir));
     }
     let now = time::now();
     let mut servers = BTreeSet::new();
@@ -548,7 +622,9 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
                 continue;
             }
         };
+        out.extend(placeholder_finding(name, &acct.account));
         out.extend(scope_findings(name, &acct.account));
+        out.extend(lock_finding(name, &acct.store.lock_path(name)));
         out.extend(ca_file_findings(name, &acct.account));
         out.extend(credential_findings(name, &acct.account, now));
         servers.extend(token_server(&acct.account).map(|url| (url, acct.account.tls_ca_file())));
@@ -576,11 +652,10 @@ fn backend_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
         ..
     } = acct;
     match store.load(name) {
-        Ok(Some(tokens)) => {
-            let mut out = token_findings(name, account, &tokens, now);
-            out.extend(lifetime_finding(name, &tokens, acct.margin));
-            out
-        }
+        Ok(Some(tokens)) => match refused_finding(acct, &tokens) {
+            Some(refused) => vec![refused],
+            None => token_findings(name, account, &tokens, now),
+        },
         Ok(None) if account.flow() == Flow::Credentials => Vec::new(),
         Ok(None) => vec![
             Finding::new(Severity::Error, Some(name), "not logged in")
@@ -647,24 +722,11 @@ fn stored_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
             return out;
         }
     };
-    if let Some(refused) = tokens
-        .refresh_token
-        .as_deref()
-        .and_then(|rt| store.refused_login(name, rt))
-    {
-        out.push(
-            Finding::new(
-                Severity::Error,
-                Some(name),
-                "the provider refused the stored login",
-            )
-            .why(refused.lines().next().unwrap_or("").to_string())
-            .fix(format!("`mailtoken login {name}`")),
-        );
+    if let Some(refused) = refused_finding(acct, &tokens) {
+        out.push(refused);
         return out;
     }
     out.extend(token_findings(name, account, &tokens, now));
-    out.extend(lifetime_finding(name, &tokens, acct.margin));
     if account.provider == Provider::Microsoft && tokens.refresh_token.is_some() {
         let written = meta
             .modified()
@@ -674,6 +736,24 @@ fn stored_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
         out.extend(inactivity_finding(name, written, now));
     }
     out
+}
+
+/// The provider refused the stored refresh token (noted by the refresh that met it): the
+/// login is dead whatever else the tokens say.
+fn refused_finding(acct: &OpenAccount, tokens: &Tokens) -> Option<Finding> {
+    let name = &acct.name;
+    let refused = acct
+        .store
+        .refused_login(name, tokens.refresh_token.as_deref()?)?;
+    Some(
+        Finding::new(
+            Severity::Error,
+            Some(name),
+            "the provider refused the stored login",
+        )
+        .why(refused.lines().next().unwrap_or("").to_string())
+        .fix(format!("`mailtoken login {name}`")),
+    )
 }
 
 fn clock_finding(http: &Http, url: &str, now: u64) -> Option<Finding> {
@@ -852,23 +932,6 @@ mod tests {
             r#"{"version":1,"access_token":"x","token_type":"Bearer","expires_at":100,"refresh_token":"r","scope":"Mail.Send openid"}"#,
         );
         assert!(token_findings("a", &graph, &short, 0).is_empty());
-    }
-
-    #[test]
-    fn short_token_lifetimes_are_pointed_out() {
-        let t = |life: u64| {
-            store::parse(
-                format!(
-                    r#"{{"version":1,"access_token":"x","token_type":"Bearer","obtained_at":1000,"expires_at":{},"refresh_token":"r"}}"#,
-                    1000 + life
-                )
-                .as_bytes(),
-            )
-            .unwrap()
-        };
-        let f = lifetime_finding("a", &t(60), 300).unwrap();
-        assert!(f.what.contains("1 min") && f.fix.contains("= 30"), "{f:?}");
-        assert!(lifetime_finding("a", &t(3600), 300).is_none());
     }
 
     #[test]

@@ -146,8 +146,9 @@ fn services_to_check(args: &CheckArgs, account: &Account) -> Vec<Service> {
     }
 }
 
-/// One check: its own error. Several: a summary, with exit code 4 only if every failure was
-/// network trouble, as a single check would say.
+/// One check: its own error. Several: a summary, with the exit code of the failure that asks
+/// most of the person (a login, then a setting, then waiting: `Kind`'s order), as a single
+/// check would say; 1 when a failure has no kind.
 fn outcome(checked: usize, mut failures: Vec<(&str, anyhow::Error)>) -> Result<()> {
     if failures.is_empty() {
         return Ok(());
@@ -161,14 +162,9 @@ fn outcome(checked: usize, mut failures: Vec<(&str, anyhow::Error)>) -> Result<(
         failures.len(),
         names.join(", ")
     );
-    Err(
-        if failures
-            .iter()
-            .all(|(_, e)| error::exit_code(e) == error::EXIT_SERVER)
-        {
-            error::server(summary)
-        } else {
-            anyhow!(summary)
-        },
-    )
+    let kinds: Option<Vec<error::Kind>> = failures.iter().map(|(_, e)| error::kind(e)).collect();
+    Err(match kinds.and_then(|kinds| kinds.into_iter().max()) {
+        Some(kind) => error::failure(kind, summary),
+        None => anyhow!(summary),
+    })
 }

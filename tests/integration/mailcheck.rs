@@ -872,3 +872,208 @@ fn escape_sequences_from_a_server_are_shown_not_obeyed() {
     assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
     assert!(run.stderr.contains("\\u{1b}[2J"), "{}", run.all());
 }
+
+/// What breaks `token` or `proxy`, found by doctor: a placeholder client id, a lock file of
+/// another user, a data directory that cannot be written, a proxy listener on the network
+/// without TLS and a password. And no warning for short-lived tokens, which are handled.
+#[test]
+fn doctor_finds_what_breaks_token_and_the_proxy() {
+    let (port, _seen) = clock_server(0);
+    let env = Env::new();
+    env.write_config(&format!(
+        "[proxy]\nimap = \"0.0.0.0:1143\"\nsmtp = \"localhost:x\"\n\n{}",
+        doctor_account(port, "").replace("client_id = \"id\"", "client_id = \"YOUR-APP-ID\"")
+    ));
+    env.write_tokens(
+        "work",
+        &serde_json::json!({
+            "version": 1, "access_token": TOKEN, "token_type": "Bearer",
+            "obtained_at": 1_000, "expires_at": 1_300, "refresh_token": REFRESH,
+            "scope": "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
+        }),
+    );
+    let lock = env.data_dir().join("work.lock");
+    std::fs::write(&lock, "").unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    let immutable = root
+        && std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(env.data_dir())
+            .status()
+            .is_ok_and(|s| s.success());
+    if root {
+        let ok = std::process::Command::new("chown")
+            .arg("65534")
+            .arg(&lock)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+    }
+    let run = env.run(&["doctor"]);
+    if immutable {
+        std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(env.data_dir())
+            .status()
+            .unwrap();
+    }
+    let out = run.all();
+    // Exit 2: among the errors, settings that cannot work as written.
+    assert_eq!(run.code, Some(2), "{out}");
+    assert!(
+        out.contains("client_id is the example's placeholder `YOUR-APP-ID`"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[proxy] imap = \"0.0.0.0:1143\" listens off this machine without local TLS"),
+        "{out}"
+    );
+    assert!(
+        out.contains("[proxy] smtp = \"localhost:x\" is not an address"),
+        "{out}"
+    );
+    assert!(!out.contains("refresh_margin"), "a false warning: {out}");
+    if root {
+        assert!(
+            out.contains(&format!(
+                "the lock file {} belongs to uid 65534",
+                lock.display()
+            )),
+            "{out}"
+        );
+    }
+    if immutable {
+        assert!(
+            out.contains(&format!(
+                "the token store {} cannot be written",
+                env.data_dir().display()
+            )),
+            "{out}"
+        );
+    }
+}
+
+/// Every row of the README's exit-code table, by a command a person runs: 0 a cached token;
+/// 1 a corrupt token store; 2 a bad flag, a bad config, and an untrusted certificate for one
+/// check and for two (the summary of several checks keeps the code); 3 no stored login; 4 a
+/// token server that refuses connections, and two mail servers that do.
+#[test]
+fn every_row_of_the_exit_code_table() {
+    let table = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    for row in [
+        "| 0 | success",
+        "| 1 | other failure",
+        "| 2 | usage or configuration error (including a server certificate that is not trusted here)",
+        "| 3 | a new login is needed",
+        "| 4 | network or server trouble",
+    ] {
+        assert!(table.contains(row), "the README's table changed: {row}");
+    }
+    let untrusted = |services: &[&str]| {
+        let mut keys = String::new();
+        for service in services {
+            let (plain, _) = imap_server(xoauth2(USER, TOKEN), true);
+            keys.push_str(&format!(
+                "{service}_host = \"localhost\"\n{service}_port = {}\n{service}_tls = \"tls\"\n",
+                tls_front(plain)
+            ));
+        }
+        env_with(&account_toml("work", &keys))
+    };
+    let down = |services: &[&str]| {
+        let keys: String = services
+            .iter()
+            .map(|s| {
+                format!(
+                    "{s}_host = \"127.0.0.1\"\n{s}_port = {}\n{s}_tls = \"none\"\n",
+                    closed_port()
+                )
+            })
+            .collect();
+        env_with(&account_toml("work", &keys))
+    };
+    let plain = || env_with(&account_toml("work", ""));
+    let cases: Vec<(i32, &str, Env, Vec<&str>)> = vec![
+        (0, "a cached token", plain(), vec!["token", "work"]),
+        (
+            1,
+            "a corrupt token store",
+            {
+                let env = plain();
+                std::fs::write(env.token_path("work"), "{ not json").unwrap();
+                env
+            },
+            vec!["token", "work"],
+        ),
+        (
+            2,
+            "a bad flag",
+            plain(),
+            vec!["token", "work", "--format", "nope"],
+        ),
+        (
+            2,
+            "a config that does not load",
+            {
+                let env = Env::new();
+                env.write_config("refresh_margin = \"soon\"\n");
+                env
+            },
+            vec!["token", "work"],
+        ),
+        (
+            2,
+            "an untrusted certificate, one check",
+            untrusted(&["imap"]),
+            vec!["check", "work", "--imap"],
+        ),
+        (
+            2,
+            "an untrusted certificate, two checks",
+            untrusted(&["imap", "smtp"]),
+            vec!["check", "work", "--imap", "--smtp"],
+        ),
+        (
+            3,
+            "no stored login",
+            {
+                let env = plain();
+                std::fs::remove_file(env.token_path("work")).unwrap();
+                env
+            },
+            vec!["token", "work"],
+        ),
+        (
+            4,
+            "a token server that refuses connections",
+            {
+                let env = plain();
+                env.write_tokens("work", &serde_json::json!({"version": 1, "access_token": "old", "token_type": "Bearer", "expires_at": 1, "refresh_token": REFRESH}));
+                env
+            },
+            vec!["token", "work"],
+        ),
+        (
+            4,
+            "two mail servers that refuse connections",
+            down(&["imap", "smtp"]),
+            vec!["check", "work", "--imap", "--smtp"],
+        ),
+    ];
+    for (code, what, env, args) in cases {
+        let run = env.run(&args);
+        assert_eq!(run.code, Some(code), "{what}: {}", run.all());
+        if code != 0 {
+            assert!(run.stdout.is_empty(), "{what}: {}", run.all());
+            assert!(
+                run.stderr.starts_with("mailtoken: ")
+                    || run.stderr.contains("\nmailtoken: ")
+                    || run.stderr.contains("error:"),
+                "{what}: {}",
+                run.all()
+            );
+        }
+    }
+}
