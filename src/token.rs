@@ -179,6 +179,15 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
         );
         return Ok(access.clone());
     }
+    // Tokens rescued when a refresh could not store them hold the live refresh token.
+    let current = store.replay_rescued(name, &current).unwrap_or(current);
+    if let Some(access) = current.access_for(key)
+        && Some(access) != seen_access.as_ref()
+        && access.expires_at > time::now()
+        && !force
+    {
+        return Ok(access.clone());
+    }
     // A refresh token the provider has refused is not sent again: the login is dead until a
     // new one replaces it (each of a hundred callers would otherwise ask, and be refused).
     if let Some(refused) = current

@@ -625,6 +625,19 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
         out.extend(placeholder_finding(name, &acct.account));
         out.extend(scope_findings(name, &acct.account));
         out.extend(lock_finding(name, &acct.store.lock_path(name)));
+        for rescued in acct.store.rescued(name) {
+            out.push(
+                Finding::new(
+                    Severity::Warning,
+                    Some(name),
+                    format!("newer tokens were rescued to {}", rescued.display()),
+                )
+                .why("a refresh could not store them after the server had rotated the refresh token: they hold the live login")
+                .fix(format!(
+                    "the next refresh stores them (`mailtoken token {name} --force-refresh`), once the token store can be written"
+                )),
+            );
+        }
         out.extend(ca_file_findings(name, &acct.account));
         out.extend(credential_findings(name, &acct.account, now));
         servers.extend(token_server(&acct.account).map(|url| (url, acct.account.tls_ca_file())));

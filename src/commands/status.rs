@@ -64,6 +64,15 @@ fn status_block(
         "{name} ({provider}{user}, {flow} login)\n  store:         {}\n",
         store.location(name)
     );
+    for rescued in store.rescued(name) {
+        text.push_str(&format!(
+            "  RESCUED:       {} holds newer tokens that could not be stored; the next \
+             refresh stores them (or: mv {} {})\n",
+            rescued.display(),
+            rescued.display(),
+            store.token_path(name).display()
+        ));
+    }
     let tokens = match store.load(name) {
         Ok(Some(tokens)) => tokens,
         Ok(None) if account.flow() == Flow::Credentials => {

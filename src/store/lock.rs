@@ -62,7 +62,8 @@ pub fn after_holder<T>(
             return Err(e).with_context(|| format!("cannot lock {}", path.display()));
         }
     }
-    wait(&file, Mode::Shared, timeout).map_err(|e| held_too_long(e, path, timeout))?;
+    wait_telling(&file, Mode::Shared, timeout, path)
+        .map_err(|e| held_too_long(e, path, timeout))?;
     Ok(Some(check()))
 }
 
@@ -97,7 +98,7 @@ fn acquire(
                 let left = || deadline.saturating_duration_since(Instant::now());
                 if !asked {
                     tries += 1;
-                    wait(&file, Mode::Shared, left())
+                    wait_telling(&file, Mode::Shared, left(), path)
                         .map_err(|e| held_too_long(e, path, timeout))?;
                     asked = true;
                     if done() {
@@ -105,7 +106,7 @@ fn acquire(
                     }
                 }
                 tries += 1;
-                wait(&file, Mode::Exclusive, left())
+                wait_telling(&file, Mode::Exclusive, left(), path)
                     .map_err(|e| held_too_long(e, path, timeout))?;
             }
             Err(TryLockError::Error(e)) => {
@@ -116,6 +117,7 @@ fn acquire(
         // hold is on a file nobody else will open, so it guards nothing. Take the one at the
         // path instead.
         if is_at(&file, path) {
+            sign(&file);
             return Ok((Some(AccountLock { file }), tries));
         }
     }
@@ -226,14 +228,84 @@ fn wait(file: &File, mode: Mode, most: Duration) -> io::Result<()> {
         .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
 }
 
+/// The holder writes its process id into the lock file, for waiters to name it. Best effort:
+/// a waiter that finds none says less.
+fn sign(file: &File) {
+    use std::os::unix::fs::FileExt;
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.write_all_at(format!("{}\n", std::process::id()).as_bytes(), 0));
+}
+
+/// Who holds the lock at `path`, as its holder signed it: `process 4242 (mailtoken token
+/// work)`, the command line where the system shows it.
+pub fn holder(path: &Path) -> Option<(u32, String)> {
+    use std::io::Read;
+    let file = super::file::open_lock(path, false).ok()??;
+    let mut text = String::new();
+    file.take(32).read_to_string(&mut text).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    let command = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .map(|raw| {
+            let words: Vec<String> = raw
+                .split(|&b| b == 0)
+                .filter(|w| !w.is_empty())
+                .map(|w| String::from_utf8_lossy(w).into_owned())
+                .collect();
+            words.join(" ").chars().take(240).collect::<String>()
+        })
+        .filter(|c| !c.is_empty());
+    let named = match command {
+        Some(command) => format!("process {pid} ({})", crate::log::printable(&command)),
+        None => format!("process {pid}"),
+    };
+    Some((pid, named))
+}
+
+/// `wait`, and at a terminal, once a second has passed, a line on who holds the lock: a
+/// person should not stare at two silent minutes.
+fn wait_telling(file: &File, mode: Mode, most: Duration, path: &Path) -> io::Result<()> {
+    use std::io::IsTerminal;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Said once per process, however many waits it makes.
+    static TOLD: AtomicBool = AtomicBool::new(false);
+    const PATIENCE: Duration = Duration::from_secs(1);
+    let until = Instant::now() + most;
+    if most <= PATIENCE || TOLD.load(Ordering::Relaxed) || !io::stderr().is_terminal() {
+        return wait(file, mode, most);
+    }
+    match wait(file, mode, PATIENCE) {
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            TOLD.store(true, Ordering::Relaxed);
+            let left = until.saturating_duration_since(Instant::now());
+            eprintln!(
+                "mailtoken: waiting for {} to finish with {} (at most {} s more)",
+                holder(path).map_or("another mailtoken process".into(), |(_, named)| named),
+                path.display(),
+                left.as_secs()
+            );
+            wait(file, mode, left)
+        }
+        other => other,
+    }
+}
+
 /// The wait's error, in words: the usual one is another process holding the lock too long.
 fn held_too_long(err: io::Error, path: &Path, timeout: Duration) -> anyhow::Error {
     if err.kind() == io::ErrorKind::TimedOut {
-        anyhow::anyhow!(
-            "another mailtoken process has held {} for {} s; if none is running, try again",
-            path.display(),
-            timeout.as_secs()
-        )
+        match holder(path) {
+            Some((pid, named)) => anyhow::anyhow!(
+                "{named} has held {} for {} s; if it hangs, end it (`kill {pid}`) and try again",
+                path.display(),
+                timeout.as_secs()
+            ),
+            None => anyhow::anyhow!(
+                "another mailtoken process has held {} for {} s; if none is running, try again",
+                path.display(),
+                timeout.as_secs()
+            ),
+        }
     } else {
         anyhow::Error::new(err).context(format!("cannot lock {}", path.display()))
     }
@@ -257,7 +329,16 @@ mod tests {
         let path = dir.path().join("a.lock");
         let held = exclusive(&path, Duration::from_secs(1)).unwrap();
         let err = exclusive(&path, Duration::from_millis(100)).err().unwrap();
-        assert!(err.to_string().contains("another mailtoken process"));
+        // The holder is named, with its command line, and how to end it.
+        let me = std::process::id();
+        assert!(
+            err.to_string().starts_with(&format!(
+                "process {me} ({}",
+                std::env::args().next().unwrap()
+            )),
+            "{err}"
+        );
+        assert!(err.to_string().contains(&format!("`kill {me}`")), "{err}");
         drop(held);
         exclusive(&path, Duration::from_millis(100)).unwrap();
     }
@@ -406,7 +487,8 @@ mod tests {
             .err()
             .unwrap();
         assert!(
-            err.to_string().contains("another mailtoken process"),
+            err.to_string()
+                .starts_with(&format!("process {} (", std::process::id())),
             "{err}"
         );
     }

@@ -425,6 +425,59 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Tokens of `account` a failed commit rescued (see `rescue`), newest first.
+    pub fn rescued(&self, account: &str) -> Vec<PathBuf> {
+        rescued_in(&rescue_dir(), account)
+    }
+
+    /// Under the lock, before a refresh: tokens rescued by a commit that could not write them
+    /// hold the live refresh token (the server had rotated it), so they are stored first and
+    /// used from here on; the rescued copies go once stored. None when there are none, or
+    /// they hold the same refresh token as `current`, or they cannot be stored yet (they stay,
+    /// and `status` and `doctor` keep saying where).
+    pub fn replay_rescued(&self, account: &str, current: &Tokens) -> Option<Tokens> {
+        let found = self.rescued(account);
+        let newest = found.first()?;
+        let tokens = file::load(newest, account).ok()??;
+        if tokens.refresh_token.is_none() || tokens.refresh_token == current.refresh_token {
+            return None;
+        }
+        self.save(account, &tokens).ok()?;
+        for path in &found {
+            let _ = fs::remove_file(path);
+        }
+        eprintln!(
+            "mailtoken: stored the tokens of `{account}` rescued to {} when they could not be \
+             written",
+            newest.display()
+        );
+        Some(tokens)
+    }
+}
+
+/// The rescued copies of `account`'s tokens in `dir`, newest first (their names end in the
+/// time they were written).
+fn rescued_in(dir: &Path, account: &str) -> Vec<PathBuf> {
+    let prefix = format!("{account}.rescued-");
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let at = name
+                .strip_prefix(&prefix)?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()?;
+            Some((at, entry.path()))
+        })
+        .collect();
+    found.sort_by_key(|f| std::cmp::Reverse(f.0));
+    found.into_iter().map(|(_, path)| path).collect()
+}
+
 /// The last resort when new tokens cannot be written where they belong: a copy in the
 /// user's runtime directory (another file system than a full data directory, usually), and an
 /// error that says loudly where it is. Never the tokens themselves on the terminal.

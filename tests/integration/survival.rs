@@ -529,3 +529,110 @@ fn a_config_others_can_write_sends_no_secret_anywhere() {
     }
     std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
+
+/// A caller at a terminal that finds the lock held for more than a second says which process
+/// holds it (its id and command line), then carries on when the holder is done.
+#[test]
+fn a_caller_at_a_terminal_names_the_process_it_waits_for() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::Rotate);
+    let env = TestEnv::new(&server);
+    expired_login(&env, &server);
+    server.set_refresh_delay_ms(3000);
+    let first = env.spawn(&["token", ACCOUNT]);
+    wait_for(&server, Kind::Refresh, 1);
+    // `script` gives the second caller a terminal; its output is the terminal's.
+    let command = format!(
+        "{} --config {} --data-dir {} token {ACCOUNT}",
+        bin(),
+        env.config.display(),
+        env.data.display()
+    );
+    let mut cmd = Command::new("script");
+    cmd.args(["-qec", &command, "/dev/null"]);
+    let second = Running::spawn(cmd, "mailtoken token (at a terminal)".into()).wait(RUN_TIMEOUT);
+    let first_pid = first.pid();
+    let first = first.wait(RUN_TIMEOUT);
+    assert_eq!(first.code, Some(0), "{}", first.all());
+    assert_eq!(second.code, Some(0), "{}", second.all());
+    let said = second.stdout.replace('\r', "");
+    assert!(
+        said.contains(&format!("mailtoken: waiting for process {first_pid} ("))
+            && said.contains(&format!("token {ACCOUNT}) to finish with")),
+        "{said}"
+    );
+    assert!(said.ends_with("fake-at-1\n"), "{said}");
+    assert_eq!(server.count(Kind::Refresh), 1);
+}
+
+/// The data directory turns unwritable while a strictly rotating server answers: the new
+/// tokens are rescued to $XDG_RUNTIME_DIR and the error says where. `status` and `doctor`
+/// say so too; the next refresh, once the directory can be written, stores them first and
+/// refreshes with their (live) refresh token instead of the revoked one.
+#[test]
+fn rescued_tokens_are_told_and_replayed_by_the_next_refresh() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: chattr +i needs root (CI runs as root)");
+        return;
+    }
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::Rotate);
+    let env = TestEnv::new(&server);
+    expired_login(&env, &server);
+    let runtime = env.dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    let chattr = |flag: &str| {
+        let ok = Command::new("chattr").arg(flag).arg(&env.data).status();
+        ok.is_ok_and(|s| s.success())
+    };
+    server.set_refresh_delay_ms(1000);
+    let mut cmd = env.command(&["token", ACCOUNT]);
+    cmd.env("XDG_RUNTIME_DIR", &runtime);
+    let child = Running::spawn(cmd, "mailtoken token (store goes read-only)".into());
+    wait_for(&server, Kind::Refresh, 1);
+    if !chattr("+i") {
+        eprintln!("skipped: chattr +i does not work on this file system");
+        return;
+    }
+    let r = child.wait(RUN_TIMEOUT);
+    assert!(chattr("-i"));
+    assert_ne!(r.code, Some(0), "{}", r.all());
+    assert!(r.stderr.contains("THE ONLY COPY"), "{}", r.stderr);
+    assert_eq!(
+        stored_rt(&env.token_path(ACCOUNT)),
+        SEED_RT,
+        "the old login on disk"
+    );
+    assert!(server.was_revoked(SEED_RT));
+    let status = {
+        let mut cmd = env.command(&["status", ACCOUNT]);
+        cmd.env("XDG_RUNTIME_DIR", &runtime);
+        Running::spawn(cmd, "status".into()).wait(RUN_TIMEOUT)
+    };
+    assert!(status.stdout.contains("RESCUED:"), "{}", status.all());
+    server.set_refresh_delay_ms(0);
+    let mut cmd = env.command(&["token", ACCOUNT, "--force-refresh"]);
+    cmd.env("XDG_RUNTIME_DIR", &runtime);
+    let again = Running::spawn(cmd, "mailtoken token (replay)".into()).wait(RUN_TIMEOUT);
+    assert_eq!(again.code, Some(0), "{}", again.all());
+    assert!(
+        again.stderr.contains("stored the tokens of `work` rescued"),
+        "{}",
+        again.stderr
+    );
+    assert_eq!(again.stdout, "fake-at-2\n");
+    assert_eq!(stored_rt(&env.token_path(ACCOUNT)), "fake-rt-2");
+    assert_eq!(
+        std::fs::read_dir(runtime.join("mailtoken"))
+            .unwrap()
+            .count(),
+        0,
+        "the rescued copy stays"
+    );
+}
