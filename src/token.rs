@@ -236,7 +236,9 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
                 }
                 Some(Kind::LoginNeeded) => {
                     // Refused as rotated already? A process that took a lock file removed
-                    // meanwhile may have stored the next login: then it is ours.
+                    // meanwhile may be storing the next login, or have stored it: then it is
+                    // ours. (Its request is bounded by the HTTP timeouts.)
+                    store.wait_for_other_writers(name, LOCK_TIMEOUT);
                     if let Ok(Some(now)) = store.load(name)
                         && now.refresh_token != sent_refresh_token
                         && let Some(access) = now.access_for(key)

@@ -142,6 +142,23 @@ pub fn remove_stale_temps(dir: &Path, account: &str) {
     }
 }
 
+/// Whether another live process is writing `account`'s tokens in `dir` now (its temp file is
+/// there): a refresh under way that the lock did not keep us from, because someone removed
+/// the lock file while it was held.
+pub fn writer_elsewhere(dir: &Path, account: &str) -> bool {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|entry| {
+        entry
+            .file_name()
+            .to_str()
+            .and_then(|name| own_temp_pid(name, account))
+            .flatten()
+            .is_some_and(|pid| pid != std::process::id() && alive(pid))
+    })
+}
+
 /// Write a small private file (0600) of `dir`: notes, not tokens. A new file renamed over
 /// the old: whatever stood at the path (a symbolic link, a FIFO) is replaced, never followed
 /// or opened.

@@ -426,6 +426,19 @@ impl Store {
 }
 
 impl Store {
+    /// Wait (at most `most`, polling) until no other process is writing `account`'s tokens;
+    /// whether one was. For a refusal that may only mean another process rotated the refresh
+    /// token a moment ago, its new one not yet stored.
+    pub fn wait_for_other_writers(&self, account: &str, most: Duration) -> bool {
+        let until = std::time::Instant::now() + most;
+        let mut waited = false;
+        while file::writer_elsewhere(&self.dir, account) && std::time::Instant::now() < until {
+            waited = true;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        waited
+    }
+
     /// Tokens of `account` a failed commit rescued (see `rescue`), newest first.
     pub fn rescued(&self, account: &str) -> Vec<PathBuf> {
         rescued_in(&rescue_dir(), account)

@@ -104,6 +104,10 @@ struct Phases {
     lost: usize,
     /// Kills that left a temp file behind (removed by the next refresh).
     stale_temp: usize,
+    /// Kills against a server that answers at once, and of those, how many lost the login:
+    /// their ratio to the kills' spread estimates the window's length (see the README).
+    prompt: usize,
+    prompt_lost: usize,
 }
 
 const KILLS: usize = 200;
@@ -128,6 +132,7 @@ fn kill_9_at_random_moments_leaves_old_or_new_tokens_and_a_working_store() {
         // Half the kills race a server that holds its (already rotated) reply back a little,
         // which widens the window between rotation and storing.
         let stall = if rng.below(2) == 0 { 0 } else { rng.below(40) };
+        seen.prompt += usize::from(stall == 0);
         server.set_refresh_delay_ms(stall);
         // Anywhere from the start to a finished run (1.3 span): the start before the request
         // is short (no trust store is read for an http:// endpoint), so it is not skipped.
@@ -196,6 +201,7 @@ fn kill_9_at_random_moments_leaves_old_or_new_tokens_and_a_working_store() {
                     next.stderr
                 );
                 seen.lost += 1;
+                seen.prompt_lost += usize::from(stall == 0);
                 // The person logs in again.
                 let fresh = format!("rt-relogin-{i}");
                 server.add_refresh_token(&fresh);
@@ -209,7 +215,13 @@ fn kill_9_at_random_moments_leaves_old_or_new_tokens_and_a_working_store() {
             "kill {i}: a refresh under the lock must remove stale temp files"
         );
     }
-    eprintln!("{KILLS} kills, one refresh takes {span:?}: {seen:?}");
+    // Kills are spread evenly over 1.3 times a refresh: the share that lost the login,
+    // against a server that answers at once, times that spread is the window's length.
+    let window = span.mul_f64(1.3 * seen.prompt_lost as f64 / seen.prompt.max(1) as f64);
+    eprintln!(
+        "{KILLS} kills, one refresh takes {span:?}: {seen:?}; the window in which SIGKILL \
+         loses the login is about {window:?} (server answering at once)"
+    );
     // The schedule must actually have hit every phase, or this test proves little.
     let floor = KILLS / 20;
     assert!(

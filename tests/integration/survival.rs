@@ -636,3 +636,33 @@ fn rescued_tokens_are_told_and_replayed_by_the_next_refresh() {
         "the rescued copy stays"
     );
 }
+
+/// The lock file removed while a refresh holds it, and 20 callers arrive: they lock a new
+/// file and one of them asks the server with the refresh token the first refresh is rotating.
+/// It is refused, but waits for the first refresh's new tokens instead of declaring the login
+/// dead: every caller gets a token, two requests in all, none told to log in again.
+#[test]
+fn a_lock_file_removed_mid_refresh_costs_one_request_and_no_false_login() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::Rotate);
+    let env = TestEnv::new(&server);
+    expired_login(&env, &server);
+    server.set_refresh_delay_ms(1500);
+    let first = env.spawn(&["token", ACCOUNT]);
+    wait_for(&server, Kind::Refresh, 1);
+    std::fs::remove_file(env.data.join(format!("{ACCOUNT}.lock"))).unwrap();
+    server.set_refresh_delay_ms(0);
+    let others = storm(&env, 20, &[]);
+    let first = first.wait(RUN_TIMEOUT);
+    assert_eq!(first.code, Some(0), "{}", first.all());
+    for r in &others {
+        assert_eq!(r.code, Some(0), "{}", r.all());
+        assert_eq!(r.stdout, "fake-at-1\n", "{}", r.all());
+    }
+    assert!(
+        server.count(Kind::Refresh) <= 2,
+        "{} requests",
+        server.count(Kind::Refresh)
+    );
+    assert_eq!(stored_rt(&env.token_path(ACCOUNT)), "fake-rt-1");
+}
