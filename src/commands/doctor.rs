@@ -573,7 +573,8 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             return out;
         }
     };
-    if let Some((problem, fix)) = crate::config::shared_config(&paths.config) {
+    let shared = crate::config::shared_config(&paths.config);
+    if let Some((problem, fix)) = &shared {
         out.push(
             Finding::new(
                 Severity::Error,
@@ -639,12 +640,16 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             );
         }
         out.extend(ca_file_findings(name, &acct.account));
-        out.extend(credential_findings(name, &acct.account, now));
+        // Commands named by a file others can write are not run, here either.
+        let commands = shared.is_none();
+        if commands {
+            out.extend(credential_findings(name, &acct.account, now));
+        }
         servers.extend(token_server(&acct.account).map(|url| (url, acct.account.tls_ca_file())));
-        if *acct.store.backend() == store::Backend::File {
-            out.extend(stored_findings(&acct, now));
-        } else {
-            out.extend(backend_findings(&acct, now));
+        match acct.store.backend() {
+            store::Backend::File => out.extend(stored_findings(&acct, now)),
+            store::Backend::Command { .. } if !commands => {}
+            _ => out.extend(backend_findings(&acct, now)),
         }
     }
     for (url, ca_file) in servers {

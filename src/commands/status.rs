@@ -23,12 +23,28 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
         );
         return Ok(());
     }
+    if let Some(refusal) = &config.unsafe_file {
+        eprintln!("mailtoken: {refusal}\nNo account is used until then; status only looks.");
+    }
     let now = time::now();
     let mut out = String::new();
     let mut unreadable = Vec::new();
     for name in names {
-        let acct = config.open(paths, name)?;
-        let (block, readable) = status_block(name, &acct.account, &acct.store, acct.margin, now);
+        let acct = config.look(paths, name)?;
+        let (block, readable) = if config.unsafe_file.is_some()
+            && matches!(acct.store.backend(), crate::store::Backend::Command { .. })
+        {
+            // The store's command comes from the file others can write: not run.
+            (
+                format!(
+                    "{name}\n  store:         {}\n  logged in:     unknown (its load command is not run from this config)\n",
+                    acct.store.location(name)
+                ),
+                true,
+            )
+        } else {
+            status_block(name, &acct.account, &acct.store, acct.margin, now)
+        };
         out.push_str(&block);
         if !readable {
             unreadable.push(name);

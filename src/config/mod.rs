@@ -32,6 +32,10 @@ pub struct Config {
     pub proxy: Option<ProxySettings>,
     #[serde(default)]
     pub accounts: BTreeMap<String, Account>,
+    /// Why the file is not safe to act on (others can write it, or it is not ours), as the
+    /// refusal says it: `open` then refuses every account; `status` only looks.
+    #[serde(skip)]
+    pub unsafe_file: Option<String>,
 }
 
 /// `[proxy]`: where `mailtoken proxy` listens, and who may use it.
@@ -140,7 +144,8 @@ impl Config {
     pub fn from_text(path: &Path, text: &str) -> Result<Config> {
         let config =
             Config::parse(text).map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
-        refuse_a_shared_file(path)?;
+        let mut config = config;
+        config.unsafe_file = unsafe_file(path);
         for account in config.accounts.values() {
             if let Some(var) = &account.client_secret_env {
                 crate::shell::withhold_env(var);
@@ -234,6 +239,15 @@ impl Config {
 
     /// The account `name` with its store and margin.
     pub fn open(&self, paths: &Paths, name: &str) -> Result<OpenAccount> {
+        if let Some(refusal) = &self.unsafe_file {
+            return Err(usage(refusal.clone()));
+        }
+        self.look(paths, name)
+    }
+
+    /// The account `name` opened to be looked at (`status`), from a config `open` may refuse:
+    /// nothing of it may be sent anywhere or run.
+    pub fn look(&self, paths: &Paths, name: &str) -> Result<OpenAccount> {
         let account = self.account(name)?;
         Ok(OpenAccount {
             name: name.to_string(),
@@ -294,17 +308,16 @@ pub fn shared_config(path: &Path) -> Option<(String, String)> {
 }
 
 /// A config that another user can write, or owns, is theirs to point at their own token
-/// server (and receive the refresh token) or to fill with commands run as us: nothing that
-/// sends a secret or runs a command acts on it. `doctor` reads it all the same, to say so.
-fn refuse_a_shared_file(path: &Path) -> Result<()> {
-    match shared_config(path) {
-        None => Ok(()),
-        Some((problem, fix)) => Err(usage(format!(
-            "{} {problem}: another user could send your logins to their own server or run \
-             commands as you. Fix: {fix}",
-            path.display()
-        ))),
-    }
+/// server (and receive the refresh token) or to fill with commands run as us: no account of
+/// it is opened for use (see `Config::open`). `status` and `doctor` read it all the same, to
+/// say so. The refusal, in words.
+fn unsafe_file(path: &Path) -> Option<String> {
+    let (problem, fix) = shared_config(path)?;
+    Some(format!(
+        "{} {problem}: another user could send your logins to their own server or run \
+         commands as you. Fix: {fix}",
+        path.display()
+    ))
 }
 
 /// Where a TOML error is, and what it is, without toml's quote of the offending line: that line

@@ -108,6 +108,9 @@ pub fn load(paths: &Paths, name: &str) -> Option<Config> {
         notify_command: settings.notify_command,
         proxy: None,
         accounts: BTreeMap::from([(name.to_string(), settings.account)]),
+        // Snapshots are made only of a file `open` accepted; a change of its mode or owner
+        // changes its stamp, and this one is not used.
+        unsafe_file: None,
     })
 }
 

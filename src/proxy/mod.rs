@@ -65,6 +65,9 @@ extern "C" fn request_stop(_: libc::c_int) {
 /// Run every listener of `[proxy]` until SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2.
 pub fn run(paths: &Paths) -> Result<()> {
     let config = Config::load(&paths.config)?;
+    if let Some(refusal) = &config.unsafe_file {
+        bail!(usage(refusal.clone()));
+    }
     let settings = config.proxy.clone().ok_or_else(|| {
         usage(format!(
             "{} has no [proxy] section: add one with the addresses to listen on, e.g.\n  \

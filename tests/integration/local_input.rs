@@ -436,7 +436,16 @@ fn commands_in_a_config_others_can_write_are_never_run() {
         .unwrap()
     };
     chmod(0o666);
-    let out = env.run(&["status", ACCOUNT]);
+    // status only looks: it says what is wrong and runs nothing; token refuses.
+    let look = env.run(&["status", ACCOUNT]);
+    look.expect_code(0);
+    assert!(
+        look.stdout.contains("its load command is not run"),
+        "{}",
+        look.all()
+    );
+    assert!(look.stderr.contains("chmod go-w"), "{}", look.stderr);
+    let out = env.run(&["token", ACCOUNT]);
     out.expect_code(2);
     assert!(
         out.stderr.contains("can be written by other users"),
@@ -451,6 +460,7 @@ fn commands_in_a_config_others_can_write_are_never_run() {
         "{}",
         doctor.stdout
     );
+    assert!(!ran.exists(), "doctor ran the command");
 
     chmod(0o600);
     env.run(&["status", ACCOUNT]).expect_code(0);

@@ -666,3 +666,40 @@ fn a_lock_file_removed_mid_refresh_costs_one_request_and_no_false_login() {
     );
     assert_eq!(stored_rt(&env.token_path(ACCOUNT)), "fake-rt-1");
 }
+
+/// A config others can write stops every account's logins and tokens, but `status` still
+/// shows every account (and the problem): one unsafe file is told, not a wall of errors.
+#[test]
+fn status_shows_every_account_of_a_config_others_can_write() {
+    use std::os::unix::fs::PermissionsExt;
+    let server = FakeServer::start();
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        "client_secret_command = \"sleep 30; echo secret\"\n",
+    );
+    env.write_token(ACCOUNT, "at-fine", "rt-fine", now_unix() + 3600);
+    std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o646)).unwrap();
+    let status = env.run(&["status"]);
+    assert_eq!(status.code, Some(0), "{}", status.all());
+    assert!(
+        status.stdout.contains("logged in:     yes"),
+        "{}",
+        status.all()
+    );
+    assert!(
+        status
+            .stderr
+            .contains("can be written by other users (mode 646)"),
+        "{}",
+        status.all()
+    );
+    assert!(
+        status.elapsed < Duration::from_secs(10),
+        "the secret command ran"
+    );
+    let token = env.run(&["token", ACCOUNT]);
+    assert_eq!(token.code, Some(2), "{}", token.all());
+    assert!(token.stdout.is_empty());
+    std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
