@@ -127,13 +127,7 @@ pub fn check(srv: &Server, user: &str, token: &str, mech: Mech) -> Result<()> {
 /// it offers both, or neither): the proxy's way in.
 pub fn login(srv: &Server, user: &str, token: &str) -> Result<Conn> {
     let (mut conn, caps) = open(srv)?;
-    let mech = if !caps.iter().any(|c| c == "AUTH=XOAUTH2")
-        && caps.iter().any(|c| c == "AUTH=OAUTHBEARER")
-    {
-        Mech::Oauthbearer
-    } else {
-        Mech::Xoauth2
-    };
+    let mech = Mech::prefer(|m| caps.iter().any(|c| *c == format!("AUTH={}", m.name())));
     authenticate(&mut conn, &caps, srv, user, token, mech)?;
     Ok(conn)
 }

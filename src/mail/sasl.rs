@@ -36,6 +36,17 @@ pub enum Mech {
 }
 
 impl Mech {
+    /// The mechanism to use with a server that offers what `offers` says yes to: XOAUTH2 when
+    /// it offers it (or neither, as some servers do not advertise it), OAUTHBEARER when it
+    /// offers only that.
+    pub fn prefer(offers: impl Fn(Mech) -> bool) -> Mech {
+        if !offers(Mech::Xoauth2) && offers(Mech::Oauthbearer) {
+            Mech::Oauthbearer
+        } else {
+            Mech::Xoauth2
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Mech::Xoauth2 => "XOAUTH2",
@@ -95,6 +106,19 @@ pub fn explain_challenge(decoded: &str) -> Option<String> {
         Some(scope) => format!("{why}; the server wants scope `{scope}`"),
         None => why,
     })
+}
+
+/// SASL PLAIN (RFC 4616), as a client sends it: base64 of `authzid NUL authcid NUL password`;
+/// the user (authcid) and the password.
+pub fn decode_plain(b64: &str) -> Option<(String, String)> {
+    let bytes = STANDARD.decode(b64.trim()).ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    let mut parts = text.split('\0');
+    let (_authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || user.is_empty() {
+        return None;
+    }
+    Some((user.to_string(), password.to_string()))
 }
 
 /// What to do about a refusal the server explained in words we recognise.
@@ -170,6 +194,30 @@ pub fn refusal(proto: &str, reply: &str, challenge: Option<String>) -> anyhow::E
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_preferred_mechanism_is_xoauth2_unless_only_oauthbearer_is_offered() {
+        assert_eq!(Mech::prefer(|_| false), Mech::Xoauth2);
+        assert_eq!(Mech::prefer(|_| true), Mech::Xoauth2);
+        assert_eq!(Mech::prefer(|m| m == Mech::Oauthbearer), Mech::Oauthbearer);
+        assert_eq!(Mech::prefer(|m| m == Mech::Xoauth2), Mech::Xoauth2);
+    }
+
+    #[test]
+    fn sasl_plain_responses() {
+        let b64 = STANDARD.encode("\0me@example.com\0secret");
+        assert_eq!(
+            decode_plain(&b64),
+            Some(("me@example.com".into(), "secret".into()))
+        );
+        let with_authzid = STANDARD.encode("admin\0me\0pw");
+        assert_eq!(
+            decode_plain(&with_authzid),
+            Some(("me".into(), "pw".into()))
+        );
+        assert_eq!(decode_plain("not base64!"), None);
+        assert_eq!(decode_plain(&STANDARD.encode("only-one-part")), None);
+    }
 
     #[test]
     fn try_later_refusals_are_told_from_refused_tokens() {

@@ -15,6 +15,7 @@ use super::prelogin::{Door, Ended};
 use crate::config::{Config, OpenAccount, Paths, ProxySettings, Want};
 use crate::error::{self, Kind};
 use crate::log::{printable, redact};
+use crate::mail::sasl::Mech;
 use crate::mail::servers::Server;
 use crate::mail::wire::Conn;
 use crate::provider::Service;
@@ -424,12 +425,8 @@ fn upstream_denied(
     token: &AccessToken,
     e: anyhow::Error,
 ) -> Denied {
-    let sasl = crate::mail::sasl::Mech::Xoauth2.initial_response(
-        mailbox,
-        &token.access_token,
-        &server.host,
-        server.port,
-    );
+    let sasl =
+        Mech::Xoauth2.initial_response(mailbox, &token.access_token, &server.host, server.port);
     let said = redact(
         format!("{e:#}").lines().next().unwrap_or(""),
         &[&token.access_token, &sasl],
@@ -453,18 +450,10 @@ fn upstream_denied(
 fn log_in_upstream(service: Service, server: &Server, user: &str, token: &str) -> Result<Conn> {
     match service {
         Service::Imap => crate::mail::imap::login(server, user, token),
-        Service::Pop => {
-            crate::mail::pop::login(server, user, token, crate::mail::sasl::Mech::Xoauth2)
-        }
+        Service::Pop => crate::mail::pop::login(server, user, token, Mech::Xoauth2),
         Service::Smtp => {
             let mut session = crate::mail::smtp::open(server)?;
-            let mech = if !session.ehlo().offers_auth("XOAUTH2")
-                && session.ehlo().offers_auth("OAUTHBEARER")
-            {
-                crate::mail::sasl::Mech::Oauthbearer
-            } else {
-                crate::mail::sasl::Mech::Xoauth2
-            };
+            let mech = Mech::prefer(|m| session.ehlo().offers_auth(m.name()));
             crate::mail::smtp::authenticate(&mut session, server, user, token, mech)?;
             Ok(session.into_conn())
         }

@@ -3,11 +3,9 @@
 //! clear), LOGIN with quoted strings and literals (`{n}`, `{n+}`), AUTHENTICATE PLAIN with and
 //! without SASL-IR.
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
-
 use super::gate::{Caller, Gate, LoggedIn};
 use super::prelogin::{Door, Ended};
+use crate::mail::sasl::decode_plain;
 use crate::mail::wire::Conn;
 use crate::provider::Service;
 
@@ -220,18 +218,6 @@ fn authenticate_plain(
     Ok(decode_plain(&response).ok_or_else(|| "BAD not a SASL PLAIN response".into()))
 }
 
-/// SASL PLAIN (RFC 4616): base64 of `authzid NUL authcid NUL password`.
-pub fn decode_plain(b64: &str) -> Option<(String, String)> {
-    let bytes = STANDARD.decode(b64.trim()).ok()?;
-    let text = String::from_utf8(bytes).ok()?;
-    let mut parts = text.split('\0');
-    let (_authzid, user, password) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || user.is_empty() {
-        return None;
-    }
-    Some((user.to_string(), password.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,21 +260,5 @@ mod tests {
         assert_eq!(next_token("\"unterminated"), None);
         assert_eq!(next_token("{x}"), None);
         assert_eq!(next_token(""), None);
-    }
-
-    #[test]
-    fn sasl_plain_responses() {
-        let b64 = STANDARD.encode("\0me@example.com\0secret");
-        assert_eq!(
-            decode_plain(&b64),
-            Some(("me@example.com".into(), "secret".into()))
-        );
-        let with_authzid = STANDARD.encode("admin\0me\0pw");
-        assert_eq!(
-            decode_plain(&with_authzid),
-            Some(("me".into(), "pw".into()))
-        );
-        assert_eq!(decode_plain("not base64!"), None);
-        assert_eq!(decode_plain(&STANDARD.encode("only-one-part")), None);
     }
 }

@@ -2,8 +2,8 @@
 //! the initial response, and STLS with local TLS.
 
 use super::gate::{Caller, Gate, LoggedIn};
-use super::imap::decode_plain;
 use super::prelogin::{Door, Ended};
+use crate::mail::sasl::decode_plain;
 use crate::provider::Service;
 
 pub fn front(mut door: Door, caller: &Caller, gate: &Gate) -> Result<LoggedIn, Ended> {

@@ -5,8 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use super::gate::{Caller, Gate, LoggedIn};
-use super::imap::decode_plain;
 use super::prelogin::{Door, Ended};
+use crate::mail::sasl::decode_plain;
 use crate::provider::Service;
 
 /// What EHLO offers: what the proxy accepts, and what the usual submission servers do after.

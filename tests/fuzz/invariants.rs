@@ -159,8 +159,14 @@ pub fn proxy_input(data: &[u8]) {
                 }
             }
         }
-        if let Some((user, _password)) = proxy_imap::decode_plain(line) {
+        if let Some((user, _password)) = mailtoken::mail::sasl::decode_plain(line) {
             assert!(!user.is_empty());
+        }
+        // The pre-login screen: whatever the line, it answers, and an HTTP request line or
+        // header is never taken for a mail command.
+        let screened = mailtoken::proxy::prelogin::not_mail(line);
+        if line.starts_with("POST / HTTP/1.1") || line.starts_with("Host: ") {
+            assert!(screened.is_some(), "{line:?}");
         }
     }
 }
