@@ -14,8 +14,8 @@
 //!
 //! - `error`, `log`, `time`, `shell`, `process`, `tls`, `http`: the failure kinds behind the
 //!   exit codes, verbose logging and the fingerprints that stand in for secrets, clock helpers,
-//!   the one place that starts other programs, no core dumps and SIGTERM held while a token is
-//!   in flight, the one TLS client setup (trust store read only when a certificate is
+//!   the one place that starts other programs, no core dumps and the ending signals held while
+//!   a token is in flight, the one TLS client setup (trust store read only when a certificate is
 //!   checked), and the bounded HTTP client.
 //! - `provider`: presets for Microsoft, Google and generic servers (endpoints, scopes, mail
 //!   servers).
@@ -31,13 +31,14 @@
 //!   and Graph clients.
 //! - `flows`: first logins: device code, browser with PKCE (and its loopback listener in
 //!   `flows/callback.rs`), app-only client credentials.
-//! - `proxy`: `mailtoken proxy`, local IMAP/POP/SMTP listeners that log in upstream with the
-//!   account's token (the IMAP, POP and SMTP sides in `proxy/imap.rs` etc., the relay in
-//!   `proxy/relay.rs`, who may log in in `proxy::Gate`).
 //! - `notify`: `notify_command`, run (once an hour at most) when a login has died or is a day
 //!   from its known end.
 //! - `token`: the broker. `token::get` is the whole lock-and-refresh protocol in one function:
 //!   cached token, else lock, re-read, refresh once, store, hand out.
+//! - `proxy`: `mailtoken proxy`, local IMAP/POP/SMTP listeners that log in upstream with the
+//!   account's token from `token::get` (the fronts in `proxy/imap.rs` etc., all reading
+//!   through `proxy/prelogin.rs`, which shuts out what is not a mail program; who may log in
+//!   in `proxy/gate.rs`; the relay in `proxy/relay.rs`).
 //! - `output`, `cli`, `commands`: what `token` prints, the command line, and one thin handler
 //!   per subcommand.
 

@@ -122,7 +122,7 @@ pub fn hold_signals() -> Held {
 
 impl Drop for Held {
     fn drop(&mut self) {
-        // SAFETY: restores the mask saved by `hold`.
+        // SAFETY: restores the mask saved by `hold_signals`.
         unsafe {
             libc::pthread_sigmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut());
         }

@@ -165,7 +165,6 @@ impl Config {
         Ok(config)
     }
 
-    /// The first command setting in the file, as (account, setting).
     /// The first command setting in the file, named for a message: "`notify_command`" or
     /// "`client_secret_command` of account `work`".
     pub fn first_command(&self) -> Option<String> {

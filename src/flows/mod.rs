@@ -1,5 +1,6 @@
 //! First logins, by the flow the account needs: device code, browser with PKCE, or app-only.
-//! Each flow returns the tokens; storing them happens here, once, under the account lock.
+//! The device and browser flows return the tokens, stored here, once, under the account lock;
+//! `app_only` fetches and stores its own (it is a refresh as much as a login).
 
 pub mod app_only;
 pub mod browser;

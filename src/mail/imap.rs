@@ -1,5 +1,6 @@
-//! `check --imap`: connect, AUTHENTICATE with the token, LOGOUT. The protocol pieces are plain
-//! functions; `check` is the thin I/O around them.
+//! IMAP with a token: `check --imap` (connect, AUTHENTICATE, LOGOUT) and the proxy's upstream
+//! login (connect, AUTHENTICATE, hand the session over). The protocol pieces are plain
+//! functions; the I/O around them is thin.
 
 use anyhow::Result;
 

@@ -1,5 +1,6 @@
-//! Talking to mail servers with a token: where they are, the SASL mechanisms, and the IMAP,
-//! POP, SMTP and Microsoft Graph clients behind `check` and `send-test`.
+//! Talking to mail servers with a token: where they are, the SASL mechanisms, the bounded
+//! line connection (`wire.rs`), and the IMAP, POP, SMTP and Microsoft Graph clients behind
+//! `check`, `send-test` and the proxy's upstream logins.
 
 pub mod graph;
 pub mod imap;

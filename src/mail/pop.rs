@@ -1,4 +1,5 @@
-//! `check --pop`: connect, AUTH with the token (RFC 5034), QUIT.
+//! POP with a token: `check --pop` (connect, AUTH per RFC 5034, QUIT) and the proxy's upstream
+//! login (connect, AUTH, hand the session over).
 
 use anyhow::Result;
 

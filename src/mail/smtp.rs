@@ -1,4 +1,4 @@
-//! SMTP for `send-test` and `check --smtp`: our own small client on `wire::Conn`, so that every
+//! SMTP for `send-test`, `check --smtp` and the proxy's upstream login: our own small client on `wire::Conn`, so that every
 //! reply line is bounded, the session has a deadline, STARTTLS is checked for injected data,
 //! and each step (connect, TLS, auth, accepted) is reported with the server's own words.
 //! The message itself is built by lettre's builder.
