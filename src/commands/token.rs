@@ -140,6 +140,19 @@ fn from_env(var: &str) -> Option<Option<PathBuf>> {
     }
 }
 
+/// The flags `QuickCall::parse` reads (long name, short name); any other flag, and any flag
+/// given twice, sends the call to the full parser. A test walks clap's definition against it.
+pub const QUICK_FLAGS: &[(&str, Option<char>)] = &[
+    ("format", Some('f')),
+    ("user", None),
+    ("config", None),
+    ("data-dir", None),
+];
+
+/// The variables the quick path reads where clap would (`from_env`); a flag with any other
+/// `env` would be answered differently here. A test walks clap's definition against it.
+pub const QUICK_ENV: &[&str] = &["MAILTOKEN_CONFIG", "MAILTOKEN_DATA_DIR"];
+
 /// The arguments the quick path takes: `token NAME` with `--format`/`-f`, `--user`, and the
 /// global `--config` and `--data-dir`, each at most once, as `--flag VALUE` or `--flag=VALUE`.
 #[derive(Debug, Default, PartialEq)]
@@ -203,6 +216,64 @@ impl QuickCall {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every flag and variable of `token` and of the global arguments, from clap's own
+    /// definition: one the quick path reads must be read with the same names (no alias it
+    /// does not know); any other must send the call to the full parser; and no `env` may be
+    /// one the quick path does not read (it would answer without it).
+    #[test]
+    fn the_quick_path_reads_or_hands_over_every_flag_and_variable_of_token() {
+        use clap::CommandFactory;
+        let cli = crate::cli::Cli::command();
+        let token = cli.find_subcommand("token").expect("a token subcommand");
+        for arg in cli.get_arguments().chain(token.get_arguments()) {
+            let id = arg.get_id().as_str();
+            if let Some(env) = arg.get_env() {
+                assert!(
+                    QUICK_ENV.iter().any(|v| env == *v),
+                    "--{id} reads {env:?}, which the quick path does not"
+                );
+            }
+            if arg.is_positional() {
+                continue;
+            }
+            let long = arg.get_long().unwrap_or(id);
+            match QUICK_FLAGS.iter().find(|(l, _)| *l == long) {
+                Some((_, short)) => {
+                    assert_eq!(arg.get_short(), *short, "--{long}: its short name");
+                    assert_eq!(
+                        arg.get_all_aliases().map(|a| a.len()).unwrap_or(0),
+                        0,
+                        "--{long} has aliases the quick path does not read"
+                    );
+                    assert_eq!(
+                        arg.get_all_short_aliases().map(|a| a.len()).unwrap_or(0),
+                        0,
+                        "-{short:?} has aliases the quick path does not read"
+                    );
+                }
+                None => {
+                    let mut spellings = vec![format!("--{long}")];
+                    spellings.extend(arg.get_short().map(|c| format!("-{c}")));
+                    spellings.extend(
+                        arg.get_all_aliases()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|a| format!("--{a}")),
+                    );
+                    for flag in spellings {
+                        for words in [
+                            vec!["token", "work", flag.as_str()],
+                            vec![flag.as_str(), "token", "work"],
+                            vec!["token", "work", flag.as_str(), "x"],
+                        ] {
+                            assert_eq!(parse(&words), None, "{words:?} was not handed over");
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn parse(words: &[&str]) -> Option<QuickCall> {
         let args: Vec<OsString> = std::iter::once("mailtoken")

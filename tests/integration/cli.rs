@@ -424,6 +424,39 @@ fn the_programs_need_only_the_c_library() {
     }
 }
 
+/// The small program starts no other program: it can only become the full one (exec), never
+/// fork or spawn, so nothing it reads (a snapshot, a token file) can make it run a command.
+/// Read off its dynamic symbols; the full program, which does run commands, is the control.
+#[test]
+fn the_small_program_cannot_start_a_program() {
+    let starts = [
+        "fork",
+        "vfork",
+        "posix_spawn",
+        "posix_spawnp",
+        "system",
+        "popen",
+        "clone",
+        "clone3",
+    ];
+    let symbols = |program: &std::path::Path| -> Vec<String> {
+        let out = std::process::Command::new("readelf")
+            .args(["--dyn-syms", "-W"])
+            .arg(program)
+            .output()
+            .expect("readelf (binutils) runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(7))
+            .map(|s| s.split('@').next().unwrap_or(s).to_string())
+            .filter(|s| starts.contains(&s.as_str()))
+            .collect()
+    };
+    let front = std::path::Path::new(bin());
+    assert_eq!(symbols(front), Vec::<String>::new(), "{}", front.display());
+    assert!(!symbols(&front.with_file_name("mailtoken-full")).is_empty());
+}
+
 /// Ctrl-C while the device login waits for the person: a line that says nothing was stored,
 /// exit 130 as for any interrupted command, and indeed no token file.
 #[test]
