@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::OpenAccount;
 use crate::log::printable;
-use crate::store::{self, LoginEnd, Tokens};
+use crate::store::{LoginEnd, Tokens};
 use crate::time;
 
 /// Between two notifications for one account.
@@ -61,17 +61,18 @@ pub fn ending_reason(end: LoginEnd, now: u64) -> String {
 
 fn tell(acct: &OpenAccount, event: &str, reason: &str) {
     let Some(cmd) = &acct.notify else { return };
-    let dir = acct.store.dir();
-    let stamp = dir.join(format!("{}.notified", acct.name));
+    let files = acct.store.files();
+    let stamp = files.notified(&acct.name);
     let now = time::now();
-    let last = store::read_private_file(&stamp)
+    let last = files
+        .read_small(&stamp)
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|t| t.trim().parse::<u64>().ok());
     if !due(last, now) {
         return;
     }
     // Noted first: a command that hangs or fails is not run again at every call.
-    let _ = store::replace_private_file(dir, &stamp, now.to_string().as_bytes());
+    let _ = files.replace_small(&stamp, now.to_string().as_bytes());
     let fix = format!("mailtoken login {}", acct.name);
     let env = [
         ("MAILTOKEN_ACCOUNT", acct.name.as_str()),

@@ -16,7 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::{Account, Config, Paths};
-use crate::store;
+use crate::store::DataDir;
 
 /// What a snapshot holds: the settings `Config::open` reads for one account.
 #[derive(Serialize, Deserialize)]
@@ -90,14 +90,14 @@ impl Stamp {
 }
 
 fn path(paths: &Paths, name: &str) -> PathBuf {
-    paths.data_dir.join(format!("{name}.config"))
+    DataDir::new(&paths.data_dir).snapshot(name)
 }
 
 /// The config with only the account `name`, from its snapshot, if that matches the config
 /// file as it is now; None otherwise (and the caller loads the file).
 pub fn load(paths: &Paths, name: &str) -> Option<Config> {
     let stamp = Stamp::of(&fs::metadata(&paths.config).ok()?);
-    let bytes = store::read_private_file(&path(paths, name))?;
+    let bytes = DataDir::new(&paths.data_dir).read_small(&path(paths, name))?;
     let (first, settings) = std::str::from_utf8(&bytes).ok()?.split_once('\n')?;
     if first != stamp.line() {
         return None;
@@ -124,7 +124,7 @@ pub fn save(paths: &Paths, config: &Config, name: &str, stamp: Option<&Stamp>) {
     }
     let path = path(paths, name);
     let first = stamp.line();
-    if let Some(old) = store::read_private_file(&path)
+    if let Some(old) = DataDir::new(&paths.data_dir).read_small(&path)
         && old.starts_with(format!("{first}\n").as_bytes())
     {
         return;
@@ -132,11 +132,8 @@ pub fn save(paths: &Paths, config: &Config, name: &str, stamp: Option<&Stamp>) {
     let Some(json) = settings_of(config, name) else {
         return;
     };
-    let _ = store::replace_private_file(
-        &paths.data_dir,
-        &path,
-        format!("{first}\n{json}\n").as_bytes(),
-    );
+    let _ =
+        DataDir::new(&paths.data_dir).replace_small(&path, format!("{first}\n{json}\n").as_bytes());
 }
 
 /// The snapshot's JSON for the account `name` of `config`.

@@ -11,7 +11,6 @@ use crate::config::OpenAccount;
 use crate::error::{server, usage};
 use crate::http::Http;
 use crate::provider::{self, Endpoints};
-use crate::store;
 
 /// How long a fetched discovery document is used before it is fetched again.
 const KEEP: u64 = 24 * 3600;
@@ -57,14 +56,12 @@ struct Kept {
 }
 
 fn kept_path(acct: &OpenAccount) -> PathBuf {
-    acct.store
-        .dir()
-        .join(format!("{}.discovery.json", acct.name))
+    acct.store.files().discovery(&acct.name)
 }
 
 /// The kept document of `issuer`, if there is one of the last day that still parses.
 fn kept(acct: &OpenAccount, issuer: &str) -> Option<Endpoints> {
-    let bytes = store::read_private_file(&kept_path(acct))?;
+    let bytes = acct.store.files().read_small(&kept_path(acct))?;
     let kept: Kept = serde_json::from_slice(&bytes).ok()?;
     let age = crate::time::now().checked_sub(kept.fetched_at)?;
     if kept.issuer != issuer || age >= KEEP {
@@ -94,7 +91,7 @@ fn fetch(http: &Http, acct: &OpenAccount, issuer: &str) -> Result<Endpoints> {
         if acct.store.dir().is_dir()
             && let Ok(bytes) = serde_json::to_vec(&kept)
         {
-            let _ = store::replace_private_file(acct.store.dir(), &path, &bytes);
+            let _ = acct.store.files().replace_small(&path, &bytes);
         }
     }
     Ok(found)

@@ -112,10 +112,11 @@ fn name(common: &str) -> DistinguishedName {
 pub fn make(dir: &Path, now: u64) -> Result<Made> {
     let (ca, certificate, key, valid_until) = generate(now)?;
     crate::store::Store::new(dir.to_path_buf()).ensure_dir()?;
+    let files = crate::store::DataDir::new(dir);
     let made = Made {
-        ca: dir.join("proxy-ca.pem"),
-        certificate: dir.join("proxy-cert.pem"),
-        key: dir.join("proxy-key.pem"),
+        ca: files.proxy_ca(),
+        certificate: files.proxy_certificate(),
+        key: files.proxy_key(),
         valid_until,
     };
     // The key first: a certificate never stands beside a key it does not go with for long.
@@ -124,7 +125,7 @@ pub fn make(dir: &Path, now: u64) -> Result<Made> {
         (&made.certificate, &certificate),
         (&made.ca, &ca),
     ] {
-        crate::store::replace_private_file(dir, path, text.as_bytes())?;
+        files.replace_small(path, text.as_bytes())?;
     }
     Ok(made)
 }

@@ -159,22 +159,6 @@ pub fn writer_elsewhere(dir: &Path, account: &str) -> bool {
     })
 }
 
-/// Write a small private file (0600) of `dir`: notes, not tokens. A new file renamed over
-/// the old: whatever stood at the path (a symbolic link, a FIFO) is replaced, never followed
-/// or opened.
-pub fn write_small(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".note.")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
-}
-
 /// Open a lock file of the data directory (creating it, 0600, when `create`): never through
 /// a symbolic link (one could make us create a file outside the directory), never blocking on
 /// a FIFO, and only a regular file of ours. None: not there, and not to be created.

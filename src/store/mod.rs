@@ -2,6 +2,7 @@
 //! user's commands), and the per-account lock that makes one process the refresher.
 
 mod command;
+mod dirs;
 mod file;
 mod keyring;
 pub mod lock;
@@ -14,6 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
+pub use dirs::DataDir;
 pub use lock::{AccountLock, LOCK_TIMEOUT};
 pub use tokens::{AccessToken, FORMAT_VERSION, Granted, LoginEnd, MAX_LIFETIME, Tokens, parse};
 
@@ -51,32 +53,6 @@ fn token_digest(token: &str) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
-}
-
-/// A small private file of the data directory that holds no tokens (a config snapshot), read
-/// with the care of a token file (no symbolic link, ours, private, small); None if it is not
-/// there or fails any of that.
-pub fn read_private_file(path: &Path) -> Option<Vec<u8>> {
-    file::read_checked(path, false)
-        .ok()
-        .flatten()
-        .map(|(bytes, _)| bytes)
-}
-
-/// Replace a small private file of the data directory `dir` whole: written to a 0600 temp
-/// file there and renamed over `path`. Not flushed to disk: it can always be made again.
-pub fn replace_private_file(dir: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    use std::io::Write;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".snapshot.")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("cannot create a file in {}", dir.display()))?;
-    tmp.write_all(bytes)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    tmp.persist(path)
-        .with_context(|| format!("cannot replace {}", path.display()))?;
-    Ok(())
 }
 
 /// A store made ready to take new tokens (see `Store::prepare`): a private temp file in the
@@ -138,12 +114,17 @@ impl Store {
         &self.dir
     }
 
+    /// The data directory's files, by name.
+    pub fn files(&self) -> DataDir<'_> {
+        DataDir::new(&self.dir)
+    }
+
     pub fn token_path(&self, account: &str) -> PathBuf {
-        self.dir.join(format!("{account}.json"))
+        self.files().tokens(account)
     }
 
     pub fn lock_path(&self, account: &str) -> PathBuf {
-        self.dir.join(format!("{account}.lock"))
+        self.files().lock(account)
     }
 
     /// Wait for the account's exclusive lock: hold it across read, refresh and write.
@@ -264,9 +245,7 @@ impl Store {
             return Ok(());
         }
         let path = self.token_path(account);
-        let aside = self
-            .dir
-            .join(format!("{account}.json.damaged-{}", crate::time::now()));
+        let aside = self.files().damaged(account, crate::time::now());
         fs::rename(&path, &aside)
             .with_context(|| format!("cannot move the damaged {} aside", path.display()))?;
         eprintln!(
@@ -285,7 +264,7 @@ impl Store {
 
     /// Where new tokens wait for a keyring or command store that has not taken them yet.
     pub fn pending_path(&self, account: &str) -> PathBuf {
-        self.dir.join(format!("{account}.pending.json"))
+        self.files().pending(account)
     }
 
     /// Whether new tokens are waiting for the keyring or command store (never for files).
@@ -319,7 +298,7 @@ impl Store {
     /// Where the last refresh failure at the server is noted, for the processes that waited
     /// for the lock meanwhile.
     fn failure_path(&self, account: &str) -> PathBuf {
-        self.dir.join(format!("{account}.failed"))
+        self.files().failure(account)
     }
 
     /// Note (under the lock) that a refresh just failed at the server, with the error. Best
@@ -341,15 +320,13 @@ impl Store {
         if let Some(token) = dead {
             note["dead_refresh_token"] = token_digest(token).into();
         }
-        let _ = file::write_small(
-            &self.dir,
-            &self.failure_path(account),
-            note.to_string().as_bytes(),
-        );
+        let _ = self
+            .files()
+            .replace_small(&self.failure_path(account), note.to_string().as_bytes());
     }
 
     fn read_note(&self, account: &str) -> Option<serde_json::Value> {
-        let bytes = read_private_file(&self.failure_path(account))?;
+        let bytes = self.files().read_small(&self.failure_path(account))?;
         serde_json::from_slice(&bytes).ok()
     }
 
