@@ -5,6 +5,22 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
 
+/// Microsoft ends a login whose refresh token has not been used for this long.
+pub const MICROSOFT_UNUSED_LOGIN_ENDS: u64 = 90 * 86_400;
+
+/// How a provider ends logins of its own accord, in words for `status`; None when it says
+/// nothing we know of. (Microsoft: `MICROSOFT_UNUSED_LOGIN_ENDS`, which doctor checks;
+/// Google's 7 days for apps in Testing are `login_lifetime_days`' to say, for notify.)
+pub fn login_limit(provider: Provider) -> Option<&'static str> {
+    match provider {
+        Provider::Microsoft => Some("Microsoft ends a login left unused for 90 days"),
+        Provider::Google => Some(
+            "Google ends a login left unused for 6 months, and after 7 days for an app in Testing",
+        ),
+        Provider::Generic => None,
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {

@@ -3,7 +3,7 @@
 use anyhow::Result;
 
 use crate::config::{Account, Config, Paths};
-use crate::provider::{Flow, Provider};
+use crate::provider::Flow;
 use crate::store::{AccessToken, Store, Tokens};
 use crate::time;
 
@@ -168,13 +168,7 @@ pub fn refresh_token_age(tokens: &Tokens, account: &Account, now: u64) -> String
         (None, Some(used)) => format!("\n                 last used {}", ago(used)),
         (None, None) => String::new(),
     };
-    let limit = match account.provider {
-        Provider::Microsoft => Some("Microsoft ends a login left unused for 90 days"),
-        Provider::Google => Some(
-            "Google ends a login left unused for 6 months, and after 7 days for an app in Testing",
-        ),
-        Provider::Generic => None,
-    };
+    let limit = crate::provider::login_limit(account.provider);
     if let Some(limit) = limit {
         text.push_str(&format!(
             "\n                 ({limit}; a timer running `mailtoken refresh --all` keeps it in use)"
@@ -206,6 +200,7 @@ fn renewal(access: &AccessToken, margin: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provider::Provider;
 
     #[test]
     fn the_refresh_token_age_and_the_provider_limit_are_shown() {

@@ -1,0 +1,379 @@
+//! `doctor`: look for setup problems without changing anything. Each finding says what is
+//! wrong, why it matters, and how to fix it. The checks are plain functions (`checks.rs`, the
+//! model in `findings.rs`); this file gathers their inputs (files, modes, the stored tokens,
+//! one HEAD request per token server for the clock) and prints the report.
+
+mod checks;
+mod findings;
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use anyhow::{Result, anyhow};
+
+use crate::config::{Account, Config, OpenAccount, Paths};
+use crate::http::Http;
+use crate::provider::{Flow, Provider};
+use crate::store::{self, Tokens};
+use crate::time;
+
+pub use checks::*;
+pub use findings::{Finding, Severity};
+
+/// The client secret and certificate, fetched as a refresh would fetch them (the secret is
+/// dropped unseen): a locked password store or a moved key is found now, not by the timer.
+pub fn credential_findings(name: &str, account: &Account, now: u64) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if let Err(e) = account.client_secret() {
+        out.push(
+            Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                .why("the client secret cannot be had, so no token can be fetched")
+                .fix("fix the account's client_secret_* setting"),
+        );
+    }
+    if let (Some(cert), Some(key)) = (&account.client_certificate, &account.client_key)
+        && let Err(e) = crate::oauth::jwt::client_assertion(
+            cert,
+            key,
+            &account.client_id,
+            "https://token-endpoint.invalid/",
+            now,
+        )
+    {
+        out.push(
+            Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                .why("no client assertion can be signed with the certificate and key")
+                .fix("fix `client_certificate` and `client_key`"),
+        );
+    }
+    out
+}
+
+/// A data directory that cannot be written (read-only, or its mode): tokens would be read,
+/// but a refresh could not store the new ones, and a rotated refresh token would be lost.
+fn writable_finding(dir: &Path) -> Option<Finding> {
+    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: access(2) reads the path it is given and nothing else.
+    let writable = unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } == 0;
+    (!writable).then(|| {
+        Finding::new(
+            Severity::Error,
+            None,
+            format!("the token store {} cannot be written", dir.display()),
+        )
+        .why(
+            "every refresh must store the new tokens before it prints one: `mailtoken token` \
+             fails once the stored access token expires",
+        )
+        .fix(format!(
+            "`chmod u+w {}` (or remount its file system read-write)",
+            dir.display()
+        ))
+    })
+}
+
+/// An account's lock file that is not a regular file of ours: `token` refuses it.
+fn lock_finding(name: &str, path: &Path) -> Option<Finding> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path).ok()?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let problem = if !meta.file_type().is_file() {
+        "is not a regular file".to_string()
+    } else if meta.uid() != me {
+        format!("belongs to uid {}, not to you (uid {me})", meta.uid())
+    } else {
+        return None;
+    };
+    Some(
+        Finding::new(
+            Severity::Error,
+            Some(name),
+            format!("the lock file {} {problem}", path.display()),
+        )
+        .why("a refresh takes that lock first: `mailtoken token` refuses it once a refresh is due")
+        .fix(format!(
+            "remove it (`rm {}`, as its owner or root); mailtoken makes a new one",
+            path.display()
+        )),
+    )
+}
+
+/// Gather and check. Reads only: no file is created, moved or chmod-ed.
+pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let text = match std::fs::read_to_string(&paths.config) {
+        Ok(text) => text,
+        Err(e) => {
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    None,
+                    format!("cannot read the config {}: {e}", paths.config.display()),
+                )
+                .why("the accounts are defined there")
+                .fix("create it with `mailtoken add NAME --provider ... --client-id ...`, or pass --config")
+                .usage(),
+            );
+            return out;
+        }
+    };
+    let config = match Config::parse(&text) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(config_error(&paths.config, &text, &format!("{e:#}")));
+            return out;
+        }
+    };
+    let shared = crate::config::shared_config(&paths.config);
+    if let Some((problem, fix)) = &shared {
+        out.push(
+            Finding::new(
+                Severity::Error,
+                None,
+                format!("{} {problem}", paths.config.display()),
+            )
+            .why(
+                "another user could point your accounts at their own servers (and receive your \
+                 tokens) or at their commands: mailtoken refuses to use it",
+            )
+            .fix(fix)
+            .usage(),
+        );
+    }
+    if only.is_none() {
+        out.extend(proxy_findings(&config));
+    }
+    let names: Vec<&String> = match only {
+        Some(name) => match config.accounts.get_key_value(name) {
+            Some((k, _)) => vec![k],
+            None => {
+                out.push(
+                    Finding::new(Severity::Error, Some(name), "no such account in the config")
+                        .fix("check the name with `mailtoken status`")
+                        .usage(),
+                );
+                return out;
+            }
+        },
+        None => config.accounts.keys().collect(),
+    };
+
+    let dir = &paths.data_dir;
+    // No store yet is fine here: each account below then says it is not logged in.
+    if let Ok(meta) = std::fs::metadata(dir) {
+        out.extend(mode_finding(dir, meta.permissions().mode(), true));
+        out.extend(writable_finding(dir));
+    }
+    let now = time::now();
+    let mut servers = BTreeSet::new();
+    for name in names {
+        let acct = match config.open(paths, name) {
+            Ok(acct) => acct,
+            Err(e) => {
+                out.push(Finding::new(Severity::Error, Some(name), format!("{e:#}")).usage());
+                continue;
+            }
+        };
+        out.extend(placeholder_finding(name, &acct.account));
+        out.extend(scope_findings(name, &acct.account));
+        out.extend(lock_finding(name, &acct.store.lock_path(name)));
+        for rescued in acct.store.rescued(name) {
+            out.push(
+                Finding::new(
+                    Severity::Warning,
+                    Some(name),
+                    format!("newer tokens were rescued to {}", rescued.display()),
+                )
+                .why("a refresh could not store them after the server had rotated the refresh token: they hold the live login")
+                .fix(format!(
+                    "the next refresh stores them (`mailtoken token {name} --force-refresh`), once the token store can be written"
+                )),
+            );
+        }
+        out.extend(ca_file_findings(name, &acct.account));
+        // Commands named by a file others can write are not run, here either.
+        let commands = shared.is_none();
+        if commands {
+            out.extend(credential_findings(name, &acct.account, now));
+        }
+        servers.extend(token_server(&acct.account).map(|url| (url, acct.account.tls_ca_file())));
+        match acct.store.backend() {
+            store::Backend::File => out.extend(stored_findings(&acct, now)),
+            store::Backend::Command { .. } if !commands => {}
+            _ => out.extend(backend_findings(&acct, now)),
+        }
+    }
+    for (url, ca_file) in servers {
+        match Http::new(ca_file.as_deref()) {
+            Ok(http) => out.extend(clock_finding(&http, &url, now)),
+            Err(e) => out.push(Finding::new(Severity::Warning, None, format!("{e:#}"))),
+        }
+    }
+    out
+}
+
+/// Keyring and command stores: no modes or file times to judge, only what they hold.
+fn backend_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
+    let OpenAccount {
+        name,
+        account,
+        store,
+        ..
+    } = acct;
+    match store.load(name) {
+        Ok(Some(tokens)) => match refused_finding(acct, &tokens) {
+            Some(refused) => vec![refused],
+            None => token_findings(name, account, &tokens, now),
+        },
+        Ok(None) if account.flow() == Flow::Credentials => Vec::new(),
+        Ok(None) => vec![
+            Finding::new(Severity::Error, Some(name), "not logged in")
+                .why(format!("{} holds no tokens", store.location(name)))
+                .fix(format!("`mailtoken login {name}`")),
+        ],
+        Err(e) => vec![
+            Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                .why("no token can be read from the store")
+                .fix("check the store settings of the account"),
+        ],
+    }
+}
+
+fn stored_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
+    let OpenAccount {
+        name,
+        account,
+        store,
+        ..
+    } = acct;
+    let mut out = Vec::new();
+    let path = store.token_path(name);
+    let (bytes, meta) = match store.inspect_file(name) {
+        Ok(Some(found)) => found,
+        Err(e) => {
+            out.push(
+                Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                    .why("no token can be read from it")
+                    .fix(format!(
+                        "move it aside (it may hold the only refresh token) and `mailtoken login {name}`"
+                    )),
+            );
+            return out;
+        }
+        Ok(None) if account.flow() == Flow::Credentials => return out,
+        Ok(None) => {
+            out.push(
+                Finding::new(Severity::Error, Some(name), "not logged in")
+                    .why(format!("there is no token file {}", path.display()))
+                    .fix(format!("`mailtoken login {name}`")),
+            );
+            return out;
+        }
+    };
+    if let Some(mut f) = mode_finding(&path, meta.permissions().mode(), false) {
+        f.account = Some(name.to_string());
+        out.push(f);
+    }
+    let tokens = match store::parse(&bytes) {
+        Ok(t) => t,
+        Err(e) => {
+            out.push(
+                Finding::new(
+                    Severity::Error,
+                    Some(name),
+                    format!("the token file {} is damaged: {e:#}", path.display()),
+                )
+                .why("no token can be read from it")
+                .fix(format!(
+                    "move it aside (it may hold the only refresh token) and `mailtoken login {name}`"
+                )),
+            );
+            return out;
+        }
+    };
+    if let Some(refused) = refused_finding(acct, &tokens) {
+        out.push(refused);
+        return out;
+    }
+    out.extend(token_findings(name, account, &tokens, now));
+    if account.provider == Provider::Microsoft && tokens.refresh_token.is_some() {
+        let written = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs());
+        out.extend(inactivity_finding(name, written, now));
+    }
+    out
+}
+
+/// The provider refused the stored refresh token (noted by the refresh that met it): the
+/// login is dead whatever else the tokens say.
+fn refused_finding(acct: &OpenAccount, tokens: &Tokens) -> Option<Finding> {
+    let name = &acct.name;
+    let refused = acct
+        .store
+        .refused_login(name, tokens.refresh_token.as_deref()?)?;
+    Some(
+        Finding::new(
+            Severity::Error,
+            Some(name),
+            "the provider refused the stored login",
+        )
+        .why(refused.lines().next().unwrap_or("").to_string())
+        .fix(format!("`mailtoken login {name}`")),
+    )
+}
+
+fn clock_finding(http: &Http, url: &str, now: u64) -> Option<Finding> {
+    match http.server_date(url) {
+        Ok(Some(date)) => skew_finding(url, now, &date),
+        Ok(None) => None,
+        Err(e) => Some(
+            Finding::new(
+                Severity::Warning,
+                None,
+                format!("cannot check the clock against {url}"),
+            )
+            .why(format!("{e:#}"))
+            .fix("check the network and the endpoint; `mailtoken token` needs to reach it to refresh"),
+        ),
+    }
+}
+
+pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
+    let findings = gather(paths, only);
+    let mut out = format!(
+        "config {}\nstore  {}\n",
+        paths.config.display(),
+        paths.data_dir.display()
+    );
+    for f in &findings {
+        out.push_str(&format!("\n{f}"));
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == Severity::Error)
+        .count();
+    let warnings = findings.len() - errors;
+    if findings.is_empty() {
+        out.push_str("\nNo problems found.\n");
+    } else {
+        out.push_str(&format!("\n{errors} error(s), {warnings} warning(s).\n"));
+    }
+    print!("{out}");
+    let message = format!("doctor found {errors} error(s): fix them as described above");
+    // A config that does not load or an unknown account: exit 2, as every command says it.
+    if findings
+        .iter()
+        .any(|f| f.usage && f.severity == Severity::Error)
+    {
+        return Err(crate::error::usage(message));
+    }
+    if errors > 0 {
+        return Err(anyhow!(message));
+    }
+    Ok(())
+}
