@@ -349,4 +349,83 @@ mod tests {
         t.refresh_token = None;
         assert_eq!(t.login_ending(Some(7), NOW), None);
     }
+
+    fn access(token: &str) -> AccessToken {
+        AccessToken {
+            access_token: token.into(),
+            token_type: "Bearer".into(),
+            expires_at: 2_000_000_000,
+            scope: Some("mail".into()),
+            obtained_at: None,
+        }
+    }
+
+    fn sample() -> Tokens {
+        let mut t = Tokens::empty();
+        t.update(
+            None,
+            Granted {
+                refresh_token: Some("rt-secret".into()),
+                ..Granted::access_only(access("at-secret"))
+            },
+        );
+        t
+    }
+
+    #[test]
+    fn freshness_respects_the_margin() {
+        let t = sample().access.unwrap();
+        assert!(t.is_fresh(t.expires_at - 301, 300));
+        assert!(!t.is_fresh(t.expires_at - 300, 300));
+        assert!(!t.is_fresh(u64::MAX, 300));
+    }
+
+    #[test]
+    fn short_lived_tokens_get_at_most_half_their_life_as_margin() {
+        let minute = AccessToken {
+            obtained_at: Some(1_000),
+            expires_at: 1_060,
+            ..access("short")
+        };
+        assert_eq!(minute.margin(300), 30);
+        assert!(minute.is_fresh(1_001, 300), "just obtained: fresh");
+        assert!(minute.is_fresh(1_029, 300));
+        assert!(!minute.is_fresh(1_030, 300));
+        let hour = AccessToken {
+            obtained_at: Some(0),
+            expires_at: 3_600,
+            ..access("long")
+        };
+        assert_eq!(hour.margin(300), 300);
+        assert_eq!(access("unknown life").margin(300), 300);
+    }
+
+    #[test]
+    fn a_clock_that_went_wrong_means_refresh_now() {
+        let t = AccessToken {
+            obtained_at: Some(100_000),
+            expires_at: 103_600,
+            ..access("t")
+        };
+        assert!(t.is_fresh(100_000, 300));
+        // The clock went back a day: the token's age is unknown.
+        assert!(!t.is_fresh(100_000 - 86_400, 300));
+        // Obtained under a clock 74 years ahead: stale as soon as the clock is right again.
+        let from_2100 = AccessToken {
+            obtained_at: Some(4_102_444_800),
+            expires_at: 4_102_448_400,
+            ..access("t")
+        };
+        assert!(!from_2100.is_fresh(1_800_000_000, 300));
+    }
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let shown = format!("{:?}", sample());
+        assert!(
+            !shown.contains("at-secret") && !shown.contains("rt-secret"),
+            "{shown}"
+        );
+        assert_ne!(crate::log::fingerprint("a"), crate::log::fingerprint("b"));
+    }
 }
