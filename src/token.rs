@@ -5,8 +5,6 @@ use anyhow::{Context, Result};
 
 use crate::config::{OpenAccount, Want};
 use crate::error::{self, Kind, login_needed, server};
-use crate::flows::app_only;
-use crate::http::Http;
 use crate::log::{debug, fingerprint};
 use crate::notify;
 use crate::oauth;
@@ -101,6 +99,12 @@ fn fresh(access: Option<&AccessToken>, margin: u64) -> Option<&AccessToken> {
         time::format_span(access.expires_at.saturating_sub(time::now()))
     );
     Some(access)
+}
+
+/// The account's own token (its own scopes, not a `--resource`'s): what `check`, `whoami`,
+/// git's credential helper, `refresh` and the proxy ask for.
+pub fn own(acct: &OpenAccount, force: bool) -> Result<AccessToken> {
+    get(acct, &Want::own(&acct.account)?, force)
 }
 
 /// A valid access token for the account, refreshing it if needed (or if `force`).
@@ -206,7 +210,7 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     let held = process::hold_signals();
     let sent_refresh_token = current.refresh_token.clone();
     let fetched = if app_only {
-        app_only::fetch(acct, want)
+        oauth::fetch_app_only(acct, want)
             .map(Granted::access_only)
             .map_err(Refused::from)
     } else {
@@ -309,17 +313,15 @@ fn refresh(
              (the server sent none: is offline_access among the scopes?)",
         )
     })?;
-    let http = Http::new(account.tls_ca_file().as_deref())?;
-    let endpoints = oauth::endpoints(&http, acct)?;
-    let token_endpoint = endpoints.need_token(name)?;
-    let client = oauth::Client::for_account(account, token_endpoint, &endpoints)?;
+    let way = oauth::TokenWay::open(acct)?;
     let scope = want.scopes.join(" ");
     debug!(
-        "refreshing at {token_endpoint} with refresh token {}",
+        "refreshing at {} with refresh token {}",
+        way.url,
         fingerprint(refresh_token)
     );
     let sent_at = time::now();
-    let reply = oauth::refresh(&http, token_endpoint, &client, refresh_token, &scope)
+    let reply = oauth::refresh(&way.http, &way.url, &way.client, refresh_token, &scope)
         .with_context(|| format!("account `{name}`"))?
         .map_err(|e| e.into_error("refreshing the access token", account.provider, name))?;
     let kept = reply.salvage(sent_at);

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use crate::config::{Account, Config, Paths, Want};
+use crate::config::{Account, Config, Paths};
 use crate::mail::servers;
 use crate::provider::Service;
 
@@ -27,7 +27,7 @@ pub fn run(paths: &Paths, named: Option<&str>, operation: &str) -> Result<()> {
     if !is_for_mail(&request, &acct.account) {
         return Ok(());
     }
-    let access = crate::token::get(&acct, &Want::own(&acct.account)?, false)?;
+    let access = crate::token::own(&acct, false)?;
     let user = request
         .get("username")
         .map(String::as_str)

@@ -51,7 +51,7 @@ pub fn refresh(paths: &Paths, names: &[String], all: bool) -> Result<()> {
             eprintln!("{name}: skipped (app-only: no refresh token to keep alive)");
             continue;
         }
-        match Want::own(&acct.account).and_then(|want| crate::token::get(&acct, &want, true)) {
+        match crate::token::own(&acct, true) {
             Ok(access) => eprintln!(
                 "{name}: refreshed; access token valid until {}",
                 time::format_utc(access.expires_at)

@@ -4,19 +4,14 @@
 use anyhow::{Result, anyhow};
 
 use crate::cli::{CheckArgs, SendTestArgs, Via};
-use crate::config::{self, Account, OpenAccount, Paths, Want};
+use crate::config::{self, Account, OpenAccount, Paths};
 use crate::error::{self, usage};
 use crate::http::Http;
 use crate::log::fingerprint;
 use crate::mail::sasl::Mech;
 use crate::mail::{graph, imap, pop, servers, smtp};
 use crate::provider::{Flow, Service};
-use crate::store::AccessToken;
 use crate::time;
-
-pub(super) fn own_token(acct: &OpenAccount) -> Result<AccessToken> {
-    crate::token::get(acct, &Want::own(&acct.account)?, false)
-}
 
 fn user<'a>(name: &str, account: &'a Account) -> Result<&'a str> {
     account.user.as_deref().ok_or_else(|| {
@@ -45,7 +40,7 @@ pub fn send_test(paths: &Paths, args: &SendTestArgs) -> Result<()> {
 fn send_by_smtp(acct: &OpenAccount, args: &SendTestArgs) -> Result<()> {
     let from = user(&acct.name, &acct.account)?;
     let srv = servers::server(&acct.account, Service::Smtp)?;
-    let token = own_token(acct)?;
+    let token = crate::token::own(acct, false)?;
     let mail = smtp::TestMail {
         from,
         to: &args.to,
@@ -107,7 +102,7 @@ pub fn check(paths: &Paths, args: &CheckArgs) -> Result<()> {
     let acct = config::open(paths, &args.account)?;
     let services = services_to_check(args, &acct.account);
     let user = user(&acct.name, &acct.account)?;
-    let token = own_token(&acct)?;
+    let token = crate::token::own(&acct, false)?;
     let mut failures = Vec::new();
     for &service in &services {
         let result = servers::server(&acct.account, service).and_then(|srv| match service {

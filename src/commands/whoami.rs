@@ -4,7 +4,7 @@
 use anyhow::{Result, anyhow};
 use serde_json::{Map, Value};
 
-use super::verify::{app_only_user, own_token};
+use super::verify::app_only_user;
 use crate::config::{self, OpenAccount, Paths};
 use crate::http::Http;
 use crate::log::{fingerprint, printable};
@@ -17,7 +17,7 @@ use crate::time;
 pub fn run(paths: &Paths, name: &str) -> Result<()> {
     let acct = config::open(paths, name)?;
     let account = &acct.account;
-    let token = own_token(&acct)?;
+    let token = crate::token::own(&acct, false)?;
     let now = time::now();
     let mut out = format!(
         "account  {name}\ntoken    {} valid until {} (for {})\n",

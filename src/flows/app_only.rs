@@ -1,36 +1,12 @@
-//! Client credentials (RFC 6749 section 4.4): app-only tokens, asked for whenever one is due.
-//! There is no person and no refresh token, so "logging in" is fetching the first token.
+//! `login` for client credentials (RFC 6749 section 4.4): there is no person and no refresh
+//! token, so "logging in" is fetching the first app-only token (`oauth::fetch_app_only`, which
+//! `token::get` also calls whenever one is due) and storing it.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::config::{OpenAccount, Want};
-use crate::http::Http;
-use crate::log::debug;
 use crate::oauth;
-use crate::store::{AccessToken, Granted, LOCK_TIMEOUT, Tokens};
-use crate::time;
-
-/// A new app-only token for `want`. The store is not touched here.
-pub fn fetch(acct: &OpenAccount, want: &Want) -> Result<AccessToken> {
-    let OpenAccount { name, account, .. } = acct;
-    let http = Http::new(account.tls_ca_file().as_deref())?;
-    let endpoints = oauth::endpoints(&http, acct)?;
-    let token_endpoint = endpoints.need_token(name)?;
-    let client = oauth::Client::for_account(account, token_endpoint, &endpoints)?;
-    let scope = want.scopes.join(" ");
-    debug!("fetching an app-only token at {token_endpoint}");
-    let sent_at = time::now();
-    let reply = oauth::client_credentials(&http, token_endpoint, &client, &scope)
-        .with_context(|| format!("account `{name}`"))?
-        .map_err(|mut err| {
-            // With client credentials there is no login to redo: a refusal is a setup problem.
-            if err.error == "invalid_grant" {
-                err.error = "invalid_client".into();
-            }
-            err.into_error("fetching an app-only token", account.provider, name)
-        })?;
-    Ok(reply.into_access(sent_at, &scope)?.access)
-}
+use crate::store::{Granted, LOCK_TIMEOUT, Tokens};
 
 /// `login` for an app-only account: fetching a token proves the setup and fills the cache.
 pub fn login(acct: &OpenAccount) -> Result<Tokens> {
@@ -43,7 +19,7 @@ pub fn login(acct: &OpenAccount) -> Result<Tokens> {
     let mut tokens = store.load(name)?.unwrap_or_else(Tokens::empty);
     tokens.update(
         want.key.as_deref(),
-        Granted::access_only(fetch(acct, &want)?),
+        Granted::access_only(oauth::fetch_app_only(acct, &want)?),
     );
     store.save(name, &tokens)?;
     Ok(tokens)

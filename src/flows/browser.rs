@@ -83,10 +83,10 @@ pub fn login(
 ) -> Result<Granted> {
     let OpenAccount { name, account, .. } = acct;
     let auth_endpoint = endpoints.need_authorization(name)?;
-    let token_endpoint = endpoints.need_token(name)?;
     // Everything local first (the client secret, a certificate): a person who has approved
     // the login in the browser must not then learn that `pass` is locked.
-    let client = oauth::Client::for_account(account, token_endpoint, endpoints)?;
+    let (token_endpoint, client) = oauth::Client::for_token_endpoint(name, account, endpoints)?;
+    let token_endpoint = token_endpoint.as_str();
     let redirect = Redirect::parse(account.redirect_uri())?;
     let catcher = Catcher::open(&redirect, options.paste)?;
     let redirect_uri = catcher.redirect_uri(&redirect)?;

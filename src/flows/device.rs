@@ -105,8 +105,8 @@ pub fn login(
 ) -> Result<Granted> {
     let OpenAccount { name, account, .. } = acct;
     let device_endpoint = endpoints.need_device_authorization(name)?;
-    let token_endpoint = endpoints.need_token(name)?;
-    let client = oauth::Client::for_account(account, token_endpoint, endpoints)?;
+    let (token_endpoint, client) = oauth::Client::for_token_endpoint(name, account, endpoints)?;
+    let token_endpoint = token_endpoint.as_str();
     let scope = account.scopes()?.join(" ");
     let auth = oauth::device_authorize(http, device_endpoint, &client, &scope)?
         .map_err(|e| e.into_error("starting the device login", account.provider, name))?;

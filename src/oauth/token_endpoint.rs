@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
@@ -10,10 +10,10 @@ use super::error::OAuthError;
 use super::jwt;
 use base64::Engine;
 
-use crate::config::{Account, SecretMethod};
+use crate::config::{Account, OpenAccount, SecretMethod, Want};
 use crate::error::server;
 use crate::http::{Http, Reply};
-use crate::log::printable;
+use crate::log::{debug, printable};
 use crate::provider::Endpoints;
 use crate::store::{AccessToken, Granted, MAX_LIFETIME};
 
@@ -153,6 +153,25 @@ impl fmt::Debug for Salvaged {
             .field("ends_at", &self.ends_at)
             .finish()
     }
+}
+
+/// A new app-only token for `want` (client credentials). The store is not touched here.
+pub fn fetch_app_only(acct: &OpenAccount, want: &Want) -> Result<AccessToken> {
+    let OpenAccount { name, account, .. } = acct;
+    let way = TokenWay::open(acct)?;
+    let scope = want.scopes.join(" ");
+    debug!("fetching an app-only token at {}", way.url);
+    let sent_at = crate::time::now();
+    let reply = client_credentials(&way.http, &way.url, &way.client, &scope)
+        .with_context(|| format!("account `{name}`"))?
+        .map_err(|mut err| {
+            // With client credentials there is no login to redo: a refusal is a setup problem.
+            if err.error == "invalid_grant" {
+                err.error = "invalid_client".into();
+            }
+            err.into_error("fetching an app-only token", account.provider, name)
+        })?;
+    Ok(reply.into_access(sent_at, &scope)?.access)
 }
 
 /// A token must be visible ASCII without spaces (RFC 6750's b64token and more): anything else
@@ -296,7 +315,43 @@ pub struct Client<'a> {
     pub auth: ClientAuth,
 }
 
+/// The way to an account's token endpoint, made once for every request there: the HTTP
+/// client (with the account's CA), the endpoints (discovered if need be), the token endpoint,
+/// and the client with its credentials (a secret fetched, or an assertion signed, for it).
+pub struct TokenWay<'a> {
+    pub http: Http,
+    pub endpoints: Endpoints,
+    pub url: String,
+    pub client: Client<'a>,
+}
+
+impl<'a> TokenWay<'a> {
+    pub fn open(acct: &'a OpenAccount) -> Result<TokenWay<'a>> {
+        let http = Http::new(acct.account.tls_ca_file().as_deref())?;
+        let endpoints = super::endpoints(&http, acct)?;
+        let (url, client) = Client::for_token_endpoint(&acct.name, &acct.account, &endpoints)?;
+        Ok(TokenWay {
+            http,
+            endpoints,
+            url,
+            client,
+        })
+    }
+}
+
 impl<'a> Client<'a> {
+    /// The endpoints' token endpoint (or an error that says how to set one for `name`) and the
+    /// account's client for it: what every request there starts from.
+    pub fn for_token_endpoint(
+        name: &str,
+        account: &'a Account,
+        endpoints: &Endpoints,
+    ) -> Result<(String, Client<'a>)> {
+        let url = endpoints.need_token(name)?.to_string();
+        let client = Client::for_account(account, &url, endpoints)?;
+        Ok((url, client))
+    }
+
     /// The account's client, with the secret (sent the way the account or the server's
     /// discovery document says: `endpoints.auth_methods`) or a fresh certificate assertion
     /// for `token_endpoint`.

@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use super::password;
 use super::prelogin::{Door, Ended};
-use crate::config::{Config, OpenAccount, Paths, ProxySettings, Want};
+use crate::config::{Config, OpenAccount, Paths, ProxySettings};
 use crate::error::{self, Kind};
 use crate::log::{printable, redact};
 use crate::mail::sasl::Mech;
@@ -383,14 +383,7 @@ pub fn may_force(age_secs: Option<u64>, last_forced: Option<Duration>) -> bool {
 
 fn token_for(acct: &OpenAccount, force: bool) -> std::result::Result<AccessToken, Denied> {
     let name = &acct.name;
-    let want = Want::own(&acct.account).map_err(|e| {
-        Denied::new(
-            Why::Config,
-            format!("fix account `{name}` (run \"mailtoken doctor\")"),
-            format!("{e:#}"),
-        )
-    })?;
-    crate::token::get(acct, &want, force).map_err(|e| {
+    crate::token::own(acct, force).map_err(|e| {
         let detail = format!("{e:#}");
         match error::kind(&e) {
             Some(Kind::LoginNeeded) => Denied::new(
