@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every check CI runs, in order: formatting, lints, then all unit and integration tests.
+# Every check CI runs, in order: formatting, lints, all unit and integration tests, then fuzzing.
 # This is the README's test command; .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,3 +23,15 @@ bash tests/keyring.sh
 
 step "end-to-end: real OAuth2 server, Dovecot and mail clients"
 bash tests/e2e/run.sh
+
+step "fuzz every parser target for 60 s (cargo-fuzz; about 12 minutes with the build)"
+# Pinned: cargo-fuzz 0.13.2 is the release tests/fuzz.sh was written and checked against (its
+# --fuzz-dir flag, its exit status after a clean -max_total_time, its artifact paths), and it
+# installs with this machine's Rust 1.95 in about 30 s. --locked builds it with the
+# dependency versions it was released with, so a newer dependency that wants a newer Rust
+# cannot break the install. Installed when missing or not 0.13.x.
+case "$(cargo fuzz --version 2>/dev/null)" in
+cargo-fuzz\ 0.13.*) ;;
+*) timeout 900 cargo install cargo-fuzz --version 0.13.2 --locked ;;
+esac
+bash tests/fuzz.sh 60
