@@ -71,26 +71,42 @@ fn forbid_core_dumps() {
     }
 }
 
+/// The signals people and service managers send to stop a program.
+pub const STOP_SIGNALS: [libc::c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// Run `handler` on each of `STOP_SIGNALS` from now on, instead of ending the process (a
+/// server's graceful stop). The handler may only do what is async-signal-safe.
+pub fn on_stop_signals(handler: extern "C" fn(libc::c_int)) {
+    for signal in STOP_SIGNALS {
+        // SAFETY: installs a handler; the caller's promise above makes running it safe.
+        unsafe {
+            libc::signal(signal, handler as *const () as libc::sighandler_t);
+        }
+    }
+}
+
 /// Every signal whose default action ends the process and that can be held back: a refresh
 /// that one of them ended between the request and the commit would lose the rotated refresh
 /// token. Not KILL and STOP (they cannot be), nor the faults a thread raises itself (SEGV,
 /// BUS, FPE, ILL, TRAP, SYS: holding them would not stop them). PIPE is ignored from the start.
 /// ALRM too: the lock's timer uses it only while waiting for the lock, never in this window.
 fn held_signals() -> Vec<libc::c_int> {
-    let mut signals = vec![
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
+    let mut signals = STOP_SIGNALS.to_vec();
+    signals.extend([
         libc::SIGALRM,
         libc::SIGVTALRM,
         libc::SIGPROF,
         libc::SIGXCPU,
         libc::SIGXFSZ,
         libc::SIGIO,
-    ];
+    ]);
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
         signals.extend([libc::SIGPWR, libc::SIGSTKFLT]);

@@ -101,20 +101,8 @@ pub fn run(paths: &Paths) -> Result<()> {
     let listeners = bind(&settings, tls.is_some())?;
     // Any of the usual signals stops the proxy the graceful way (sessions, then refreshes
     // under way): by default QUIT, USR1 or USR2 would end it at once, whatever thread was
-    // between a refresh and its commit.
-    for signal in [
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-        libc::SIGQUIT,
-        libc::SIGUSR1,
-        libc::SIGUSR2,
-    ] {
-        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
-        unsafe {
-            libc::signal(signal, request_stop as *const () as libc::sighandler_t);
-        }
-    }
+    // between a refresh and its commit. The handler only stores to an atomic.
+    crate::process::on_stop_signals(request_stop);
     crate::mail::wire::set_reporting(crate::log::verbose());
     let pre_auth = settings.login_timeout.map_or(PRE_AUTH, Duration::from_secs);
     let gate = Arc::new(Gate::new(paths.clone(), settings, tls));
@@ -383,12 +371,15 @@ fn start_session(started: Started, stream: TcpStream, gate: &Arc<Gate>, counts: 
             let tag = format!("#{id} {} {peer}:", kind.service.name());
             crate::log::set_context(&tag);
             let began = Instant::now();
-            let outcome = session(kind, stream, &caller, &gate, started.pre_auth, place);
+            let mut place = place;
+            let outcome = session(kind, stream, &caller, &gate, started.pre_auth, &mut place);
             eprintln!(
                 "mailtoken proxy: {tag} {} ({:.1} s)",
                 printable(&outcome),
                 began.elapsed().as_secs_f64()
             );
+            // Given back only now: a stopping proxy waits for this line too.
+            drop(place);
         });
     // No thread to be had (a limit on threads, memory): this connection is dropped with its
     // closure, and the proxy lives on for the next one.
@@ -420,7 +411,7 @@ fn session(
     caller: &Caller,
     gate: &Gate,
     pre_auth: Duration,
-    mut place: Place,
+    place: &mut Place,
 ) -> String {
     let _ = stream.set_write_timeout(Some(crate::mail::wire::TIMEOUT));
     let _ = stream.set_nodelay(true);

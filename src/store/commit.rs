@@ -210,27 +210,9 @@ fn rescue_dir() -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::tokens::AccessToken;
-    use crate::store::{Granted, parse};
+    use crate::store::fixtures::sample;
+    use crate::store::parse;
     use std::os::unix::fs::PermissionsExt;
-
-    fn sample() -> Tokens {
-        let mut t = Tokens::empty();
-        t.update(
-            None,
-            Granted {
-                refresh_token: Some("rt-secret".into()),
-                ..Granted::access_only(AccessToken {
-                    access_token: "at-secret".into(),
-                    token_type: "Bearer".into(),
-                    expires_at: 2_000_000_000,
-                    scope: Some("mail".into()),
-                    obtained_at: None,
-                })
-            },
-        );
-        t
-    }
 
     #[test]
     fn tokens_that_cannot_be_stored_are_rescued_privately_and_the_error_says_where() {

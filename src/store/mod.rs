@@ -256,13 +256,12 @@ impl Store {
     }
 }
 
+/// Tokens for the store's tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod fixtures {
     use super::*;
-    use std::fs;
-    use std::os::unix::fs::PermissionsExt;
 
-    fn access(token: &str) -> AccessToken {
+    pub fn access(token: &str) -> AccessToken {
         AccessToken {
             access_token: token.into(),
             token_type: "Bearer".into(),
@@ -272,19 +271,28 @@ mod tests {
         }
     }
 
-    fn granted(token: &str, refresh_token: Option<&str>) -> Granted {
+    pub fn granted(token: &str, refresh_token: Option<&str>) -> Granted {
         Granted {
             refresh_token: refresh_token.map(Into::into),
             ..Granted::access_only(access(token))
         }
     }
 
-    fn sample() -> Tokens {
+    /// An account's own tokens (`at-secret`, `rt-secret`) and one of a resource.
+    pub fn sample() -> Tokens {
         let mut t = Tokens::empty();
         t.update(None, granted("at-secret", Some("rt-secret")));
         t.update(Some("graph"), granted("graph-secret", None));
         t
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::*;
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn save_then_load_round_trips_with_private_modes() {

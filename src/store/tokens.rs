@@ -278,6 +278,7 @@ pub fn parse(bytes: &[u8]) -> Result<Tokens> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::fixtures::{access, sample};
 
     const NOW: u64 = 1_800_000_000;
 
@@ -348,28 +349,6 @@ mod tests {
         // Without a refresh token there is no login to keep.
         t.refresh_token = None;
         assert_eq!(t.login_ending(Some(7), NOW), None);
-    }
-
-    fn access(token: &str) -> AccessToken {
-        AccessToken {
-            access_token: token.into(),
-            token_type: "Bearer".into(),
-            expires_at: 2_000_000_000,
-            scope: Some("mail".into()),
-            obtained_at: None,
-        }
-    }
-
-    fn sample() -> Tokens {
-        let mut t = Tokens::empty();
-        t.update(
-            None,
-            Granted {
-                refresh_token: Some("rt-secret".into()),
-                ..Granted::access_only(access("at-secret"))
-            },
-        );
-        t
     }
 
     #[test]

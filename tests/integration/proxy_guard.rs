@@ -437,6 +437,28 @@ fn bearer_of(word: &str) -> Option<String> {
     Some(rest.split('\x01').next()?.to_string())
 }
 
+/// A proxy for `service` whose account `work` refreshes at `server` and logs in to a real
+/// server on `upstream`, with `tokens` stored.
+fn proxy_with_token_server(
+    server: &FakeServer,
+    service: &str,
+    upstream: u16,
+    tokens: serde_json::Value,
+) -> Proxy {
+    let env = Env::new();
+    let port = free_port();
+    env.write_config(&format!(
+        "[proxy]\n{service} = \"127.0.0.1:{port}\"\n{}",
+        oauth_server::account_toml(
+            "work",
+            &server.base_url(),
+            &upstream_keys(service, upstream)
+        )
+    ));
+    env.write_tokens("work", &tokens);
+    Proxy::launch(env, port)
+}
+
 /// A server that refuses a token may echo it: the program and the log get it redacted. A
 /// fresh token is fetched once for the refused one, and a second refused login within the
 /// minute asks the token server for nothing.
@@ -449,21 +471,16 @@ fn refusals_are_redacted_and_forced_refreshes_are_bounded() {
         "imap",
         "a2 NO [AUTHENTICATIONFAILED] token {token} dXNlcj1hbGljZUBleGFtcGxlLmNvbQFhdXRoPUJlYXJlciBBVC1zZWNyZXQ= refused",
     );
-    let env = Env::new();
-    let port = free_port();
-    env.write_config(&format!(
-        "[proxy]\nimap = \"127.0.0.1:{port}\"\n{}",
-        oauth_server::account_toml("work", &server.base_url(), &upstream_keys("imap", upstream))
-    ));
-    env.write_tokens(
-        "work",
-        &serde_json::json!({
+    let proxy = proxy_with_token_server(
+        &server,
+        "imap",
+        upstream,
+        serde_json::json!({
             "version": 1, "access_token": TOKEN, "token_type": "Bearer",
             "expires_at": FAR_FUTURE, "refresh_token": "rt-seed-proxy",
             "obtained_at": now_unix() - 600,
         }),
     );
-    let proxy = Proxy::launch(env, port);
     for _ in 0..3 {
         let mut c = proxy.connect();
         c.line();
@@ -501,24 +518,15 @@ fn only_a_refused_login_says_log_in_again() {
     server.set_refresh(Refresh::InvalidGrant);
     server.add_refresh_token("rt-dead");
     let upstream = Untouched::new();
-    let env = Env::new();
-    let port = free_port();
-    env.write_config(&format!(
-        "[proxy]\nsmtp = \"127.0.0.1:{port}\"\n{}",
-        oauth_server::account_toml(
-            "work",
-            &server.base_url(),
-            &upstream_keys("smtp", upstream.port())
-        )
-    ));
-    env.write_tokens(
-        "work",
-        &serde_json::json!({
+    let proxy = proxy_with_token_server(
+        &server,
+        "smtp",
+        upstream.port(),
+        serde_json::json!({
             "version": 1, "access_token": "at-old", "token_type": "Bearer",
             "expires_at": now_unix() - 10, "refresh_token": "rt-dead",
         }),
     );
-    let proxy = Proxy::launch(env, port);
     let mut c = proxy.connect();
     c.line();
     c.send(&format!(
@@ -546,24 +554,15 @@ fn a_stop_during_a_refresh_keeps_the_rotated_refresh_token() {
             server.set_refresh_delay_ms(13_000);
             server.add_refresh_token("rt-before-stop");
             let upstream = Untouched::new();
-            let env = Env::new();
-            let port = free_port();
-            env.write_config(&format!(
-                "[proxy]\nimap = \"127.0.0.1:{port}\"\n{}",
-                oauth_server::account_toml(
-                    "work",
-                    &server.base_url(),
-                    &upstream_keys("imap", upstream.port())
-                )
-            ));
-            env.write_tokens(
-                "work",
-                &serde_json::json!({
+            let proxy = proxy_with_token_server(
+                &server,
+                "imap",
+                upstream.port(),
+                serde_json::json!({
                     "version": 1, "access_token": "at-old", "token_type": "Bearer",
                     "expires_at": now_unix() - 10, "refresh_token": "rt-before-stop",
                 }),
             );
-            let proxy = Proxy::launch(env, port);
             let mut c = proxy.connect();
             c.line();
             c.send("a1 LOGIN work pw");
