@@ -233,6 +233,8 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
                 }
                 None => err,
             };
+            // Nothing new is in memory now: a signal may end the process during what follows.
+            drop(held);
             match error::kind(&err) {
                 Some(Kind::Server) => {
                     store.note_failure(name, &format!("{err:#}"));
