@@ -7,6 +7,7 @@ pub mod discovery;
 mod error;
 pub mod jwt;
 mod token_endpoint;
+mod way;
 
 use anyhow::Result;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -14,6 +15,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 pub use discovery::endpoints;
 pub use error::OAuthError;
 pub use token_endpoint::*;
+pub use way::{TokenWay, fetch_app_only};
 
 /// Fresh random bytes from the OS, for PKCE verifiers, `state` and assertion ids.
 pub fn random<const N: usize>() -> Result<[u8; N]> {

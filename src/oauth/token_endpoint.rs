@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 
@@ -10,10 +10,10 @@ use super::error::OAuthError;
 use super::jwt;
 use base64::Engine;
 
-use crate::config::{Account, OpenAccount, SecretMethod, Want};
+use crate::config::{Account, SecretMethod};
 use crate::error::server;
 use crate::http::{Http, Reply};
-use crate::log::{debug, printable};
+use crate::log::printable;
 use crate::provider::Endpoints;
 use crate::store::{AccessToken, Granted, MAX_LIFETIME};
 
@@ -155,25 +155,6 @@ impl fmt::Debug for Salvaged {
     }
 }
 
-/// A new app-only token for `want` (client credentials). The store is not touched here.
-pub fn fetch_app_only(acct: &OpenAccount, want: &Want) -> Result<AccessToken> {
-    let OpenAccount { name, account, .. } = acct;
-    let way = TokenWay::open(acct)?;
-    let scope = want.scopes.join(" ");
-    debug!("fetching an app-only token at {}", way.url);
-    let sent_at = crate::time::now();
-    let reply = client_credentials(&way.http, &way.url, &way.client, &scope)
-        .with_context(|| format!("account `{name}`"))?
-        .map_err(|mut err| {
-            // With client credentials there is no login to redo: a refusal is a setup problem.
-            if err.error == "invalid_grant" {
-                err.error = "invalid_client".into();
-            }
-            err.into_error("fetching an app-only token", account.provider, name)
-        })?;
-    Ok(reply.into_access(sent_at, &scope)?.access)
-}
-
 /// A token must be visible ASCII without spaces (RFC 6750's b64token and more): anything else
 /// would break a SASL string, add lines to a git credential, or reach a terminal.
 fn usable(field: &str, token: &str) -> Result<()> {
@@ -313,30 +294,6 @@ pub enum ClientAuth {
 pub struct Client<'a> {
     pub id: &'a str,
     pub auth: ClientAuth,
-}
-
-/// The way to an account's token endpoint, made once for every request there: the HTTP
-/// client (with the account's CA), the endpoints (discovered if need be), the token endpoint,
-/// and the client with its credentials (a secret fetched, or an assertion signed, for it).
-pub struct TokenWay<'a> {
-    pub http: Http,
-    pub endpoints: Endpoints,
-    pub url: String,
-    pub client: Client<'a>,
-}
-
-impl<'a> TokenWay<'a> {
-    pub fn open(acct: &'a OpenAccount) -> Result<TokenWay<'a>> {
-        let http = Http::new(acct.account.tls_ca_file().as_deref())?;
-        let endpoints = super::endpoints(&http, acct)?;
-        let (url, client) = Client::for_token_endpoint(&acct.name, &acct.account, &endpoints)?;
-        Ok(TokenWay {
-            http,
-            endpoints,
-            url,
-            client,
-        })
-    }
 }
 
 impl<'a> Client<'a> {
