@@ -215,7 +215,7 @@ pub struct TokenArgs {
     pub account: String,
 
     /// What to print
-    #[arg(long, short, value_enum, default_value_t = Format::Raw)]
+    #[arg(long, short, value_enum, default_value_t)]
     pub format: Format,
 
     /// User for the SASL formats [default: the account's `user`]

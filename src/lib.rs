@@ -4,18 +4,21 @@
 //! # Programs
 //!
 //! Two, from the same build: `mailtoken` (src/main.rs) answers the cached `token` call
-//! (`commands::token::quick`) and becomes `mailtoken-full` (src/bin/mailtoken-full.rs, every
-//! command) for anything else, by exec (`shell::become_full`). The split keeps the hot call's
-//! program small: start-up cost grows with a program's relocations and code pages.
+//! (`front::quick`; src/front.rs is the contract between the two programs) and becomes
+//! `mailtoken-full` (src/bin/mailtoken-full.rs, every command) for anything else, by exec
+//! (`shell::become_full`). The split keeps the hot call's program small: start-up cost grows
+//! with a program's relocations and code pages.
 //!
 //! # Map
 //!
 //! Layers, lowest first; a module uses only the ones above it in this list.
 //!
+//! - `sys`: the one room for system calls (`libc`, `unsafe`), and where the platform is
+//!   decided: safe functions for signals, files, the lock's deadline, the terminal, sockets.
 //! - `error`, `log`, `time`, `shell`, `process`, `tls`, `http`: the failure kinds behind the
 //!   exit codes, verbose logging and the fingerprints that stand in for secrets, clock helpers,
-//!   the one place that starts other programs, no core dumps and the ending signals held while
-//!   a token is in flight, the one TLS client setup (trust store read only when a certificate is
+//!   the one place that starts other programs, the programs' start (no core dumps) and exit,
+//!   the one TLS client setup (trust store read only when a certificate is
 //!   checked), and the bounded HTTP client.
 //! - `provider`: presets for Microsoft, Google and generic servers (endpoints, scopes, mail
 //!   servers).
@@ -39,14 +42,15 @@
 //!   account's token from `token::get` (the fronts in `proxy/imap.rs` etc., all reading
 //!   through `proxy/prelogin.rs`, which shuts out what is not a mail program; who may log in
 //!   in `proxy/gate.rs`; the relay in `proxy/relay.rs`).
-//! - `output`, `cli`, `commands`: what `token` prints, the command line, and one thin handler
-//!   per subcommand.
+//! - `output`, `cli`, `commands`, `front`: what `token` prints (and the one writer of stdout),
+//!   the command line, one thin handler per subcommand, and the small program's cached call.
 
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
 pub mod flows;
+pub mod front;
 pub mod http;
 pub mod log;
 pub mod mail;
@@ -58,6 +62,7 @@ pub mod provider;
 pub mod proxy;
 pub mod shell;
 pub mod store;
+pub mod sys;
 pub mod time;
 pub mod tls;
 pub mod token;

@@ -1,6 +1,9 @@
-//! What `mailtoken token` prints: the token itself or a SASL string built from it.
+//! What `mailtoken token` prints: the token itself or a SASL string built from it, and the
+//! one way anything is written to stdout.
 
-use anyhow::Result;
+use std::io::Write;
+
+use anyhow::{Context, Result};
 
 use crate::error::usage;
 use crate::mail::sasl;
@@ -53,6 +56,15 @@ pub fn render(format: Format, tokens: &AccessToken, sasl: &Sasl) -> Result<Strin
         })
         .to_string(),
     })
+}
+
+/// Write `text` to stdout in one piece and flush, so a reader gets all of it or an error.
+pub fn write_stdout(text: &str, what: &'static str) -> Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+        .context(what)
 }
 
 #[cfg(test)]

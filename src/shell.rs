@@ -45,8 +45,8 @@ pub fn check_front() -> Result<()> {
     let Some(front) = std::env::var_os(BUILD_VAR) else {
         return Ok(());
     };
-    // SAFETY: called first thing in `main`, before any other thread exists.
-    unsafe { std::env::remove_var(BUILD_VAR) };
+    // Called first thing in `main`, before any other thread exists.
+    crate::sys::process::remove_env_at_start(BUILD_VAR);
     if front != BUILD {
         bail!(
             "mailtoken and {FULL_PROGRAM} are from different builds: install them again \
@@ -71,20 +71,11 @@ pub fn withhold_env(name: &str) {
 /// it may be started while this process holds off SIGTERM (a store command during a commit, a
 /// notification after a failed refresh), and the mask would otherwise be inherited.
 fn command(program: &str) -> Command {
-    use std::os::unix::process::CommandExt;
     let mut cmd = Command::new(program);
     for name in WITHHELD.lock().unwrap_or_else(|e| e.into_inner()).iter() {
         cmd.env_remove(name);
     }
-    // SAFETY: between fork and exec only async-signal-safe calls, on a set on this stack.
-    unsafe {
-        cmd.pre_exec(|| {
-            let mut none = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
-            libc::sigemptyset(none.as_mut_ptr());
-            libc::pthread_sigmask(libc::SIG_SETMASK, none.as_ptr(), std::ptr::null_mut());
-            Ok(())
-        });
-    }
+    crate::sys::process::unblock_signals_in_child(&mut cmd);
     cmd
 }
 
@@ -252,7 +243,7 @@ mod tests {
 
     #[test]
     fn a_command_started_while_signals_are_held_gets_none_blocked() {
-        let _held = crate::process::hold_signals();
+        let _held = crate::sys::process::hold_signals();
         // exec: the mask of the process std started, not of a child the shell forks.
         let out = run("test command", "exec grep SigBlk /proc/self/status", None).unwrap();
         assert_eq!(

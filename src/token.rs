@@ -8,9 +8,9 @@ use crate::error::{self, Kind, login_needed, server};
 use crate::log::{debug, fingerprint};
 use crate::notify;
 use crate::oauth;
-use crate::process;
 use crate::provider::Flow;
 use crate::store::{AccessToken, Backend, Granted, LOCK_TIMEOUT, Tokens};
+use crate::sys;
 use crate::time;
 
 /// The cached access token of a file store, if it has life left and nothing is to be told:
@@ -207,7 +207,7 @@ pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> 
     let pending = store.prepare(name, &current)?;
     // From the request to the commit, the new refresh token lives only in this process: a
     // SIGTERM then waits until it is stored (and then ends the process, as it would have).
-    let held = process::hold_signals();
+    let held = sys::process::hold_signals();
     let sent_refresh_token = current.refresh_token.clone();
     let fetched = if app_only {
         oauth::fetch_app_only(acct, want)

@@ -3,7 +3,9 @@
 //! and dispatches.
 
 // Started without Rust's runtime set-up; `process::start` does the part of it that matters.
-// (A unit-test build keeps the harness's main: the tests live in the library.)
+// A test build keeps the harness's main (the tests live in the library): `[[bin]] test =
+// false` would not do, since `cargo test --all-targets` builds and runs the bins' tests anyway,
+// and a `no_main` test binary would be the program itself, run with the harness's arguments.
 #![cfg_attr(not(test), no_main)]
 
 #[cfg(not(test))]

@@ -10,15 +10,4 @@ pub mod token;
 pub mod verify;
 pub mod whoami;
 
-use std::io::Write;
-
-use anyhow::{Context, Result};
-
-/// Write `text` to stdout in one piece and flush, so a reader gets all of it or an error.
-fn write_stdout(text: &str, what: &'static str) -> Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-        .context(what)
-}
+use crate::output::write_stdout;

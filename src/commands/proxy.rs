@@ -18,12 +18,17 @@ pub fn run(paths: &Paths, hash_password: bool, make_certificate: bool) -> Result
     if stdin.is_terminal() {
         eprintln!("Type the local password for the proxy (it is not shown), then Enter:");
     }
-    let _quiet = stdin.is_terminal().then(NoEcho::start);
+    let quiet = stdin
+        .is_terminal()
+        .then(crate::sys::terminal::NoEcho::start);
     let mut line = String::new();
-    stdin
-        .lock()
-        .read_line(&mut line)
-        .context("cannot read the password")?;
+    let read = stdin.lock().read_line(&mut line);
+    if let Some(quiet) = quiet {
+        drop(quiet);
+        // The Enter typed was not echoed either.
+        eprintln!();
+    }
+    read.context("cannot read the password")?;
     let password = line.trim_end_matches(['\r', '\n']);
     if password.is_empty() {
         return Err(usage("the password is empty"));
@@ -62,31 +67,4 @@ fn certificate(paths: &Paths) -> Result<()> {
         config = paths.config.display(),
     );
     Ok(())
-}
-
-/// The terminal's echo turned off while the password is typed, and back on afterwards.
-struct NoEcho(libc::termios);
-
-impl NoEcho {
-    fn start() -> NoEcho {
-        // SAFETY: tcgetattr/tcsetattr on stdin with a termios value they fill and read.
-        unsafe {
-            let mut saved: libc::termios = std::mem::zeroed();
-            libc::tcgetattr(libc::STDIN_FILENO, &mut saved);
-            let mut quiet = saved;
-            quiet.c_lflag &= !libc::ECHO;
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &quiet);
-            NoEcho(saved)
-        }
-    }
-}
-
-impl Drop for NoEcho {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read in `start`.
-        unsafe {
-            libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0);
-        }
-        eprintln!();
-    }
 }

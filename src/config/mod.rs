@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 pub use account::{Account, SecretMethod, StoreKind, TlsMode, Want};
 pub use snapshot::Stamp;
@@ -22,20 +22,63 @@ use crate::store::Store;
 /// Seconds of life a cached access token must still have to be handed out.
 pub const DEFAULT_REFRESH_MARGIN: u64 = 300;
 
-#[derive(Debug, Default, Deserialize)]
+/// The top-level keys an account inherits: all that `Config::open` takes from the file's top
+/// level, and all that a snapshot (`snapshot.rs`) carries beside the account. One list for
+/// both, so that a key added here reaches the cached `token` call too.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {
+pub struct Defaults {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_margin: Option<u64>,
     /// Run when an account's login has died (see notify.rs); an account's own wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_command: Option<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct Config {
+    pub defaults: Defaults,
     /// Local listeners of `mailtoken proxy`.
     pub proxy: Option<ProxySettings>,
-    #[serde(default)]
     pub accounts: BTreeMap<String, Account>,
     /// Why the file is not safe to act on (others can write it, or it is not ours), as the
     /// refusal says it: `open` then refuses every account; `status` only looks.
-    #[serde(skip)]
     pub unsafe_file: Option<String>,
+}
+
+/// The file as written: the `Defaults` keys at the top level, beside `[proxy]` and the
+/// accounts. (Not `#[serde(flatten)]`: it cannot refuse unknown keys, and TOML's line numbers
+/// would be lost.)
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    refresh_margin: Option<u64>,
+    notify_command: Option<String>,
+    proxy: Option<ProxySettings>,
+    #[serde(default)]
+    accounts: BTreeMap<String, Account>,
+}
+
+impl From<File> for Config {
+    fn from(file: File) -> Config {
+        // Every field by name: a key added to `File` must be placed here, and any a
+        // account may inherit belongs in `Defaults`.
+        let File {
+            refresh_margin,
+            notify_command,
+            proxy,
+            accounts,
+        } = file;
+        Config {
+            defaults: Defaults {
+                refresh_margin,
+                notify_command,
+            },
+            proxy,
+            accounts,
+            unsafe_file: None,
+        }
+    }
 }
 
 /// `[proxy]`: where `mailtoken proxy` listens, and who may use it.
@@ -155,7 +198,8 @@ impl Config {
     }
 
     pub fn parse(text: &str) -> Result<Config> {
-        let config: Config = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let file: File = toml::from_str(text).map_err(|e| toml_error(text, &e))?;
+        let config = Config::from(file);
         for (name, account) in &config.accounts {
             validate_account_name(name)?;
             account
@@ -168,7 +212,7 @@ impl Config {
     /// The first command setting in the file, named for a message: "`notify_command`" or
     /// "`client_secret_command` of account `work`".
     pub fn first_command(&self) -> Option<String> {
-        if self.notify_command.is_some() {
+        if self.defaults.notify_command.is_some() {
             return Some("`notify_command`".into());
         }
         self.accounts.iter().find_map(|(name, a)| {
@@ -256,7 +300,7 @@ impl Config {
             notify: account
                 .notify_command
                 .clone()
-                .or_else(|| self.notify_command.clone()),
+                .or_else(|| self.defaults.notify_command.clone()),
             account: account.clone(),
         })
     }
@@ -272,7 +316,7 @@ impl Config {
     pub fn refresh_margin(&self, account: &Account) -> u64 {
         account
             .refresh_margin
-            .or(self.refresh_margin)
+            .or(self.defaults.refresh_margin)
             .unwrap_or(DEFAULT_REFRESH_MARGIN)
     }
 }
@@ -283,8 +327,7 @@ impl Config {
 pub fn shared_config(path: &Path) -> Option<(String, String)> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(path).ok()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::uid();
     if meta.uid() != me {
         let sudo = std::env::var("SUDO_USER")
             .map(|u| format!(" (you are uid {me} through sudo: run it as {u}, without sudo)"))

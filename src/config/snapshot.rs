@@ -15,17 +15,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Account, Config, Paths};
+use super::{Account, Config, Defaults, Paths};
 use crate::store::DataDir;
 
-/// What a snapshot holds: the settings `Config::open` reads for one account.
+/// What a snapshot holds: the settings `Config::open` reads for one account, which are its
+/// table and the top level's `Defaults`.
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Settings {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    refresh_margin: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    notify_command: Option<String>,
+    #[serde(default)]
+    defaults: Defaults,
     account: Account,
 }
 
@@ -43,6 +42,10 @@ pub struct Stamp {
     reader: u32,
 }
 
+/// The snapshot format's version, in its first line: a snapshot of another version is not
+/// used (and the next full call writes a new one).
+pub const VERSION: u32 = 3;
+
 /// A file changed less than this long ago may change again within the file system's
 /// timestamp granularity and keep its stamp (git's "racy index" problem): no snapshot of it.
 const SETTLED: Duration = Duration::from_secs(2);
@@ -56,15 +59,14 @@ impl Stamp {
             mtime: (meta.mtime(), meta.mtime_nsec()),
             ctime: (meta.ctime(), meta.ctime_nsec()),
             uid: meta.uid(),
-            // SAFETY: geteuid has no preconditions and cannot fail.
-            reader: unsafe { libc::geteuid() },
+            reader: crate::sys::uid(),
         }
     }
 
     /// The snapshot's first line.
     pub fn line(&self) -> String {
         format!(
-            "# mailtoken config snapshot 2: {} {} {} {}.{:09} {}.{:09} {} {}",
+            "# mailtoken config snapshot {VERSION}: {} {} {} {}.{:09} {}.{:09} {} {}",
             self.dev,
             self.ino,
             self.size,
@@ -104,8 +106,7 @@ pub fn load(paths: &Paths, name: &str) -> Option<Config> {
     }
     let settings: Settings = serde_json::from_str(settings).ok()?;
     Some(Config {
-        refresh_margin: settings.refresh_margin,
-        notify_command: settings.notify_command,
+        defaults: settings.defaults,
         proxy: None,
         accounts: BTreeMap::from([(name.to_string(), settings.account)]),
         // Snapshots are made only of a file `open` accepted; a change of its mode or owner
@@ -139,8 +140,7 @@ pub fn save(paths: &Paths, config: &Config, name: &str, stamp: Option<&Stamp>) {
 /// The snapshot's JSON for the account `name` of `config`.
 fn settings_of(config: &Config, name: &str) -> Option<String> {
     serde_json::to_string(&Settings {
-        refresh_margin: config.refresh_margin,
-        notify_command: config.notify_command.clone(),
+        defaults: config.defaults.clone(),
         account: config.accounts.get(name)?.clone(),
     })
     .ok()
@@ -181,8 +181,7 @@ refresh_margin = 60
                 format!("{:?}", part.account),
                 format!("{:?}", whole.accounts[name])
             );
-            assert_eq!(part.refresh_margin, whole.refresh_margin);
-            assert_eq!(part.notify_command, whole.notify_command);
+            assert_eq!(part.defaults, whole.defaults);
         }
         assert!(settings_of(&whole, "nobody").is_none());
     }
@@ -229,7 +228,7 @@ refresh_margin = 60
         fs::write(path(&paths, "work"), text.replacen(&line, &real, 1)).unwrap();
         let config = load(&paths, "work").expect("the snapshot of an unchanged file");
         assert_eq!(config.accounts.len(), 1);
-        assert_eq!(config.refresh_margin, Some(120));
+        assert_eq!(config.defaults.refresh_margin, Some(120));
         // Any change to the file (same size even) and it is ignored.
         let edited = CONFIG.replace("refresh_margin = 120", "refresh_margin = 121");
         write_config(&paths, &edited, Duration::ZERO);

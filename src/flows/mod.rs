@@ -50,7 +50,7 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
     store.ensure_writable(name)?;
     // From here until the tokens are in hand, Ctrl-C loses nothing: say so.
     let cancel =
-        crate::process::say_on_cancel("\nmailtoken: login cancelled; nothing was stored\n");
+        crate::sys::process::say_on_cancel("\nmailtoken: login cancelled; nothing was stored\n");
     let http = Http::new(account.tls_ca_file().as_deref())?;
     let endpoints = oauth::endpoints(&http, acct)?;
     // A generic server without a device endpoint can still do the browser flow.
@@ -78,7 +78,7 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
     tokens.logged_in_at = Some(crate::time::now());
     // The new grant is stored before a signal may end the process (and then it does).
     drop(cancel);
-    let _held = crate::process::hold_signals();
+    let _held = crate::sys::process::hold_signals();
     let _lock = store.lock(name, LOCK_TIMEOUT)?;
     store.set_aside_damaged(name)?;
     store.save(name, &tokens)?;

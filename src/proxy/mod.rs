@@ -18,8 +18,9 @@ mod relay;
 mod smtp;
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -30,6 +31,7 @@ use crate::error::usage;
 use crate::log::printable;
 use crate::mail::wire::{Conn, Transport};
 use crate::provider::Service;
+use crate::sys;
 use gate::{Caller, Gate};
 use prelogin::Door;
 
@@ -54,13 +56,6 @@ const GRACE: Duration = Duration::from_secs(10);
 /// How long the proxy waits, after that, for token refreshes under way (each has deadlines of
 /// its own, shorter than this): a rotated refresh token must be stored before it exits.
 const REFRESH_GRACE: Duration = Duration::from_secs(300);
-
-/// Set by SIGTERM, SIGINT and the like: stop accepting, let sessions finish.
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn request_stop(_: libc::c_int) {
-    STOP.store(true, Ordering::SeqCst);
-}
 
 /// Run every listener of `[proxy]` until SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 or SIGUSR2.
 pub fn run(paths: &Paths) -> Result<()> {
@@ -101,8 +96,8 @@ pub fn run(paths: &Paths) -> Result<()> {
     let listeners = bind(&settings, tls.is_some())?;
     // Any of the usual signals stops the proxy the graceful way (sessions, then refreshes
     // under way): by default QUIT, USR1 or USR2 would end it at once, whatever thread was
-    // between a refresh and its commit. The handler only stores to an atomic.
-    crate::process::on_stop_signals(request_stop);
+    // between a refresh and its commit.
+    sys::process::catch_stop_signals();
     crate::mail::wire::set_reporting(crate::log::verbose());
     let pre_auth = settings.login_timeout.map_or(PRE_AUTH, Duration::from_secs);
     let gate = Arc::new(Gate::new(paths.clone(), settings, tls));
@@ -117,26 +112,14 @@ pub fn run(paths: &Paths) -> Result<()> {
     }
     // Wait on every listener at once: a connection is accepted the moment it arrives, and
     // SIGTERM (which interrupts the wait) is noticed within the poll's timeout.
-    let mut fds: Vec<libc::pollfd> = listeners
-        .iter()
-        .map(|(_, l)| libc::pollfd {
-            fd: std::os::fd::AsRawFd::as_raw_fd(l),
-            events: libc::POLLIN,
-            revents: 0,
-        })
-        .collect();
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
-    while !STOP.load(Ordering::SeqCst) {
-        // SAFETY: `fds` is a valid array of pollfd for the length given.
-        unsafe {
-            libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 250);
-        }
-        for (fd, (kind, listener)) in fds.iter_mut().zip(&listeners) {
-            if fd.revents == 0 {
+    let fds: Vec<_> = listeners.iter().map(|(_, l)| l.as_fd()).collect();
+    let me = sys::uid();
+    while !sys::process::stop_requested() {
+        let ready = sys::net::wait_readable(&fds, Duration::from_millis(250))?;
+        for (ready, (kind, listener)) in ready.into_iter().zip(&listeners) {
+            if !ready {
                 continue;
             }
-            fd.revents = 0;
             match listener.accept() {
                 Ok((stream, peer)) => {
                     let started = Started {

@@ -108,7 +108,7 @@ impl Store {
 
     /// Tokens of `account` a failed commit rescued (see `rescue`), newest first.
     pub fn rescued(&self, account: &str) -> Vec<PathBuf> {
-        rescued_in(&rescue_dir(), account)
+        rescued_in(&super::dirs::rescue_dir(), account)
     }
 
     /// Under the lock, before a refresh: tokens rescued by a commit that could not write them
@@ -139,18 +139,13 @@ impl Store {
 /// The rescued copies of `account`'s tokens in `dir`, newest first (their names end in the
 /// time they were written).
 fn rescued_in(dir: &Path, account: &str) -> Vec<PathBuf> {
-    let prefix = format!("{account}.rescued-");
     let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)
         .into_iter()
         .flatten()
         .flatten()
         .filter_map(|entry| {
             let name = entry.file_name().into_string().ok()?;
-            let at = name
-                .strip_prefix(&prefix)?
-                .strip_suffix(".json")?
-                .parse()
-                .ok()?;
+            let at = super::dirs::rescued_at(&name, account)?;
             Some((at, entry.path()))
         })
         .collect();
@@ -162,7 +157,7 @@ fn rescued_in(dir: &Path, account: &str) -> Vec<PathBuf> {
 /// user's runtime directory (another file system than a full data directory, usually), and an
 /// error that says loudly where it is. Never the tokens themselves on the terminal.
 fn rescue(account: &str, tokens: &Tokens, target: &Path, cause: anyhow::Error) -> anyhow::Error {
-    rescue_in(&rescue_dir(), account, tokens, target, cause)
+    rescue_in(&super::dirs::rescue_dir(), account, tokens, target, cause)
 }
 
 fn rescue_in(
@@ -174,7 +169,7 @@ fn rescue_in(
 ) -> anyhow::Error {
     let copy = file::ensure_private_dir(dir).and_then(|()| {
         let tmp = file::new_temp(dir, account)?;
-        let path = dir.join(format!("{account}.rescued-{}.json", crate::time::now()));
+        let path = super::dirs::rescued(dir, account, crate::time::now());
         file::write(dir, &path, tmp, tokens)?;
         Ok(path)
     });
@@ -195,15 +190,6 @@ fn rescue_in(
             target.display(),
             dir.display()
         ),
-    }
-}
-
-/// `$XDG_RUNTIME_DIR/mailtoken`, else a per-user directory under the system temp directory.
-fn rescue_dir() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(run) if !run.is_empty() => PathBuf::from(run).join("mailtoken"),
-        // SAFETY: geteuid has no preconditions and cannot fail.
-        _ => std::env::temp_dir().join(format!("mailtoken-{}", unsafe { libc::geteuid() })),
     }
 }
 

@@ -7,6 +7,9 @@
 //! document), `NAME.notified` (when notify_command last ran), `NAME.json.damaged-TIME` (a
 //! token file that could not be read, kept aside). For the proxy: `proxy-ca.pem`,
 //! `proxy-cert.pem`, `proxy-key.pem`. Writers' temp files start with a dot.
+//!
+//! And one directory beside it, for when the data directory cannot take new tokens (a full
+//! disk): the rescue directory, with `NAME.rescued-TIME.json`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,6 +18,31 @@ use anyhow::{Context, Result};
 /// A data directory, by the names of its files.
 #[derive(Debug, Clone, Copy)]
 pub struct DataDir<'a>(&'a Path);
+
+/// Where new tokens are written when the data directory cannot take them:
+/// `$XDG_RUNTIME_DIR/mailtoken` (another file system than a full data directory, usually),
+/// else a per-user directory under the system temp directory.
+pub fn rescue_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(run) if !run.is_empty() => PathBuf::from(run).join("mailtoken"),
+        _ => std::env::temp_dir().join(format!("mailtoken-{}", crate::sys::uid())),
+    }
+}
+
+/// A rescued copy of `account`'s tokens in `dir`, written at `at` (Unix seconds).
+pub fn rescued(dir: &Path, account: &str, at: u64) -> PathBuf {
+    dir.join(format!("{account}.rescued-{at}.json"))
+}
+
+/// When the file named `file_name` was rescued, if it is a rescued copy of `account`'s tokens.
+pub fn rescued_at(file_name: &str, account: &str) -> Option<u64> {
+    file_name
+        .strip_prefix(account)?
+        .strip_prefix(".rescued-")?
+        .strip_suffix(".json")?
+        .parse()
+        .ok()
+}
 
 impl<'a> DataDir<'a> {
     pub fn new(dir: &'a Path) -> DataDir<'a> {

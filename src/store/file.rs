@@ -2,13 +2,13 @@
 
 use std::fs::{self, File};
 use std::io::{ErrorKind, Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 
 use super::tokens::{Tokens, parse};
+use crate::sys::files::{is_link, is_unread_fifo, no_follow};
 
 /// Random characters in a temp file's name: `.NAME.PID.XXXXXX.tmp`. Stale ones are recognised
 /// by this exact shape, so that `.work.x.1.XXXXXX.tmp` (account `work.x`) is not taken for
@@ -35,15 +35,6 @@ fn own_temp_pid(file_name: &str, account: &str) -> Option<Option<u32>> {
     }
 }
 
-/// Whether process `pid` exists (it may be writing its temp file right now).
-fn alive(pid: u32) -> bool {
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return false;
-    };
-    // SAFETY: signal 0 only checks that the process exists; it is never delivered.
-    unsafe { libc::kill(pid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
-}
-
 /// No token file is larger than this (a few kilobytes is usual).
 pub const MAX_FILE: u64 = 1 << 20;
 
@@ -64,14 +55,10 @@ pub fn load(path: &Path, account: &str) -> Result<Option<Tokens>> {
 /// fstat), not someone else's, at most `MAX_FILE`. With `tighten`, loose modes are set to 0600
 /// with a warning (`doctor` only looks).
 pub fn read_checked(path: &Path, tighten: bool) -> Result<Option<(Vec<u8>, fs::Metadata)>> {
-    let file = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-    {
+    let file = match no_follow(fs::OpenOptions::new().read(true)).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+        Err(e) if is_link(&e) => bail!(
             "{} is a symbolic link: mailtoken reads token files only where they are, so move \
              the real file there",
             path.display()
@@ -132,7 +119,7 @@ pub fn remove_stale_temps(dir: &Path, account: &str) {
             .to_str()
             .and_then(|name| own_temp_pid(name, account))
         {
-            Some(Some(pid)) => pid != std::process::id() && !alive(pid),
+            Some(Some(pid)) => pid != std::process::id() && !crate::sys::process::exists(pid),
             Some(None) => true,
             None => false,
         };
@@ -155,7 +142,7 @@ pub fn writer_elsewhere(dir: &Path, account: &str) -> bool {
             .to_str()
             .and_then(|name| own_temp_pid(name, account))
             .flatten()
-            .is_some_and(|pid| pid != std::process::id() && alive(pid))
+            .is_some_and(|pid| pid != std::process::id() && crate::sys::process::exists(pid))
     })
 }
 
@@ -164,21 +151,19 @@ pub fn writer_elsewhere(dir: &Path, account: &str) -> bool {
 /// a FIFO, and only a regular file of ours. None: not there, and not to be created.
 pub fn open_lock(path: &Path, create: bool) -> Result<Option<File>> {
     let mut options = fs::OpenOptions::new();
-    options
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC);
+    no_follow(options.read(true));
     if create {
         options.write(true).create(true).truncate(false).mode(0o600);
     }
     let file = match options.open(path) {
         Ok(file) => file,
         Err(e) if !create && e.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => bail!(
+        Err(e) if is_link(&e) => bail!(
             "the lock file {} is a symbolic link: remove it (mailtoken makes a new one)",
             path.display()
         ),
         // A FIFO with nobody reading it, opened for writing without blocking.
-        Err(e) if e.raw_os_error() == Some(libc::ENXIO) => bail!(
+        Err(e) if is_unread_fifo(&e) => bail!(
             "the lock file {} is not a regular file: remove it (mailtoken makes a new one)",
             path.display()
         ),
@@ -195,8 +180,7 @@ pub fn open_lock(path: &Path, create: bool) -> Result<Option<File>> {
             path.display()
         );
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::uid();
     if meta.uid() != me {
         bail!(
             "the lock file {} belongs to uid {}, not to you (uid {me}): remove it (as that user \
@@ -210,12 +194,7 @@ pub fn open_lock(path: &Path, create: bool) -> Result<Option<File>> {
 
 /// Reserve `room` bytes for the file, so that writing the tokens later cannot run out of space.
 pub fn reserve(file: &File, room: u64) -> Result<()> {
-    let len = libc::off_t::try_from(room).context("reservation too large")?;
-    // SAFETY: posix_fallocate only reads the descriptor and the two lengths.
-    match unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) } {
-        0 => Ok(()),
-        errno => Err(std::io::Error::from_raw_os_error(errno).into()),
-    }
+    Ok(crate::sys::files::reserve(file, room)?)
 }
 
 /// Write the tokens into `tmp` (over any reserved room, trimmed after), flush, and rename it
@@ -287,8 +266,7 @@ pub fn check_dir(dir: &Path) -> Result<()> {
 }
 
 fn refuse_shared_dir(dir: &Path, meta: &fs::Metadata) -> Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::uid();
     let mode = meta.permissions().mode() & 0o7777;
     if meta.uid() != me {
         bail!(
@@ -319,8 +297,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
     }
     let meta =
         fs::symlink_metadata(dir).with_context(|| format!("cannot use {}", dir.display()))?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::uid();
     if !meta.is_dir() || meta.uid() != me || meta.permissions().mode() & 0o077 != 0 {
         bail!(
             "{} is not a private directory of yours (mode 700): refusing to put tokens there",
@@ -335,8 +312,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<()> {
 /// token, so your mail client would read their mail or send as them), and replacing it would
 /// hand the file to us behind their back.
 fn ensure_private(file: &File, meta: &fs::Metadata, path: &Path, tighten: bool) -> Result<()> {
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::uid();
     if meta.uid() != me {
         bail!(
             "the token file {} belongs to uid {}, not to you (uid {me}); mailtoken does not use \

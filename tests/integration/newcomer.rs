@@ -240,7 +240,7 @@ fn the_notify_command_examples_parse() {
     assert_eq!(examples.len(), 3);
     for example in examples {
         let config = mailtoken::config::Config::parse(example).unwrap();
-        assert!(config.notify_command.is_some(), "{example}");
+        assert!(config.defaults.notify_command.is_some(), "{example}");
     }
 }
 

@@ -167,7 +167,7 @@ fn the_snapshot_serves_while_the_config_is_unchanged_and_never_after() {
     let path = snapshot(&env, "work");
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(
-        text.starts_with("# mailtoken config snapshot 2: "),
+        text.starts_with("# mailtoken config snapshot 3: "),
         "{text}"
     );
     assert!(

@@ -53,10 +53,7 @@ pub fn credential_findings(name: &str, account: &Account, now: u64) -> Vec<Findi
 /// A data directory that cannot be written (read-only, or its mode): tokens would be read,
 /// but a refresh could not store the new ones, and a rotated refresh token would be lost.
 fn writable_finding(dir: &Path) -> Option<Finding> {
-    let c_path = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes()).ok()?;
-    // SAFETY: access(2) reads the path it is given and nothing else.
-    let writable = unsafe { libc::access(c_path.as_ptr(), libc::W_OK) } == 0;
-    (!writable).then(|| {
+    (!crate::sys::files::writable(dir)).then(|| {
         Finding::new(
             Severity::Error,
             None,
@@ -77,8 +74,7 @@ fn writable_finding(dir: &Path) -> Option<Finding> {
 fn lock_finding(name: &str, path: &Path) -> Option<Finding> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::symlink_metadata(path).ok()?;
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let me = unsafe { libc::geteuid() };
+    let me = crate::sys::uid();
     let problem = if !meta.file_type().is_file() {
         "is not a regular file".to_string()
     } else if meta.uid() != me {
