@@ -187,14 +187,20 @@ impl Config {
     pub fn from_text(path: &Path, text: &str) -> Result<Config> {
         let config =
             Config::parse(text).map_err(|e| usage(format!("{}: {e:#}", path.display())))?;
-        let mut config = config;
-        config.unsafe_file = unsafe_file(path);
-        for account in config.accounts.values() {
+        Ok(config.made_safe(path))
+    }
+
+    /// The steps every config takes before use, read from the file or from a snapshot of it
+    /// (`snapshot::load`): whether the file is safe to act on, and the variables that hold
+    /// secrets kept from the programs mailtoken starts.
+    fn made_safe(mut self, path: &Path) -> Config {
+        self.unsafe_file = unsafe_file(path);
+        for account in self.accounts.values() {
             if let Some(var) = &account.client_secret_env {
                 crate::shell::withhold_env(var);
             }
         }
-        Ok(config)
+        self
     }
 
     pub fn parse(text: &str) -> Result<Config> {

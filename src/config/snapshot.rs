@@ -105,14 +105,13 @@ pub fn load(paths: &Paths, name: &str) -> Option<Config> {
         return None;
     }
     let settings: Settings = serde_json::from_str(settings).ok()?;
-    Some(Config {
+    let config = Config {
         defaults: settings.defaults,
         proxy: None,
         accounts: BTreeMap::from([(name.to_string(), settings.account)]),
-        // Snapshots are made only of a file `open` accepted; a change of its mode or owner
-        // changes its stamp, and this one is not used.
         unsafe_file: None,
-    })
+    };
+    Some(config.made_safe(&paths.config))
 }
 
 /// Keep a snapshot of the account `name` of `config`, just loaded and checked whole from a
