@@ -2,6 +2,7 @@
 //! against a fake OAuth2 server (tests/common). Every test has its own server
 //! and temporary directory, so they are parallel-safe.
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;

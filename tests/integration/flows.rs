@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::env::*;
+use crate::support::http::{parse_form, url_encode};
 use crate::support::oauth_server::*;
 
 const BROWSER_ACCOUNT: &str = "authorization_endpoint = \"{base}/authorize\"\nflow = \"browser\"\n";

@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 fn two_accounts(server: &FakeServer) -> TestEnv {

@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::env::*;
+use crate::support::http::{parse_form, url_encode};
 use crate::support::oauth_server::*;
 use clap::CommandFactory;
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 const SEED_AT: &str = "at-local-seed-secret";

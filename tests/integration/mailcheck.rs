@@ -4,6 +4,8 @@
 use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, SystemTime};
 
+use crate::support::env::*;
+use crate::support::http::HttpRequest;
 use crate::support::mail_servers::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,14 +13,15 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 fn smtp_account(port: u16, tls: &str) -> String {
     account_toml(
         "work",
+        &nowhere(),
         &format!("smtp_host = \"127.0.0.1\"\nsmtp_port = {port}\nsmtp_tls = \"{tls}\""),
     )
 }
 
-fn env_with(config: &str) -> Env {
-    let env = Env::new();
+fn env_with(config: &str) -> TestEnv {
+    let env = TestEnv::with_store();
     env.write_config(config);
-    env.write_token("work", TOKEN);
+    env.write_token("work", TOKEN, REFRESH, FAR_FUTURE);
     env
 }
 
@@ -155,6 +158,7 @@ fn starttls_is_required_before_any_token_is_sent() {
 fn plain_text_smtp_is_refused_for_remote_hosts() {
     let env = env_with(&account_toml(
         "work",
+        &nowhere(),
         "smtp_host = \"smtp.example.com\"\nsmtp_tls = \"none\"",
     ));
     let run = env.run(&["send-test", "work", "--to", "bob@example.com"]);
@@ -185,6 +189,7 @@ fn check_smtp_authenticates_and_quits_without_sending() {
 fn imap_account(port: u16) -> String {
     account_toml(
         "work",
+        &nowhere(),
         &format!("imap_host = \"127.0.0.1\"\nimap_port = {port}\nimap_tls = \"none\""),
     )
 }
@@ -218,6 +223,7 @@ fn a_private_ca_in_tls_ca_file_is_trusted_for_the_mail_server() {
     let tls_account = |port: u16, extra: &str| {
         account_toml(
             "work",
+            &nowhere(),
             &format!("imap_host = \"localhost\"\nimap_port = {port}\nimap_tls = \"tls\"\n{extra}"),
         )
     };
@@ -273,6 +279,7 @@ fn check_pop_and_smtp_together() {
     let (smtp_port, smtp_seen) = smtp_server(SmtpMode::Challenge);
     let env = env_with(&account_toml(
         "work",
+        &nowhere(),
         &format!(
             "pop_host = \"127.0.0.1\"\npop_port = {pop_port}\npop_tls = \"none\"\n\
              smtp_host = \"127.0.0.1\"\nsmtp_port = {smtp_port}\nsmtp_tls = \"none\""
@@ -297,7 +304,7 @@ fn check_pop_and_smtp_together() {
 
 #[test]
 fn check_without_a_login_says_to_log_in() {
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&imap_account(closed_port()));
     let run = env.run(&["check", "work", "--imap"]);
     assert_eq!(run.code, Some(3), "{}", run.all());
@@ -321,18 +328,19 @@ fn check_reports_a_server_that_is_down() {
 // ---------------------------------------------------------------------------
 
 /// An account whose Graph token comes from a named resource, stored beside the own token.
-fn graph_env(graph_port: u16, extra: &str) -> Env {
-    let env = Env::new();
+fn graph_env(graph_port: u16, extra: &str) -> TestEnv {
+    let env = TestEnv::with_store();
     env.write_config(&account_toml(
         "work",
+        &nowhere(),
         &format!(
             "graph_url = \"http://127.0.0.1:{graph_port}\"\n{extra}\n\
              [accounts.work.resources]\ngraph = [\"https://graph.microsoft.com/Mail.Send\"]"
         ),
     ));
-    env.write_tokens(
+    env.write_token_bytes(
         "work",
-        &serde_json::json!({
+        serde_json::json!({
             "version": 1,
             "access_token": TOKEN,
             "token_type": "Bearer",
@@ -345,7 +353,9 @@ fn graph_env(graph_port: u16, extra: &str) -> Env {
                     "expires_at": FAR_FUTURE,
                 }
             }
-        }),
+        })
+        .to_string()
+        .as_bytes(),
     );
     env
 }
@@ -367,13 +377,13 @@ fn graph_send_test_posts_sendmail_with_the_graph_token() {
     let req = seen.wait();
     assert_eq!(run.code, Some(0), "{}", run.all());
     assert_eq!(req.method, "POST");
-    assert_eq!(req.path, "/v1.0/me/sendMail");
+    assert_eq!(req.target, "/v1.0/me/sendMail");
     assert_eq!(
         req.header("authorization"),
         Some(format!("Bearer {GRAPH_TOKEN}").as_str())
     );
     assert_eq!(req.header("content-type"), Some("application/json"));
-    let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    let body: serde_json::Value = serde_json::from_str(&req.body_text()).unwrap();
     assert_eq!(body["message"]["subject"], "Graph test");
     assert_eq!(
         body["message"]["toRecipients"][0]["emailAddress"]["address"],
@@ -387,9 +397,9 @@ fn graph_send_test_posts_sendmail_with_the_graph_token() {
 #[test]
 fn graph_send_test_for_app_only_uses_the_users_path() {
     let (port, seen) = http_server(202, vec![], String::new());
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&account_toml(
-        "work",
+        "work", &nowhere(),
         &format!(
             "graph_url = \"http://127.0.0.1:{port}\"\nflow = \"credentials\"\nclient_secret_env = \"MAILTOKEN_TEST_UNUSED\"\n"
         ),
@@ -397,7 +407,7 @@ fn graph_send_test_for_app_only_uses_the_users_path() {
         "scopes = [\"mail\", \"offline_access\"]",
         "scopes = [\"https://graph.microsoft.com/.default\"]",
     ));
-    env.write_token("work", GRAPH_TOKEN);
+    env.write_token("work", GRAPH_TOKEN, REFRESH, FAR_FUTURE);
     let run = env.run(&[
         "send-test",
         "work",
@@ -408,7 +418,7 @@ fn graph_send_test_for_app_only_uses_the_users_path() {
     ]);
     let req = seen.wait();
     assert_eq!(run.code, Some(0), "{}", run.all());
-    assert_eq!(req.path, "/v1.0/users/alice@example.com/sendMail");
+    assert_eq!(req.target, "/v1.0/users/alice@example.com/sendMail");
     assert_eq!(
         req.header("authorization"),
         Some(format!("Bearer {GRAPH_TOKEN}").as_str())
@@ -444,7 +454,7 @@ fn graph_refusal_shows_graphs_error() {
 
 #[test]
 fn graph_without_a_graph_scope_says_what_to_add() {
-    let env = env_with(&account_toml("work", ""));
+    let env = env_with(&account_toml("work", &nowhere(), ""));
     let run = env.run(&[
         "send-test",
         "work",
@@ -477,7 +487,7 @@ fn whoami_asks_graph_me_and_notes_a_user_mismatch() {
     let req = seen.wait();
     assert_eq!(run.code, Some(0), "{}", run.all());
     assert_eq!(req.method, "GET");
-    assert_eq!(req.path, "/v1.0/me");
+    assert_eq!(req.target, "/v1.0/me");
     assert_eq!(
         req.header("authorization"),
         Some(format!("Bearer {GRAPH_TOKEN}").as_str())
@@ -501,9 +511,9 @@ fn whoami_reads_jwt_claims_locally() {
         URL_SAFE_NO_PAD.encode(r#"{"alg":"RS256","typ":"JWT"}"#),
         URL_SAFE_NO_PAD.encode(claims)
     );
-    let env = Env::new();
-    env.write_config(&account_toml("work", ""));
-    env.write_token("work", &jwt);
+    let env = TestEnv::with_store();
+    env.write_config(&account_toml("work", &nowhere(), ""));
+    env.write_token("work", &jwt, REFRESH, FAR_FUTURE);
     let run = env.run(&["whoami", "work"]);
     assert_eq!(run.code, Some(0), "{}", run.all());
     assert!(run.stdout.contains("alice@example.com"), "{}", run.all());
@@ -534,12 +544,13 @@ fn whoami_uses_userinfo() {
     );
     let env = env_with(&account_toml(
         "work",
+        &nowhere(),
         &format!("userinfo_endpoint = \"http://127.0.0.1:{port}/userinfo\""),
     ));
     let run = env.run(&["whoami", "work"]);
     let req = seen.wait();
     assert_eq!(run.code, Some(0), "{}", run.all());
-    assert_eq!(req.path, "/userinfo");
+    assert_eq!(req.target, "/userinfo");
     assert_eq!(
         req.header("authorization"),
         Some(format!("Bearer {TOKEN}").as_str())
@@ -552,20 +563,11 @@ fn whoami_uses_userinfo() {
 /// insufficient_scope gets the fix of the account's own scopes, not a Graph permission.
 #[test]
 fn whoami_finds_userinfo_by_discovery_and_explains_a_missing_scope() {
-    use crate::support::oauth_server::{FakeServer, Fault, Kind, TestEnv};
+    use crate::support::oauth_server::{FakeServer, Fault, Kind};
     let server = FakeServer::start();
     let env = TestEnv::with_extra(&server, "", &format!("issuer = \"{}\"", server.base_url()));
-    env.write_token(
-        crate::support::oauth_server::ACCOUNT,
-        "opaque-at",
-        "rt",
-        FAR_FUTURE as i64,
-    );
-    let run = Running::spawn(
-        env.command(&["whoami", crate::support::oauth_server::ACCOUNT]),
-        "whoami".into(),
-    )
-    .wait(RUN_TIMEOUT);
+    env.write_token(ACCOUNT, "opaque-at", "rt", FAR_FUTURE as i64);
+    let run = Running::spawn(env.command(&["whoami", ACCOUNT]), "whoami".into()).wait(RUN_TIMEOUT);
     assert_eq!(run.code, Some(0), "{}", run.all());
     assert!(
         run.stdout
@@ -582,11 +584,7 @@ fn whoami_finds_userinfo_by_discovery_and_explains_a_missing_scope() {
             r#"{"error":"insufficient_scope","error_description":"openid is needed"}"#,
         ),
     );
-    let run = Running::spawn(
-        env.command(&["whoami", crate::support::oauth_server::ACCOUNT]),
-        "whoami".into(),
-    )
-    .wait(RUN_TIMEOUT);
+    let run = Running::spawn(env.command(&["whoami", ACCOUNT]), "whoami".into()).wait(RUN_TIMEOUT);
     assert_eq!(run.code, Some(1), "{}", run.all());
     assert!(run.stderr.contains("insufficient_scope"), "{}", run.all());
     assert!(run.stderr.contains("\"openid\""), "{}", run.all());
@@ -596,7 +594,7 @@ fn whoami_finds_userinfo_by_discovery_and_explains_a_missing_scope() {
 
 #[test]
 fn whoami_with_an_opaque_token_and_no_lookup_says_so() {
-    let env = env_with(&account_toml("work", ""));
+    let env = env_with(&account_toml("work", &nowhere(), ""));
     let run = env.run(&["whoami", "work"]);
     assert_eq!(run.code, Some(1), "{}", run.all());
     assert!(
@@ -660,24 +658,21 @@ fn doctor_account(token_port: u16, extra: &str) -> String {
     )
 }
 
-fn ms_tokens(env: &Env) {
-    env.write_tokens(
-        "work",
-        &serde_json::json!({
+fn ms_tokens(env: &TestEnv) {
+    env.write_token_bytes("work", serde_json::json!({
             "version": 1,
             "access_token": TOKEN,
             "token_type": "Bearer",
             "expires_at": FAR_FUTURE,
             "refresh_token": REFRESH,
             "scope": "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
-        }),
-    );
+        }).to_string().as_bytes());
 }
 
 #[test]
 fn doctor_is_happy_with_a_good_setup() {
     let (port, seen) = clock_server(0);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&doctor_account(port, ""));
     ms_tokens(&env);
     let run = env.run(&["doctor"]);
@@ -692,12 +687,12 @@ fn doctor_is_happy_with_a_good_setup() {
 /// load or an account that is not in it, 1 for what it found wrong at run time.
 #[test]
 fn doctor_exits_2_for_config_and_name_errors() {
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config("[accounts.work]\nprovider = \"nope\"\n");
     let run = env.run(&["doctor"]);
     assert_eq!(run.code, Some(2), "{}", run.all());
     assert!(run.stdout.contains("does not load"), "{}", run.all());
-    let env = env_with(&account_toml("work", ""));
+    let env = env_with(&account_toml("work", &nowhere(), ""));
     let run = env.run(&["doctor", "missing"]);
     assert_eq!(run.code, Some(2), "{}", run.all());
     assert!(run.stdout.contains("no such account"), "{}", run.all());
@@ -708,7 +703,7 @@ fn doctor_exits_2_for_config_and_name_errors() {
 #[test]
 fn doctor_reports_clock_skew() {
     let (port, seen) = clock_server(-3600);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&doctor_account(port, ""));
     ms_tokens(&env);
     let run = env.run(&["doctor", "work"]);
@@ -724,7 +719,7 @@ fn doctor_reports_clock_skew() {
 
 #[test]
 fn doctor_names_the_config_line() {
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&doctor_account(closed_port(), "smtp_prot = 587"));
     let run = env.run(&["doctor"]);
     assert_eq!(run.code, Some(2), "{}", run.all());
@@ -735,12 +730,12 @@ fn doctor_names_the_config_line() {
 #[test]
 fn doctor_reports_loose_store_modes_and_changes_nothing() {
     let (port, _seen) = clock_server(0);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&doctor_account(port, ""));
     ms_tokens(&env);
     let path = env.token_path("work");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    std::fs::set_permissions(env.data_dir(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&env.data, std::fs::Permissions::from_mode(0o755)).unwrap();
     let before = std::fs::read(&path).unwrap();
     let run = env.run(&["doctor"]);
     assert_eq!(run.code, Some(1), "{}", run.all());
@@ -748,7 +743,7 @@ fn doctor_reports_loose_store_modes_and_changes_nothing() {
     assert!(run.stdout.contains("chmod 700"), "{}", run.all());
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o644, "doctor must not change modes");
-    assert_eq!(mode(&env.data_dir()), 0o755);
+    assert_eq!(mode(&env.data), 0o755);
     assert_eq!(std::fs::read(&path).unwrap(), before);
     run.assert_no_secrets();
 }
@@ -756,7 +751,7 @@ fn doctor_reports_loose_store_modes_and_changes_nothing() {
 #[test]
 fn doctor_reports_missing_login_and_offline_access() {
     let (port, _seen) = clock_server(0);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&doctor_account(
         port,
         "scopes = [\"https://outlook.office.com/IMAP.AccessAsUser.All\"]",
@@ -779,7 +774,7 @@ fn doctor_reports_missing_login_and_offline_access() {
 #[test]
 fn doctor_warns_about_app_only_scopes_with_a_user_flow() {
     let (port, _seen) = clock_server(0);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&doctor_account(
         port,
         "scopes = [\"https://outlook.office365.com/.default\", \"offline_access\"]",
@@ -801,7 +796,7 @@ fn doctor_warns_about_app_only_scopes_with_a_user_flow() {
 fn doctor_flags_a_refresh_token_near_or_past_microsofts_90_days() {
     for (days, level, code) in [(80u64, "warning", 0), (95, "error", 1)] {
         let (port, _seen) = clock_server(0);
-        let env = Env::new();
+        let env = TestEnv::with_store();
         env.write_config(&doctor_account(port, ""));
         ms_tokens(&env);
         let old = SystemTime::now() - Duration::from_secs(days * 86_400);
@@ -821,7 +816,7 @@ fn doctor_flags_a_refresh_token_near_or_past_microsofts_90_days() {
 #[test]
 fn doctor_reports_a_damaged_token_file_and_leaves_it() {
     let (port, _seen) = clock_server(0);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&doctor_account(port, ""));
     std::fs::write(env.token_path("work"), b"{not json").unwrap();
     std::fs::set_permissions(
@@ -879,27 +874,24 @@ fn escape_sequences_from_a_server_are_shown_not_obeyed() {
 #[test]
 fn doctor_finds_what_breaks_token_and_the_proxy() {
     let (port, _seen) = clock_server(0);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&format!(
         "[proxy]\nimap = \"0.0.0.0:1143\"\nsmtp = \"localhost:x\"\n\n{}",
         doctor_account(port, "").replace("client_id = \"id\"", "client_id = \"YOUR-APP-ID\"")
     ));
-    env.write_tokens(
-        "work",
-        &serde_json::json!({
+    env.write_token_bytes("work", serde_json::json!({
             "version": 1, "access_token": TOKEN, "token_type": "Bearer",
             "obtained_at": 1_000, "expires_at": 1_300, "refresh_token": REFRESH,
             "scope": "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
-        }),
-    );
-    let lock = env.data_dir().join("work.lock");
+        }).to_string().as_bytes());
+    let lock = env.data.join("work.lock");
     std::fs::write(&lock, "").unwrap();
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     let immutable = root
         && std::process::Command::new("chattr")
             .arg("+i")
-            .arg(env.data_dir())
+            .arg(&env.data)
             .status()
             .is_ok_and(|s| s.success());
     if root {
@@ -915,7 +907,7 @@ fn doctor_finds_what_breaks_token_and_the_proxy() {
     if immutable {
         std::process::Command::new("chattr")
             .arg("-i")
-            .arg(env.data_dir())
+            .arg(&env.data)
             .status()
             .unwrap();
     }
@@ -948,7 +940,7 @@ fn doctor_finds_what_breaks_token_and_the_proxy() {
         assert!(
             out.contains(&format!(
                 "the token store {} cannot be written",
-                env.data_dir().display()
+                env.data.display()
             )),
             "{out}"
         );
@@ -980,7 +972,7 @@ fn every_row_of_the_exit_code_table() {
                 tls_front(plain)
             ));
         }
-        env_with(&account_toml("work", &keys))
+        env_with(&account_toml("work", &nowhere(), &keys))
     };
     let down = |services: &[&str]| {
         let keys: String = services
@@ -992,10 +984,10 @@ fn every_row_of_the_exit_code_table() {
                 )
             })
             .collect();
-        env_with(&account_toml("work", &keys))
+        env_with(&account_toml("work", &nowhere(), &keys))
     };
-    let plain = || env_with(&account_toml("work", ""));
-    let cases: Vec<(i32, &str, Env, Vec<&str>)> = vec![
+    let plain = || env_with(&account_toml("work", &nowhere(), ""));
+    let cases: Vec<(i32, &str, TestEnv, Vec<&str>)> = vec![
         (0, "a cached token", plain(), vec!["token", "work"]),
         (
             1,
@@ -1017,7 +1009,7 @@ fn every_row_of_the_exit_code_table() {
             2,
             "a config that does not load",
             {
-                let env = Env::new();
+                let env = TestEnv::with_store();
                 env.write_config("refresh_margin = \"soon\"\n");
                 env
             },
@@ -1050,7 +1042,7 @@ fn every_row_of_the_exit_code_table() {
             "a token server that refuses connections",
             {
                 let env = plain();
-                env.write_tokens("work", &serde_json::json!({"version": 1, "access_token": "old", "token_type": "Bearer", "expires_at": 1, "refresh_token": REFRESH}));
+                env.write_token_bytes("work", serde_json::json!({"version": 1, "access_token": "old", "token_type": "Bearer", "expires_at": 1, "refresh_token": REFRESH}).to_string().as_bytes());
                 env
             },
             vec!["token", "work"],

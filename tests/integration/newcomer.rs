@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 #[test]

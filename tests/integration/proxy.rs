@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::support::env::*;
 use crate::support::mail_servers::*;
 
 pub fn free_port() -> u16 {
@@ -22,19 +23,19 @@ pub fn free_port() -> u16 {
 
 /// A running proxy; killed when dropped.
 pub struct Proxy {
-    pub env: Env,
+    pub env: TestEnv,
     child: Option<Running>,
     pub port: u16,
 }
 
 impl Proxy {
     /// The proxy of `env`'s config, which listens on 127.0.0.1:`port` among others.
-    pub fn launch(env: Env, port: u16) -> Proxy {
+    pub fn launch(env: TestEnv, port: u16) -> Proxy {
         let mut cmd = std::process::Command::new(bin());
         cmd.arg("--config")
-            .arg(env.config())
+            .arg(&env.config)
             .arg("--data-dir")
-            .arg(env.data_dir())
+            .arg(&env.data)
             .arg("proxy");
         let child = Running::spawn(cmd, "mailtoken proxy".into());
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -56,13 +57,13 @@ impl Proxy {
     /// The account `work` (user alice@example.com) with its `service` server at `upstream`,
     /// and the proxy listening for `service`.
     pub fn start(service: &str, upstream: u16, extra_proxy: &str) -> Proxy {
-        let env = Env::new();
+        let env = TestEnv::with_store();
         let port = free_port();
         env.write_config(&format!(
             "[proxy]\n{service} = \"127.0.0.1:{port}\"\n{extra_proxy}\n{}",
-            account_toml("work", &upstream_keys(service, upstream))
+            account_toml("work", &nowhere(), &upstream_keys(service, upstream))
         ));
-        env.write_token("work", TOKEN);
+        env.write_token("work", TOKEN, REFRESH, FAR_FUTURE);
         Proxy::launch(env, port)
     }
 
@@ -583,11 +584,11 @@ fn megabytes_pass_both_ways_over_local_tls() {
 
 #[test]
 fn a_listener_off_this_machine_needs_local_tls_and_a_password() {
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&format!(
         "[proxy]\nimap = \"0.0.0.0:{}\"\n{}",
         free_port(),
-        account_toml("work", "")
+        account_toml("work", &nowhere(), "")
     ));
     let out = env.run(&["proxy"]);
     assert_eq!(out.code, Some(2), "{}", out.all());
@@ -618,10 +619,10 @@ fn another_user_with_the_local_password_gets_in_and_guessing_is_slowed_down() {
         return;
     }
     let hash = {
-        let env = Env::new();
+        let env = TestEnv::with_store();
         let mut cmd = std::process::Command::new(bin());
         cmd.arg("--config")
-            .arg(env.config())
+            .arg(&env.config)
             .args(["proxy", "--hash-password"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped());

@@ -11,8 +11,9 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
 use crate::proxy::{Client, Proxy, free_port, upstream_keys};
+use crate::support::env::*;
 use crate::support::mail_servers::*;
-use crate::support::oauth_server::{self, FakeServer, Kind, Refresh, now_unix};
+use crate::support::oauth_server::{FakeServer, Kind, Refresh};
 
 /// A real server's port that records whether anyone connected: the proxy logs in upstream
 /// only by connecting, so no connection means no login and no command.
@@ -289,15 +290,15 @@ fn a_dripping_tls_handshake_is_let_go_at_the_deadline() {
 #[test]
 fn a_user_two_accounts_share_is_never_guessed() {
     let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     let port = free_port();
     env.write_config(&format!(
         "[proxy]\nimap = \"127.0.0.1:{port}\"\n{}{}",
-        account_toml("home", "smtp_host = \"127.0.0.1\""),
-        account_toml("work", &upstream_keys("imap", upstream))
+        account_toml("home", &nowhere(), "smtp_host = \"127.0.0.1\""),
+        account_toml("work", &nowhere(), &upstream_keys("imap", upstream))
     ));
-    env.write_token("work", TOKEN);
-    env.write_token("home", TOKEN);
+    env.write_token("work", TOKEN, REFRESH, FAR_FUTURE);
+    env.write_token("home", TOKEN, REFRESH, FAR_FUTURE);
     let proxy = Proxy::launch(env, port);
     let mut c = proxy.connect();
     c.line();
@@ -445,17 +446,17 @@ fn proxy_with_token_server(
     upstream: u16,
     tokens: serde_json::Value,
 ) -> Proxy {
-    let env = Env::new();
+    let env = TestEnv::with_store();
     let port = free_port();
     env.write_config(&format!(
         "[proxy]\n{service} = \"127.0.0.1:{port}\"\n{}",
-        oauth_server::account_toml(
+        account_toml(
             "work",
             &server.base_url(),
             &upstream_keys(service, upstream)
         )
     ));
-    env.write_tokens("work", &tokens);
+    env.write_token_bytes("work", tokens.to_string().as_bytes());
     Proxy::launch(env, port)
 }
 
@@ -596,11 +597,11 @@ fn a_stop_during_a_refresh_keeps_the_rotated_refresh_token() {
 
 #[test]
 fn a_malformed_password_hash_is_refused_at_start() {
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&format!(
         "[proxy]\nimap = \"127.0.0.1:{}\"\npassword_hash = \"$argon2id$v=19$m=19456,t=2,p=1$c2FsdA\"\n{}",
         free_port(),
-        account_toml("work", "")
+        account_toml("work", &nowhere(), "")
     ));
     let out = env.run(&["proxy"]);
     assert_eq!(out.code, Some(2), "{}", out.all());
@@ -777,14 +778,14 @@ fn on_the_network_the_owner_needs_the_password_too() {
 fn the_made_certificate_is_trusted_by_a_client_that_trusts_its_ca() {
     use std::os::unix::fs::PermissionsExt;
     let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
-    let env = Env::new();
+    let env = TestEnv::with_store();
     let made = env.run(&["proxy", "--make-certificate"]);
     assert_eq!(made.code, Some(0), "{}", made.all());
     assert_eq!(made.stdout, "");
     let (ca, cert, key) = (
-        env.data_dir().join("proxy-ca.pem"),
-        env.data_dir().join("proxy-cert.pem"),
-        env.data_dir().join("proxy-key.pem"),
+        env.data.join("proxy-ca.pem"),
+        env.data.join("proxy-cert.pem"),
+        env.data.join("proxy-key.pem"),
     );
     for path in [&ca, &cert, &key] {
         assert!(
@@ -806,9 +807,9 @@ fn the_made_certificate_is_trusted_by_a_client_that_trusts_its_ca() {
          tls_certificate = \"{}\"\ntls_key = \"{}\"\n{}",
         cert.display(),
         key.display(),
-        account_toml("work", &upstream_keys("imap", upstream))
+        account_toml("work", &nowhere(), &upstream_keys("imap", upstream))
     ));
-    env.write_token("work", TOKEN);
+    env.write_token("work", TOKEN, REFRESH, FAR_FUTURE);
     let proxy = Proxy::launch(env, port);
     let script = format!(
         "import imaplib, ssl\n\
@@ -842,12 +843,12 @@ fn a_thread_that_cannot_be_had_turns_one_connection_away_not_the_proxy() {
         return;
     }
     const UID: &str = "4242";
-    let env = Env::new();
+    let env = TestEnv::with_store();
     let port = free_port();
     let upstream = Untouched::new();
     env.write_config(&format!(
         "[proxy]\nimap = \"127.0.0.1:{port}\"\n{}",
-        account_toml("work", &upstream_keys("imap", upstream.port()))
+        account_toml("work", &nowhere(), &upstream_keys("imap", upstream.port()))
     ));
     // The programs, where that uid can run them whatever the checkout's modes.
     let bin_dir = env.dir.path().join("bin");
@@ -876,9 +877,9 @@ fn a_thread_that_cannot_be_had_turns_one_connection_away_not_the_proxy() {
     ])
     .arg(bin_dir.join("mailtoken"))
     .arg("--config")
-    .arg(env.config())
+    .arg(&env.config)
     .arg("--data-dir")
-    .arg(env.data_dir())
+    .arg(&env.data)
     .arg("proxy")
     .env("HOME", env.dir.path());
     let child = Running::spawn(cmd, "mailtoken proxy (uid 4242)".into());

@@ -4,6 +4,7 @@
 use std::thread::sleep;
 use std::time::Duration;
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 /// Log in, reuse the cached token, then let 16 callers meet an expired token at once: one

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 const SEED_RT: &str = "fake-rt-seed";
