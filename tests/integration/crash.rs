@@ -196,11 +196,7 @@ fn kill_9_at_random_moments_leaves_old_or_new_tokens_and_a_working_store() {
                     "kill {i}: a login was asked for outside the rotation window\n{}",
                     next.stderr
                 );
-                assert!(
-                    next.stderr.contains("mailtoken login work"),
-                    "{}",
-                    next.stderr
-                );
+                next.assert_stderr_has("mailtoken login work");
                 seen.lost += 1;
                 seen.prompt_lost += usize::from(stall == 0);
                 // The person logs in again.

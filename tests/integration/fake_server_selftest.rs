@@ -1,4 +1,5 @@
-//! Tests of the fake OAuth2 server and helpers in tests/common, over raw TCP.
+//! Tests of the fake OAuth2 server (support/oauth_server) and the HTTP codec (support/http),
+//! over raw TCP.
 //! These do not involve the mailtoken binary.
 
 use crate::support::env::*;

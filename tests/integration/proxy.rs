@@ -176,7 +176,7 @@ fn imap_login_with_a_password_becomes_xoauth2_upstream_and_the_session_is_relaye
     assert!(s.logout);
     let log = proxy.stop();
     assert_eq!(log.code, Some(0), "{}", log.all());
-    assert!(log.stderr.contains("work: logged in"), "{}", log.all());
+    log.assert_stderr_has("work: logged in");
     log.assert_no_secrets();
 }
 
@@ -592,7 +592,7 @@ fn a_listener_off_this_machine_needs_local_tls_and_a_password() {
     ));
     let out = env.run(&["proxy"]);
     assert_eq!(out.code, Some(2), "{}", out.all());
-    assert!(out.stderr.contains("needs local TLS"), "{}", out.all());
+    out.assert_stderr_has("needs local TLS");
 }
 
 /// As `nobody`, with bash's own /dev/tcp (no interpreter from root's home needed): one IMAP
@@ -669,5 +669,5 @@ fn an_upstream_that_closes_mid_session_ends_the_client_session() {
     let _ = c.reader.read_to_string(&mut rest);
     assert!(started.elapsed() < Duration::from_secs(5), "{rest}");
     let log = proxy.stop();
-    assert!(log.stderr.contains("work: logged in"), "{}", log.all());
+    log.assert_stderr_has("work: logged in");
 }

@@ -195,7 +195,7 @@ fn the_snapshot_serves_while_the_config_is_unchanged_and_never_after() {
     env.write_config(&config.replace("refresh_margin = 60", "refresh_margin = \"soon\""));
     let broken = run(&env, &["token", "work"], true);
     assert_eq!(broken.code, Some(2), "{}", broken.all());
-    assert!(broken.stderr.contains("line 1"), "{}", broken.all());
+    broken.assert_stderr_has("line 1");
     assert!(broken.stdout.is_empty());
 }
 
@@ -340,15 +340,11 @@ fn a_due_token_is_waited_for_in_the_small_program() {
     for (outcome, code) in [("stored", Some(0)), ("failed", Some(4))] {
         let out = wait_out(outcome, &front, true);
         assert_eq!(out.code, code, "{outcome}: {}", out.all());
-        assert!(!out.stderr.contains("mailtoken-full"), "{}", out.all());
+        out.assert_stderr_lacks("mailtoken-full");
         if outcome == "stored" {
             assert_eq!(out.stdout, "AT-refreshed\n");
         } else {
-            assert!(
-                out.stderr.contains("just tried and failed"),
-                "{}",
-                out.stderr
-            );
+            out.assert_stderr_has("just tried and failed");
             assert!(out.stdout.is_empty());
         }
         // The full path, waiting the same way, says the same.
@@ -367,7 +363,7 @@ fn a_due_token_is_waited_for_in_the_small_program() {
         .arg(&env.data)
         .args(["token", "work"]);
     let out = Running::spawn(cmd, "mailtoken token work (due)".into()).wait(RUN_TIMEOUT);
-    assert!(out.stderr.contains("mailtoken-full"), "{}", out.all());
+    out.assert_stderr_has("mailtoken-full");
 }
 
 /// What the full path refuses, the quick path refuses with the same words, however well the

@@ -80,6 +80,14 @@ impl TestEnv {
         env
     }
 
+    /// `config`, and a store holding the usual login of "work": `TOKEN`, valid until 2100.
+    pub fn logged_in(config: &str) -> TestEnv {
+        let env = Self::with_store();
+        env.write_config(config);
+        env.write_token(ACCOUNT, TOKEN, REFRESH, FAR_FUTURE);
+        env
+    }
+
     /// Config with account "work" pointing at `server`.
     pub fn new(server: &FakeServer) -> TestEnv {
         Self::with_extra(server, "", "")
@@ -147,6 +155,18 @@ impl TestEnv {
             .unwrap_or_else(|e| panic!("token file {} is not JSON: {e}", p.display()))
     }
 
+    /// Entries of the data dir other than the token files and lock files.
+    pub fn stray_files(&self) -> Vec<String> {
+        let mut v = Vec::new();
+        for e in std::fs::read_dir(&self.data).expect("read data dir") {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            if !(name.ends_with(".json") || name.ends_with(".lock")) {
+                v.push(name);
+            }
+        }
+        v
+    }
+
     pub fn token_bytes(&self, name: &str) -> Option<Vec<u8>> {
         std::fs::read(self.token_path(name)).ok()
     }
@@ -210,14 +230,9 @@ impl TestEnv {
 
 impl RunResult {
     /// No secret of the test store may appear anywhere in the output.
+    #[track_caller]
     pub fn assert_no_secrets(&self) {
-        for secret in [TOKEN, GRAPH_TOKEN, REFRESH] {
-            assert!(
-                !self.all().contains(secret),
-                "leaked {secret}:\n{}",
-                self.all()
-            );
-        }
+        self.assert_no_leak(&[TOKEN, GRAPH_TOKEN, REFRESH]);
     }
 }
 
