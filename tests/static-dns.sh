@@ -54,27 +54,8 @@ openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj "/CN=t
 printf 'subjectAltName=DNS:tokens.mailtoken.test\nextendedKeyUsage=serverAuth\n' >"$work/ext.cnf"
 openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
   -days 1 -extfile "$work/ext.cnf" -out "$work/server.pem" 2>/dev/null
-ip netns exec "$ns" python3 - "$work" <<'PY' &
-import http.server, json, ssl, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = json.dumps({"access_token": "resolved-and-refreshed", "token_type": "Bearer",
-                           "expires_in": 3600, "refresh_token": "rt-2"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-s = http.server.HTTPServer(("127.0.0.1", 0), H)
-ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-ctx.load_cert_chain(sys.argv[1] + "/server.pem", sys.argv[1] + "/server.key")
-s.socket = ctx.wrap_socket(s.socket, server_side=True)
-open(sys.argv[1] + "/port", "w").write(str(s.server_address[1]))
-s.serve_forever()
-PY
+ip netns exec "$ns" python3 tests/tools/token_server.py --access resolved-and-refreshed --refresh rt-2 \
+  --tls "$work/server.pem" "$work/server.key" --port-file "$work/port" &
 for _ in $(seq 50); do [[ -s $work/port ]] && break; sleep 0.1; done
 port=$(cat "$work/port")
 mkdir -m 700 "$work/data"

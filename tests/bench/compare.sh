@@ -58,30 +58,7 @@ cleanup() {
 trap cleanup EXIT
 
 # --- a tiny rotating token server on 127.0.0.1 ----------------------------------------------
-cat > "$work/server.py" <<'PY'
-import http.server, json, sys, threading
-lock, n = threading.Lock(), [0]
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        with lock:
-            n[0] += 1
-            i = n[0]
-        body = json.dumps({"access_token": f"bench-at-{i}", "token_type": "Bearer",
-                           "expires_in": 3600, "refresh_token": f"bench-rt-{i}",
-                           "scope": "mail offline_access"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-print(s.server_address[1], flush=True)
-s.serve_forever()
-PY
-"$PYTHON" "$work/server.py" > "$work/port" &
+"$PYTHON" "$repo/tests/tools/token_server.py" --scope "mail offline_access" --port-file "$work/port" &
 server_pid=$!
 for _ in $(seq 100); do [ -s "$work/port" ] && break; sleep 0.05; done
 port=$(cat "$work/port")

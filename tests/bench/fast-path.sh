@@ -47,36 +47,14 @@ C
 cc -O2 -o "$work/waiter" "$work/waiter.c"
 echo "machine: $(nproc) cores, $(free -g | awk '/^Mem:/ {print $2}') GiB, load $(cut -d' ' -f1-3 /proc/loadavg), $(uname -sr), $(ldd --version | head -1 | sed 's/.* //') glibc; LC_ALL=C; $(date -u +%F)"
 echo "binary: $(stat -c %s "$repo/target/release/mailtoken") bytes; $(file -b "$repo/target/release/mailtoken" | cut -d, -f1-2,4)"
-python3 - "$repo/target/release/mailtoken" "$work" "$PAIRS" "$ROUNDS" "${OTHER_BIN:-}" <<'PY'
-import contextlib, fcntl, http.server, json, os, select, statistics, subprocess, sys, threading, time
+PYTHONPATH="$repo/tests/tools" python3 - "$repo/target/release/mailtoken" "$work" "$PAIRS" "$ROUNDS" "${OTHER_BIN:-}" <<'PY'
+import contextlib, fcntl, json, os, select, statistics, subprocess, sys, time
+from token_server import TokenServer
 
 binary, work, pairs, rounds, other = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
-delay = [0.0]
-served = [0]
-
-class Server(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # One write per reply, sent at once: the server's own latency must not hide the client's.
-    disable_nagle_algorithm = True
-    wbufsize = 1 << 16
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if delay[0]:
-            time.sleep(delay[0])
-        served[0] += 1
-        body = json.dumps({"access_token": f"bench-at-{served[0]}", "token_type": "Bearer",
-                           "expires_in": 3600, "refresh_token": f"bench-rt-{served[0]}"}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-
-server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
-threading.Thread(target=server.serve_forever, daemon=True).start()
-url = f"http://127.0.0.1:{server.server_address[1]}/token"
+# The refresh's server answers at once; the storm's takes 300 ms (server.delay).
+server = TokenServer(one_write=True).start()
+url = server.url
 
 def account(name):
     return (f'[accounts.{name}]\nprovider = "generic"\nuser = "{name}@example.com"\n'
@@ -242,13 +220,13 @@ def after_first(rounds_of, one_round):
 # caller is waiting on the lock when the refresher stores the new token.
 def storm_round(_):
     write_tokens(1, 1)
-    before = served[0]
+    before = server.served
     arrived = reap_all(spawn_all(binary, mailtoken(1), 64))
-    assert served[0] - before == 1, f"{served[0] - before} refreshes in one storm"
+    assert server.served - before == 1, f"{server.served - before} refreshes in one storm"
     assert len(arrived) == 64, f"{len(arrived)} of 64 callers printed"
     return arrived
 
-delay[0] = 0.3
+server.delay = 0.3
 storm = after_first(rounds, storm_round)
 print(f"\nstorm: 64 callers at expiry, server 300 ms, {rounds} rounds; one refresh each round; "
       f"reader priority {priority[0]}")

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 use mailtoken::store;
 
@@ -195,11 +196,7 @@ fn kill_9_at_random_moments_leaves_old_or_new_tokens_and_a_working_store() {
                     "kill {i}: a login was asked for outside the rotation window\n{}",
                     next.stderr
                 );
-                assert!(
-                    next.stderr.contains("mailtoken login work"),
-                    "{}",
-                    next.stderr
-                );
+                next.assert_stderr_has("mailtoken login work");
                 seen.lost += 1;
                 seen.prompt_lost += usize::from(stall == 0);
                 // The person logs in again.

@@ -1,6 +1,9 @@
-//! Tests of the fake OAuth2 server and helpers in tests/common, over raw TCP.
+//! Tests of the fake OAuth2 server (support/oauth_server) and the HTTP codec (support/http),
+//! over raw TCP.
 //! These do not involve the mailtoken binary.
 
+use crate::support::env::*;
+use crate::support::http::{parse_form, url_decode, url_encode};
 use crate::support::oauth_server::*;
 use std::io::Write;
 use std::net::TcpStream;

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use crate::support::env::*;
+use crate::support::http::{parse_form, url_encode};
 use crate::support::oauth_server::*;
 
 const HTTP_TIMEOUT: &str = "2";

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::env::*;
+use crate::support::http::{parse_form, url_encode};
 use crate::support::oauth_server::*;
 
 const BROWSER_ACCOUNT: &str = "authorization_endpoint = \"{base}/authorize\"\nflow = \"browser\"\n";
@@ -387,7 +389,7 @@ fn client_credentials_with_a_secret_fetch_cache_and_fetch_again() {
     assert_eq!(server.count(Kind::Credentials), 1);
     let request = &server.requests_of(Kind::Credentials)[0];
     assert_eq!(request.param("scope"), Some("api://mail/.default"));
-    assert!(!first.stderr.contains("app-secret-value"));
+    first.assert_stderr_lacks("app-secret-value");
     let again = run(&["token", ACCOUNT]);
     assert_eq!(again.stdout, first.stdout);
     assert_eq!(server.count(Kind::Credentials), 1, "cached token reused");
@@ -415,9 +417,9 @@ fn client_credentials_with_a_wrong_secret_is_a_setup_error_with_a_hint() {
     cmd.env("MT_TEST_APP_SECRET", "wrong-secret-id");
     let out = Running::spawn(cmd, "token".into()).wait(RUN_TIMEOUT);
     out.expect_code(2);
-    assert!(out.stderr.contains("AADSTS7000215"), "{}", out.stderr);
-    assert!(out.stderr.contains("hint:"), "{}", out.stderr);
-    assert!(!out.stderr.contains("wrong-secret-id"), "{}", out.stderr);
+    out.assert_stderr_has("AADSTS7000215");
+    out.assert_stderr_has("hint:");
+    out.assert_stderr_lacks("wrong-secret-id");
     assert!(env.token_bytes(ACCOUNT).is_none());
 }
 
@@ -483,7 +485,7 @@ fn microsoft_app_only_scopes_must_end_in_default() {
     );
     let out = env.run(&["token", ACCOUNT]);
     out.expect_code(2);
-    assert!(out.stderr.contains("/.default"), "{}", out.stderr);
+    out.assert_stderr_has("/.default");
 }
 
 #[test]
@@ -561,10 +563,6 @@ fn the_browser_wait_counts_down_at_a_terminal() {
     cmd.args(["-qec", &format!("{} {line}", bin()), "/dev/null"]);
     let out = Running::spawn(cmd, "login at a terminal".into()).wait(Duration::from_secs(30));
     assert_eq!(out.code, Some(3), "{}", out.all());
-    assert!(
-        out.stdout.contains("waiting for the browser, 00:0"),
-        "{}",
-        out.all()
-    );
+    out.assert_stdout_has("waiting for the browser, 00:0");
     assert!(!env.token_path(ACCOUNT).exists());
 }

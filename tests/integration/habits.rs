@@ -3,6 +3,7 @@
 use std::io::Write;
 use std::process::Stdio;
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 fn two_accounts(server: &FakeServer) -> TestEnv {
@@ -23,12 +24,8 @@ fn refresh_all_renews_every_login_and_names_those_needing_a_person() {
     // `home` never logged in.
     let out = env.run(&["refresh", "--all"]);
     out.expect_code(3);
-    assert!(out.stderr.contains("work: refreshed"), "{}", out.stderr);
-    assert!(
-        out.stderr.contains("A new login is needed for: home"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr_has("work: refreshed");
+    out.assert_stderr_has("A new login is needed for: home");
     assert_eq!(
         out.stderr.matches("new login is needed").count(),
         1,
@@ -58,12 +55,7 @@ fn git_credential(env: &TestEnv, args: &[&str], input: &str) -> RunResult {
         .write_all(input.as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    RunResult {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: Default::default(),
-    }
+    RunResult::from_output(&format!("mailtoken {}", args.join(" ")), out)
 }
 
 #[test]
@@ -105,8 +97,8 @@ fn completions_are_generated_for_each_shell() {
     for shell in ["bash", "zsh", "fish"] {
         let out = env.run(&["completions", shell]);
         out.expect_code(0);
-        assert!(out.stdout.contains("mailtoken"), "{shell}");
-        assert!(out.stdout.contains("force-refresh"), "{shell}");
+        out.assert_stdout_has("mailtoken");
+        out.assert_stdout_has("force-refresh");
     }
     env.run(&["completions", "tcsh"]).expect_code(2);
 }

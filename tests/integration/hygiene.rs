@@ -8,6 +8,8 @@ use std::net::TcpStream;
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::env::*;
+use crate::support::http::{parse_form, url_encode};
 use crate::support::oauth_server::*;
 use clap::CommandFactory;
 
@@ -125,12 +127,7 @@ fn every_command_under_verbose_keeps_secrets_off_stderr() {
         .write_all(b"protocol=smtp\nhost=mail.example.com\nusername=alice@example.com\n\n")
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    let git_result = RunResult {
-        code: out.status.code(),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        elapsed: Duration::ZERO,
-    };
+    let git_result = RunResult::from_output("mailtoken git-credential get", out);
     s.record(&["git-credential", "get"], git_result)
         .expect_code(0);
 
@@ -178,28 +175,16 @@ fn every_command_under_verbose_keeps_secrets_off_stderr() {
     let mut fingerprints = 0;
     for ran in &s.runs {
         for secret in &secrets {
-            assert!(
-                !ran.result.stderr.contains(secret.as_str()),
-                "`{}` put {secret} on stderr:\n{}",
-                ran.args,
-                ran.result.stderr
-            );
+            ran.result.assert_stderr_lacks(secret.as_str());
             if !ran.prints_token {
-                assert!(
-                    !ran.result.stdout.contains(secret.as_str()),
-                    "`{}` put {secret} on stdout:\n{}",
-                    ran.args,
-                    ran.result.stdout
-                );
+                ran.result.assert_stdout_lacks(secret.as_str());
             }
         }
         if ran.prints_token {
-            assert!(
-                !ran.result.stdout.contains("fake-rt-")
-                    && !ran.result.stdout.contains(CLIENT_SECRET),
-                "`{}` printed more than the access token",
-                ran.args
-            );
+            ran.result
+                .noting(format!("`{}` printed more than the access token", ran.args))
+                .assert_stdout_lacks("fake-rt-")
+                .assert_stdout_lacks(CLIENT_SECRET);
         }
         fingerprints += ran.result.stderr.matches(" #").count();
     }
@@ -354,7 +339,7 @@ fn the_browser_listener_binds_loopback_only_and_answers_one_callback() {
         );
         let r = login.wait(Duration::from_secs(20));
         assert_eq!(r.code, Some(3), "{uri}\n{}", r.stderr);
-        assert!(r.stderr.contains("access_denied"), "{}", r.stderr);
+        r.assert_stderr_has("access_denied");
         assert!(
             TcpStream::connect(addr).is_err(),
             "{uri}: the listener outlived its callback"
@@ -426,7 +411,7 @@ fn a_user_with_control_characters_cannot_inject_sasl_fields() {
         let out = env.run(&["token", ACCOUNT, "--format", "xoauth2", "--user", user]);
         out.expect_code(2);
         assert!(out.stdout.is_empty());
-        assert!(out.stderr.contains("--user"), "{}", out.stderr);
+        out.assert_stderr_has("--user");
     }
 }
 

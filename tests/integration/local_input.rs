@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 const SEED_AT: &str = "at-local-seed-secret";
@@ -53,18 +54,17 @@ fn damaged_token_files_are_named_kept_and_never_refreshed() {
             let r = env.run(args);
             let context = format!("{what}, `{}`:\n{}", args.join(" "), r.stderr);
             assert_eq!(r.code, Some(1), "{context}");
-            assert!(r.stderr.contains(&path.display().to_string()), "{context}");
-            assert!(r.stderr.contains("damaged"), "{context}");
-            assert!(
-                !r.stderr.contains(SEED_AT) && !r.stderr.contains(SEED_RT),
-                "{context}"
-            );
+            r.noting(what)
+                .assert_stderr_has(&path.display().to_string())
+                .assert_stderr_has("damaged")
+                .assert_stderr_lacks(SEED_AT)
+                .assert_stderr_lacks(SEED_RT);
             assert_eq!(std::fs::read(&path).unwrap(), *bytes, "{context}");
         }
         // status reports the problem in full, and its exit code says there is one.
         let status = env.run(&["status", ACCOUNT]);
         status.expect_code(1);
-        assert!(status.stdout.contains("damaged"), "{}", status.stdout);
+        status.assert_stdout_has("damaged");
     }
     assert_eq!(
         server.total(),
@@ -81,7 +81,7 @@ fn a_directory_where_the_token_file_belongs_is_an_error_naming_it() {
     std::fs::create_dir(env.token_path(ACCOUNT)).unwrap();
     let r = env.run(&["token", ACCOUNT]);
     r.expect_code(1);
-    assert!(r.stderr.contains("work.json"), "{}", r.stderr);
+    r.assert_stderr_has("work.json");
     assert!(env.token_path(ACCOUNT).is_dir());
     assert_eq!(server.total(), 0);
 }
@@ -102,12 +102,8 @@ fn a_token_file_another_user_owns_is_refused_and_left_alone() {
     for args in [&["token", ACCOUNT][..], &["refresh", ACCOUNT]] {
         let r = env.run(args);
         assert_eq!(r.code, Some(1), "`{}`:\n{}", args.join(" "), r.stderr);
-        assert!(r.stderr.contains("uid 4242"), "{}", r.stderr);
-        assert!(
-            r.stderr.contains(&path.display().to_string()),
-            "{}",
-            r.stderr
-        );
+        r.assert_stderr_has("uid 4242");
+        r.assert_stderr_has(&path.display().to_string());
         assert_eq!(r.stdout, "", "a foreign token must not be printed");
     }
     assert_eq!(std::fs::read(&path).unwrap(), bytes);
@@ -124,8 +120,8 @@ fn a_lock_file_that_is_a_directory_stops_the_refresh_before_any_request() {
     std::fs::create_dir(env.data.join("work.lock")).unwrap();
     let r = env.run(&["token", ACCOUNT]);
     r.expect_code(1);
-    assert!(r.stderr.contains("work.lock"), "{}", r.stderr);
-    assert!(r.stderr.contains("is a directory"), "{}", r.stderr);
+    r.assert_stderr_has("work.lock");
+    r.assert_stderr_has("is a directory");
     assert_eq!(env.token_bytes(ACCOUNT).unwrap(), bytes);
     assert_eq!(server.total(), 0);
     // A cached token needs no lock, so it is still handed out.
@@ -154,7 +150,7 @@ fn a_data_dir_under_a_regular_file_is_an_error_naming_it() {
     };
     let login = run(&["login", ACCOUNT]);
     login.expect_code(1);
-    assert!(login.stderr.contains("not-a-dir"), "{}", login.stderr);
+    login.assert_stderr_has("not-a-dir");
     assert_eq!(
         server.total(),
         0,
@@ -162,7 +158,7 @@ fn a_data_dir_under_a_regular_file_is_an_error_naming_it() {
     );
     let token = run(&["token", ACCOUNT]);
     token.expect_code(1);
-    assert!(token.stderr.contains("not-a-dir"), "{}", token.stderr);
+    token.assert_stderr_has("not-a-dir");
     assert_eq!(std::fs::read_to_string(&blocker).unwrap(), "a regular file");
 }
 
@@ -211,11 +207,7 @@ fn an_unwritable_data_dir_is_found_before_the_server_spends_the_refresh_token() 
     };
     let r = env.run(&["token", ACCOUNT]);
     r.expect_code(1);
-    assert!(
-        r.stderr.contains(&env.data.display().to_string()),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has(&env.data.display().to_string());
     assert_eq!(
         server.count(Kind::Refresh),
         0,
@@ -292,10 +284,11 @@ fn broken_configs_name_file_and_line_and_change_nothing() {
             let r = env.run(args);
             let context = format!("{what}, `{}`:\n{}", args.join(" "), r.stderr);
             assert_eq!(r.code, Some(2), "{context}");
-            assert!(r.stderr.contains(&config_path), "{context}");
-            assert!(r.stderr.contains(line), "{context}");
             // toml quotes the offending line by default; that line may hold a secret.
-            assert!(!r.stderr.contains("cfg-secret-value-123"), "{context}");
+            r.noting(what)
+                .assert_stderr_has(&config_path)
+                .assert_stderr_has(line)
+                .assert_stderr_lacks("cfg-secret-value-123");
             assert_eq!(
                 std::fs::read_to_string(&env.config).unwrap(),
                 *text,
@@ -372,11 +365,7 @@ fn a_data_dir_given_on_the_command_line_is_never_chmod_ed_and_refused_if_others_
     set(0o1777);
     let out = env.run(&["login", ACCOUNT]);
     out.expect_code(1);
-    assert!(
-        out.stderr.contains("other users can write"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr_has("other users can write");
     assert_eq!(env.data.metadata().unwrap().mode() & 0o7777, 0o1777);
     assert_eq!(server.total(), 0, "nothing asked of the server");
 
@@ -407,11 +396,7 @@ fn the_default_data_dir_is_mailtokens_own_and_is_tightened() {
     let out = Running::spawn(cmd, "login with the default data dir".into()).wait(RUN_TIMEOUT);
     out.expect_code(0);
     assert_eq!(mode_of(&default), 0o700);
-    assert!(
-        out.stderr.contains("was accessible to other users"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr_has("was accessible to other users");
 }
 
 #[test]
@@ -439,27 +424,15 @@ fn commands_in_a_config_others_can_write_are_never_run() {
     // status only looks: it says what is wrong and runs nothing; token refuses.
     let look = env.run(&["status", ACCOUNT]);
     look.expect_code(0);
-    assert!(
-        look.stdout.contains("its load command is not run"),
-        "{}",
-        look.all()
-    );
-    assert!(look.stderr.contains("chmod go-w"), "{}", look.stderr);
+    look.assert_stdout_has("its load command is not run");
+    look.assert_stderr_has("chmod go-w");
     let out = env.run(&["token", ACCOUNT]);
     out.expect_code(2);
-    assert!(
-        out.stderr.contains("can be written by other users"),
-        "{}",
-        out.stderr
-    );
-    assert!(out.stderr.contains("chmod go-w"), "{}", out.stderr);
+    out.assert_stderr_has("can be written by other users");
+    out.assert_stderr_has("chmod go-w");
     assert!(!ran.exists(), "the command ran");
     let doctor = env.run(&["doctor"]);
-    assert!(
-        doctor.stdout.contains("can be written by other users"),
-        "{}",
-        doctor.stdout
-    );
+    doctor.assert_stdout_has("can be written by other users");
     assert!(!ran.exists(), "doctor ran the command");
 
     chmod(0o600);

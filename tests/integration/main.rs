@@ -6,9 +6,12 @@ mod support;
 
 mod cli;
 mod crash;
+mod device_login;
+mod doctor;
 mod fake_server_selftest;
 mod faults;
 mod flows;
+mod graph_whoami;
 mod habits;
 mod hygiene;
 mod local_input;
@@ -18,9 +21,13 @@ mod newcomer;
 mod parsers;
 mod proxy;
 mod proxy_guard;
+mod proxy_logins;
+mod proxy_users;
 mod quick;
+mod refresh;
 mod stores;
 mod survival;
+mod token_failures;
 
 /// Every file of this directory is a module of this binary, and every module a file: a test
 /// file nobody declared would never run, and nothing would say so (jj's guard of the same

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 #[test]
@@ -17,8 +18,8 @@ fn doctor_accepts_a_generic_app_only_account_with_its_own_scopes() {
         server.base_url()
     ));
     let out = env.run(&["doctor", "app"]);
-    assert!(!out.stdout.contains("delegated"), "{}", out.stdout);
-    assert!(!out.stdout.contains(".default"), "{}", out.stdout);
+    out.assert_stdout_lacks("delegated");
+    out.assert_stdout_lacks(".default");
 }
 
 #[test]
@@ -37,16 +38,9 @@ fn a_broken_secret_command_stops_a_browser_login_before_the_address_is_shown() {
     cmd.stdin(Stdio::null());
     let out = Running::spawn(cmd, "login --paste".into()).wait(RUN_TIMEOUT);
     assert_ne!(out.code, Some(0));
-    assert!(
-        out.stderr.contains("client_secret_command"),
-        "{}",
-        out.stderr
-    );
-    assert!(
-        !out.stderr.contains("/authorize?"),
-        "the person was sent to approve a login that could not finish:\n{}",
-        out.stderr
-    );
+    out.assert_stderr_has("client_secret_command");
+    out.noting("the person was sent to approve a login that could not finish")
+        .assert_stderr_lacks("/authorize?");
 }
 
 #[test]
@@ -58,7 +52,7 @@ fn a_new_login_keeps_a_damaged_token_file_beside_instead_of_overwriting_it() {
     server.push_polls(&[Poll::Success]);
     let out = env.run(&["login", ACCOUNT]);
     out.expect_code(0);
-    assert!(out.stderr.contains("it was kept as"), "{}", out.stderr);
+    out.assert_stderr_has("it was kept as");
     let kept: Vec<_> = std::fs::read_dir(&env.data)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -93,8 +87,8 @@ fn a_store_that_cannot_keep_tokens_stops_a_login_before_anyone_approves() {
         cmd.stdin(Stdio::null());
         let out = Running::spawn(cmd, format!("{args:?}")).wait(RUN_TIMEOUT);
         assert_ne!(out.code, Some(0), "{}", out.all());
-        assert!(out.stderr.contains("the vault is locked"), "{}", out.stderr);
-        assert!(!out.stderr.contains("/authorize?"), "{}", out.stderr);
+        out.assert_stderr_has("the vault is locked");
+        out.assert_stderr_lacks("/authorize?");
     }
     assert_eq!(server.count(Kind::Device), 0);
 }
@@ -117,7 +111,7 @@ fn an_app_only_login_keeps_a_damaged_token_file_beside() {
     env.write_token_bytes("app", b"{\"version\":1,");
     let out = env.run(&["login", "app"]);
     out.expect_code(0);
-    assert!(out.stderr.contains("it was kept as"), "{}", out.stderr);
+    out.assert_stderr_has("it was kept as");
     assert!(env.read_token_json("app").is_object());
 }
 
@@ -177,18 +171,10 @@ fn add_stores_absolute_certificate_paths_and_refuses_missing_files() {
     };
     let missing = add("no-such.pem");
     missing.expect_code(2);
-    assert!(
-        missing.stderr.contains("--client-certificate"),
-        "{}",
-        missing.stderr
-    );
+    missing.assert_stderr_has("--client-certificate");
     let out = add("app-cert.pem");
     out.expect_code(0);
-    assert!(
-        out.stderr.contains("Next: mailtoken token app"),
-        "{}",
-        out.stderr
-    );
+    out.assert_stderr_has("Next: mailtoken token app");
     let config = std::fs::read_to_string(&env.config).unwrap();
     let absolute = env.dir.path().join("app-cert.pem");
     assert!(
@@ -278,16 +264,10 @@ fn completion_offers_account_names() {
         "raw xoauth2 oauthbearer json"
     );
     assert!(complete("mailtoken token -", 2, "-", "token").contains("--format"));
-    assert!(
-        env.run(&["completions", "zsh"])
-            .stdout
-            .contains(":account -- Account name from the config:_mailtoken_account_names")
-    );
-    assert!(
-        env.run(&["completions", "fish"])
-            .stdout
-            .contains("(mailtoken accounts 2>/dev/null)")
-    );
+    env.run(&["completions", "zsh"])
+        .assert_stdout_has(":account -- Account name from the config:_mailtoken_account_names");
+    env.run(&["completions", "fish"])
+        .assert_stdout_has("(mailtoken accounts 2>/dev/null)");
 }
 
 /// A generic account's mail servers, TLS settings and private CA are set by `add`, not by
@@ -359,7 +339,7 @@ fn add_sets_mail_servers_tls_and_the_secret_method() {
         "Cargo.toml",
     ]);
     bad.expect_code(2);
-    assert!(bad.stderr.contains("--tls-ca-file"), "{}", bad.stderr);
+    bad.assert_stderr_has("--tls-ca-file");
 }
 
 /// `add` for a generic account without scopes names the flag that gives them.
@@ -377,6 +357,6 @@ fn add_names_the_scope_flag_for_a_generic_account() {
         "https://id.lab.example/t",
     ]);
     out.expect_code(2);
-    assert!(out.stderr.contains("--scope"), "{}", out.stderr);
+    out.assert_stderr_has("--scope");
     assert!(!env.config.exists(), "a config was written");
 }

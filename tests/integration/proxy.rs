@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
+use crate::support::env::*;
 use crate::support::mail_servers::*;
 
 pub fn free_port() -> u16 {
@@ -22,19 +23,19 @@ pub fn free_port() -> u16 {
 
 /// A running proxy; killed when dropped.
 pub struct Proxy {
-    pub env: Env,
+    pub env: TestEnv,
     child: Option<Running>,
     pub port: u16,
 }
 
 impl Proxy {
     /// The proxy of `env`'s config, which listens on 127.0.0.1:`port` among others.
-    pub fn launch(env: Env, port: u16) -> Proxy {
+    pub fn launch(env: TestEnv, port: u16) -> Proxy {
         let mut cmd = std::process::Command::new(bin());
         cmd.arg("--config")
-            .arg(env.config())
+            .arg(&env.config)
             .arg("--data-dir")
-            .arg(env.data_dir())
+            .arg(&env.data)
             .arg("proxy");
         let child = Running::spawn(cmd, "mailtoken proxy".into());
         let deadline = Instant::now() + Duration::from_secs(15);
@@ -56,13 +57,13 @@ impl Proxy {
     /// The account `work` (user alice@example.com) with its `service` server at `upstream`,
     /// and the proxy listening for `service`.
     pub fn start(service: &str, upstream: u16, extra_proxy: &str) -> Proxy {
-        let env = Env::new();
+        let env = TestEnv::with_store();
         let port = free_port();
         env.write_config(&format!(
             "[proxy]\n{service} = \"127.0.0.1:{port}\"\n{extra_proxy}\n{}",
-            account_toml("work", &upstream_keys(service, upstream))
+            account_toml("work", &nowhere(), &upstream_keys(service, upstream))
         ));
-        env.write_token("work", TOKEN);
+        env.write_token("work", TOKEN, REFRESH, FAR_FUTURE);
         Proxy::launch(env, port)
     }
 
@@ -175,7 +176,7 @@ fn imap_login_with_a_password_becomes_xoauth2_upstream_and_the_session_is_relaye
     assert!(s.logout);
     let log = proxy.stop();
     assert_eq!(log.code, Some(0), "{}", log.all());
-    assert!(log.stderr.contains("work: logged in"), "{}", log.all());
+    log.assert_stderr_has("work: logged in");
     log.assert_no_secrets();
 }
 
@@ -583,15 +584,15 @@ fn megabytes_pass_both_ways_over_local_tls() {
 
 #[test]
 fn a_listener_off_this_machine_needs_local_tls_and_a_password() {
-    let env = Env::new();
+    let env = TestEnv::with_store();
     env.write_config(&format!(
         "[proxy]\nimap = \"0.0.0.0:{}\"\n{}",
         free_port(),
-        account_toml("work", "")
+        account_toml("work", &nowhere(), "")
     ));
     let out = env.run(&["proxy"]);
     assert_eq!(out.code, Some(2), "{}", out.all());
-    assert!(out.stderr.contains("needs local TLS"), "{}", out.all());
+    out.assert_stderr_has("needs local TLS");
 }
 
 /// As `nobody`, with bash's own /dev/tcp (no interpreter from root's home needed): one IMAP
@@ -618,10 +619,10 @@ fn another_user_with_the_local_password_gets_in_and_guessing_is_slowed_down() {
         return;
     }
     let hash = {
-        let env = Env::new();
+        let env = TestEnv::with_store();
         let mut cmd = std::process::Command::new(bin());
         cmd.arg("--config")
-            .arg(env.config())
+            .arg(&env.config)
             .args(["proxy", "--hash-password"])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped());
@@ -668,5 +669,5 @@ fn an_upstream_that_closes_mid_session_ends_the_client_session() {
     let _ = c.reader.read_to_string(&mut rest);
     assert!(started.elapsed() < Duration::from_secs(5), "{rest}");
     let log = proxy.stop();
-    assert!(log.stderr.contains("work: logged in"), "{}", log.all());
+    log.assert_stderr_has("work: logged in");
 }

@@ -10,17 +10,16 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 
-use crate::support::mail_servers::*;
-use crate::support::oauth_server::now_unix;
+use crate::support::env::*;
 
 /// `mailtoken --config C --data-dir D ARGS`, with MAILTOKEN_QUICK=0 (the full path always)
 /// or without it.
-fn run(env: &Env, args: &[&str], quick: bool) -> RunResult {
+fn run(env: &TestEnv, args: &[&str], quick: bool) -> RunResult {
     let mut cmd = Command::new(bin());
     cmd.arg("--config")
-        .arg(env.config())
+        .arg(&env.config)
         .arg("--data-dir")
-        .arg(env.data_dir())
+        .arg(&env.data)
         .args(args)
         .env_remove("MAILTOKEN_CONFIG")
         .env_remove("MAILTOKEN_DATA_DIR")
@@ -31,27 +30,30 @@ fn run(env: &Env, args: &[&str], quick: bool) -> RunResult {
     Running::spawn(cmd, format!("mailtoken {args:?}")).wait(RUN_TIMEOUT)
 }
 
-fn snapshot(env: &Env, account: &str) -> std::path::PathBuf {
-    env.data_dir().join(format!("{account}.config"))
+fn snapshot(env: &TestEnv, account: &str) -> std::path::PathBuf {
+    env.data.join(format!("{account}.config"))
 }
 
 /// Accounts `work` (a user, a cached token), `nouser` (a cached token, no user) and `stale`
 /// (an expired token, a token endpoint nobody answers), in a config old enough to be
 /// snapshotted, with the snapshots made by one full-path call each.
-fn setup() -> Env {
-    let env = Env::new();
-    let nouser = account_toml("nouser", "").replace(&format!("user = \"{USER}\"\n"), "");
+fn setup() -> TestEnv {
+    let env = TestEnv::with_store();
+    let nouser =
+        account_toml("nouser", &nowhere(), "").replace(&format!("user = \"{USER}\"\n"), "");
     env.write_config(&format!(
         "refresh_margin = 60\n\n{}\n{nouser}\n{}",
-        account_toml("work", ""),
-        account_toml("stale", "")
+        account_toml("work", &nowhere(), ""),
+        account_toml("stale", &nowhere(), "")
     ));
-    env.write_token("work", TOKEN);
-    env.write_token("nouser", TOKEN);
-    env.write_tokens(
+    env.write_token("work", TOKEN, REFRESH, FAR_FUTURE);
+    env.write_token("nouser", TOKEN, REFRESH, FAR_FUTURE);
+    env.write_token_bytes(
         "stale",
-        &serde_json::json!({"version": 1, "access_token": "AT-old-token", "token_type": "Bearer",
-                            "expires_at": 1, "refresh_token": REFRESH}),
+        serde_json::json!({"version": 1, "access_token": "AT-old-token", "token_type": "Bearer",
+                            "expires_at": 1, "refresh_token": REFRESH})
+        .to_string()
+        .as_bytes(),
     );
     // A config changed less than 2 s ago is not snapshotted (its next change could keep the
     // same timestamps): wait that out once.
@@ -186,14 +188,14 @@ fn the_snapshot_serves_while_the_config_is_unchanged_and_never_after() {
     assert_eq!(xoauth2_user(&run(&env, &args, false)), USER);
     // Rewrite the config with the same text: a new stamp, so the snapshot is not used (and
     // is not remade either while the file is this fresh).
-    let config = std::fs::read_to_string(env.config()).unwrap();
+    let config = std::fs::read_to_string(&env.config).unwrap();
     env.write_config(&config);
     assert_eq!(xoauth2_user(&run(&env, &args, true)), USER);
     // An edit that breaks the config is reported as ever, snapshot or not.
     env.write_config(&config.replace("refresh_margin = 60", "refresh_margin = \"soon\""));
     let broken = run(&env, &["token", "work"], true);
     assert_eq!(broken.code, Some(2), "{}", broken.all());
-    assert!(broken.stderr.contains("line 1"), "{}", broken.all());
+    broken.assert_stderr_has("line 1");
     assert!(broken.stdout.is_empty());
 }
 
@@ -209,24 +211,26 @@ fn assert_private(path: &Path) {
 /// same. Not near its end, nothing is told.
 #[test]
 fn a_login_near_its_end_is_told_even_when_the_token_is_cached() {
-    let env = Env::new();
-    let log = env.data_dir().with_file_name("told");
+    let env = TestEnv::with_store();
+    let log = env.data.with_file_name("told");
     let notify = format!(
         "notify_command = 'printf \"%s|%s|%s\\n\" \"$MAILTOKEN_ACCOUNT\" \"$MAILTOKEN_EVENT\" \"$MAILTOKEN_REASON\" >> {}'\n",
         log.display()
     );
     env.write_config(&format!(
         "{notify}\n{}\n{}",
-        account_toml("ending", "login_lifetime_days = 7"),
-        account_toml("lasting", "login_lifetime_days = 8")
+        account_toml("ending", &nowhere(), "login_lifetime_days = 7"),
+        account_toml("lasting", &nowhere(), "login_lifetime_days = 8")
     ));
     let logged_in = now_unix() - 6 * 86_400 - 12 * 3600;
     for account in ["ending", "lasting"] {
-        env.write_tokens(
+        env.write_token_bytes(
             account,
-            &serde_json::json!({"version": 1, "access_token": TOKEN, "token_type": "Bearer",
+            serde_json::json!({"version": 1, "access_token": TOKEN, "token_type": "Bearer",
                                 "expires_at": now_unix() + 3600, "refresh_token": REFRESH,
-                                "logged_in_at": logged_in}),
+                                "logged_in_at": logged_in})
+            .to_string()
+            .as_bytes(),
         );
     }
     // Old enough to be snapshotted by the first call.
@@ -255,7 +259,7 @@ fn a_login_near_its_end_is_told_even_when_the_token_is_cached() {
     assert_eq!(again.stdout, format!("{TOKEN}\n"));
     assert_eq!(told().lines().count(), 1);
     // An hour later (the note of the last telling gone), the call that would be quick tells.
-    std::fs::remove_file(env.data_dir().join("ending.notified")).unwrap();
+    std::fs::remove_file(env.data.join("ending.notified")).unwrap();
     let later = run(&env, &["token", "ending"], true);
     assert_eq!(later.stdout, format!("{TOKEN}\n"));
     assert_eq!(told().lines().count(), 2, "{}", told());
@@ -270,12 +274,14 @@ fn a_login_near_its_end_is_told_even_when_the_token_is_cached() {
 fn a_due_token_is_waited_for_in_the_small_program() {
     use std::io::Write;
     use std::os::fd::AsRawFd;
-    let env = Env::new();
-    env.write_config(&account_toml("work", ""));
-    env.write_tokens(
+    let env = TestEnv::with_store();
+    env.write_config(&account_toml("work", &nowhere(), ""));
+    env.write_token_bytes(
         "work",
-        &serde_json::json!({"version": 1, "access_token": TOKEN, "token_type": "Bearer",
-                            "expires_at": now_unix() + 3600, "refresh_token": REFRESH}),
+        serde_json::json!({"version": 1, "access_token": TOKEN, "token_type": "Bearer",
+                            "expires_at": now_unix() + 3600, "refresh_token": REFRESH})
+        .to_string()
+        .as_bytes(),
     );
     // A snapshot for the quick path, made by a full-path call once the config is 2 s old.
     std::thread::sleep(Duration::from_millis(2100));
@@ -284,15 +290,17 @@ fn a_due_token_is_waited_for_in_the_small_program() {
     let alone = tempfile::tempdir().unwrap();
     let front = alone.path().join("mailtoken");
     std::fs::copy(bin(), &front).unwrap();
-    let lock_path = env.data_dir().join("work.lock");
-    let token_path = env.data_dir().join("work.json");
+    let lock_path = env.data.join("work.lock");
+    let token_path = env.data.join("work.json");
     // Due, and another process (this test) holds the lock; it then stores a token, or notes
     // a failure, and lets go: what the caller says, run as `program`.
     let wait_out = |outcome: &str, program: &std::path::Path, quick: bool| {
-        env.write_tokens(
+        env.write_token_bytes(
             "work",
-            &serde_json::json!({"version": 1, "access_token": "AT-expired", "token_type": "Bearer",
-                                "expires_at": 1, "refresh_token": REFRESH}),
+            serde_json::json!({"version": 1, "access_token": "AT-expired", "token_type": "Bearer",
+                                "expires_at": 1, "refresh_token": REFRESH})
+            .to_string()
+            .as_bytes(),
         );
         let lock = std::fs::OpenOptions::new()
             .create(true)
@@ -304,9 +312,9 @@ fn a_due_token_is_waited_for_in_the_small_program() {
         assert_eq!(unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) }, 0);
         let mut cmd = Command::new(program);
         cmd.arg("--config")
-            .arg(env.config())
+            .arg(&env.config)
             .arg("--data-dir")
-            .arg(env.data_dir())
+            .arg(&env.data)
             .args(["token", "work"])
             .env("MAILTOKEN_QUICK", if quick { "1" } else { "0" });
         let waiter = Running::spawn(cmd, format!("mailtoken token work ({outcome})"));
@@ -314,7 +322,7 @@ fn a_due_token_is_waited_for_in_the_small_program() {
         if outcome == "stored" {
             let fresh = serde_json::json!({"version": 1, "access_token": "AT-refreshed",
                 "token_type": "Bearer", "expires_at": now_unix() + 3600, "refresh_token": REFRESH});
-            let temp = env.data_dir().join("work.json.test-tmp");
+            let temp = env.data.join("work.json.test-tmp");
             let mut file = std::fs::File::create(&temp).unwrap();
             file.write_all(fresh.to_string().as_bytes()).unwrap();
             std::fs::rename(&temp, &token_path).unwrap();
@@ -324,7 +332,7 @@ fn a_due_token_is_waited_for_in_the_small_program() {
                 .unwrap()
                 .as_millis() as u64;
             let note = serde_json::json!({"at_ms": now_ms, "error": "the token server said no"});
-            std::fs::write(env.data_dir().join("work.failed"), note.to_string()).unwrap();
+            std::fs::write(env.data.join("work.failed"), note.to_string()).unwrap();
         }
         drop(lock);
         waiter.wait(RUN_TIMEOUT)
@@ -332,15 +340,11 @@ fn a_due_token_is_waited_for_in_the_small_program() {
     for (outcome, code) in [("stored", Some(0)), ("failed", Some(4))] {
         let out = wait_out(outcome, &front, true);
         assert_eq!(out.code, code, "{outcome}: {}", out.all());
-        assert!(!out.stderr.contains("mailtoken-full"), "{}", out.all());
+        out.assert_stderr_lacks("mailtoken-full");
         if outcome == "stored" {
             assert_eq!(out.stdout, "AT-refreshed\n");
         } else {
-            assert!(
-                out.stderr.contains("just tried and failed"),
-                "{}",
-                out.stderr
-            );
+            out.assert_stderr_has("just tried and failed");
             assert!(out.stdout.is_empty());
         }
         // The full path, waiting the same way, says the same.
@@ -354,12 +358,12 @@ fn a_due_token_is_waited_for_in_the_small_program() {
     // Nobody refreshing: on to the full program (which this copy lacks, and says so).
     let mut cmd = Command::new(&front);
     cmd.arg("--config")
-        .arg(env.config())
+        .arg(&env.config)
         .arg("--data-dir")
-        .arg(env.data_dir())
+        .arg(&env.data)
         .args(["token", "work"]);
     let out = Running::spawn(cmd, "mailtoken token work (due)".into()).wait(RUN_TIMEOUT);
-    assert!(out.stderr.contains("mailtoken-full"), "{}", out.all());
+    out.assert_stderr_has("mailtoken-full");
 }
 
 /// What the full path refuses, the quick path refuses with the same words, however well the
@@ -376,13 +380,13 @@ fn the_quick_path_refuses_what_the_full_path_refuses() {
     let mut cases: Vec<(&str, Step, Step)> = vec![
         (
             "config 666",
-            Box::new(|| set_mode(&env.config(), 0o666)),
-            Box::new(|| set_mode(&env.config(), 0o600)),
+            Box::new(|| set_mode(&env.config, 0o666)),
+            Box::new(|| set_mode(&env.config, 0o600)),
         ),
         (
             "data directory 777",
-            Box::new(|| set_mode(&env.data_dir(), 0o777)),
-            Box::new(|| set_mode(&env.data_dir(), 0o700)),
+            Box::new(|| set_mode(&env.data, 0o777)),
+            Box::new(|| set_mode(&env.data, 0o700)),
         ),
     ];
     // SAFETY: geteuid has no preconditions.
@@ -390,7 +394,7 @@ fn the_quick_path_refuses_what_the_full_path_refuses() {
         let chown = |uid: &str| {
             let ok = std::process::Command::new("chown")
                 .arg(uid)
-                .arg(env.data_dir())
+                .arg(&env.data)
                 .status()
                 .unwrap()
                 .success();

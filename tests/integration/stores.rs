@@ -4,6 +4,7 @@
 use std::thread::sleep;
 use std::time::Duration;
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 /// Log in, reuse the cached token, then let 16 callers meet an expired token at once: one
@@ -42,11 +43,7 @@ fn exercise_backend(env: &TestEnv, server: &FakeServer, read_back: impl Fn() -> 
     assert!(server.is_valid_refresh_token(after["refresh_token"].as_str().unwrap()));
 
     let status = env.run(&["status", ACCOUNT]);
-    assert!(
-        status.stdout.contains("logged in:     yes"),
-        "{}",
-        status.stdout
-    );
+    status.assert_stdout_has("logged in:     yes");
     env.run(&["logout", ACCOUNT]).expect_code(0);
     assert!(read_back().is_none_or(|s| s.trim().is_empty()));
     env.run(&["token", ACCOUNT]).expect_code(3);
@@ -78,7 +75,7 @@ fn store_commands_without_store_command_are_a_config_error() {
     );
     let out = env.run(&["status"]);
     out.expect_code(2);
-    assert!(out.stderr.contains("store = \"command\""), "{}", out.stderr);
+    out.assert_stderr_has("store = \"command\"");
 }
 
 /// Needs a Secret Service on the session bus: `bash tests/keyring.sh` runs it inside

@@ -8,6 +8,7 @@ use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use crate::support::env::*;
 use crate::support::oauth_server::*;
 
 const SEED_RT: &str = "fake-rt-seed";
@@ -87,7 +88,7 @@ fn a_full_disk_is_found_before_the_refresh_token_is_spent() {
 
     let full = env.run(&["token", ACCOUNT]);
     full.expect_code(1);
-    assert!(full.stderr.contains("cannot reserve"), "{}", full.stderr);
+    full.assert_stderr_has("cannot reserve");
     assert!(full.stdout.is_empty());
     assert_eq!(
         server.count(Kind::Refresh),
@@ -202,12 +203,10 @@ fn a_failing_save_command_keeps_the_rotated_token_pending_until_the_store_takes_
     first.expect_code(0);
     assert!(server.was_revoked(SEED_RT), "the server rotated");
     let pending = env.data.join("work.pending.json");
-    assert!(first.stderr.contains("vault is locked"), "{}", first.stderr);
-    assert!(
-        first.stderr.contains(&pending.display().to_string()),
-        "the warning names the pending copy:\n{}",
-        first.stderr
-    );
+    first.assert_stderr_has("vault is locked");
+    first
+        .noting("the warning names the pending copy")
+        .assert_stderr_has(&pending.display().to_string());
     assert_eq!(std::fs::metadata(&pending).unwrap().mode() & 0o777, 0o600);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), old);
     let new_token = first.stdout.clone();
@@ -275,7 +274,7 @@ fn one_minute_tokens_are_refreshed_once_per_expiry_not_on_every_call() {
         "the next call uses the cached token"
     );
     let status = env.run(&["status", ACCOUNT]);
-    assert!(status.stdout.contains("30 s before"), "{}", status.stdout);
+    status.assert_stdout_has("30 s before");
 }
 
 #[test]
@@ -348,18 +347,15 @@ fn a_refused_access_token_does_not_lose_the_rotated_refresh_token() {
         let r = env.run(&["token", ACCOUNT]);
         assert_eq!(r.code, Some(4), "{field}={value}: {}", r.stderr);
         assert!(r.stdout.is_empty());
-        assert!(
-            r.stderr.contains("new refresh token was stored"),
-            "{field}={value}: {}",
-            r.stderr
-        );
+        r.noting(format!("{field}={value}"))
+            .assert_stderr_has("new refresh token was stored");
         assert!(server.was_revoked(SEED_RT), "the server rotated");
         assert_eq!(
             stored_rt(&env.token_path(ACCOUNT)),
             "fake-rt-1",
             "{field}={value}"
         );
-        assert!(!r.stderr.contains("fake-rt-1"), "{}", r.stderr);
+        r.assert_stderr_lacks("fake-rt-1");
         server.clear_reply_field(field);
         let again = env.run(&["token", ACCOUNT, "--force-refresh"]);
         assert_eq!(again.code, Some(0), "{field}={value}: {}", again.stderr);
@@ -409,12 +405,11 @@ fn fifos_and_symlinks_in_the_data_directory_hang_nothing_and_lead_nowhere() {
             match r.code {
                 Some(0) => assert_eq!(r.stdout, "fake-at-1\n", "{what}"),
                 Some(4) if kind.ends_with("down") => {}
-                _ => assert!(
-                    r.stderr.contains(&format!("{ACCOUNT}.{file}"))
-                        && r.stderr.contains("remove it"),
-                    "{what}: {}",
-                    r.stderr
-                ),
+                _ => {
+                    r.noting(&what)
+                        .assert_stderr_has(&format!("{ACCOUNT}.{file}"))
+                        .assert_stderr_has("remove it");
+                }
             }
         }
     }
@@ -431,16 +426,12 @@ fn a_revoked_login_met_by_a_hundred_callers_costs_one_request() {
     expired_login(&env, &server);
     // Before: the login looks fine.
     let status = env.run(&["status", ACCOUNT]);
-    assert!(
-        status.stdout.contains("logged in:     yes"),
-        "{}",
-        status.all()
-    );
+    status.assert_stdout_has("logged in:     yes");
     let runs = storm(&env, 100, &[]);
     for r in &runs {
         assert_eq!(r.code, Some(3), "{}", r.all());
         assert!(r.stdout.is_empty());
-        assert!(r.stderr.contains("mailtoken login work"), "{}", r.stderr);
+        r.assert_stderr_has("mailtoken login work");
     }
     assert_eq!(
         server.count(Kind::Refresh),
@@ -455,14 +446,9 @@ fn a_revoked_login_met_by_a_hundred_callers_costs_one_request() {
         "nothing asked again with a refused token"
     );
     let status = env.run(&["status", ACCOUNT]);
-    assert!(
-        status
-            .stdout
-            .contains("logged in:     no: the provider refused the login")
-            && status.stdout.contains("mailtoken login work"),
-        "{}",
-        status.all()
-    );
+    status
+        .assert_stdout_has("logged in:     no: the provider refused the login")
+        .assert_stdout_has("mailtoken login work");
     let doctor = env.run(&["doctor", ACCOUNT]);
     assert_ne!(doctor.code, Some(0), "{}", doctor.all());
     assert!(
@@ -494,14 +480,8 @@ fn a_config_others_can_write_sends_no_secret_anywhere() {
     std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o666)).unwrap();
     let r = env.run(&["token", ACCOUNT]);
     assert_eq!(r.code, Some(2), "{}", r.all());
-    assert!(
-        r.stderr
-            .contains("can be written by other users (mode 666)")
-            && r.stderr
-                .contains(&format!("chmod go-w {}", env.config.display())),
-        "{}",
-        r.stderr
-    );
+    r.assert_stderr_has("can be written by other users (mode 666)")
+        .assert_stderr_has(&format!("chmod go-w {}", env.config.display()));
     assert_eq!(server.total(), 0, "a request was sent");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
@@ -516,15 +496,9 @@ fn a_config_others_can_write_sends_no_secret_anywhere() {
         cmd.env("SUDO_USER", "alice");
         let r = Running::spawn(cmd, "mailtoken token".into()).wait(RUN_TIMEOUT);
         assert_eq!(r.code, Some(2), "{}", r.all());
-        assert!(
-            r.stderr
-                .contains("belongs to uid 65534, not to you (uid 0)")
-                && r.stderr
-                    .contains("through sudo: run it as alice, without sudo")
-                && !r.stderr.contains("chmod"),
-            "{}",
-            r.stderr
-        );
+        r.assert_stderr_has("belongs to uid 65534, not to you (uid 0)")
+            .assert_stderr_has("through sudo: run it as alice, without sudo")
+            .assert_stderr_lacks("chmod");
         assert_eq!(server.total(), 0, "a request was sent");
     }
     std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o600)).unwrap();
@@ -603,7 +577,7 @@ fn rescued_tokens_are_told_and_replayed_by_the_next_refresh() {
     let r = child.wait(RUN_TIMEOUT);
     assert!(chattr("-i"));
     assert_ne!(r.code, Some(0), "{}", r.all());
-    assert!(r.stderr.contains("THE ONLY COPY"), "{}", r.stderr);
+    r.assert_stderr_has("THE ONLY COPY");
     assert_eq!(
         stored_rt(&env.token_path(ACCOUNT)),
         SEED_RT,
@@ -615,17 +589,13 @@ fn rescued_tokens_are_told_and_replayed_by_the_next_refresh() {
         cmd.env("XDG_RUNTIME_DIR", &runtime);
         Running::spawn(cmd, "status".into()).wait(RUN_TIMEOUT)
     };
-    assert!(status.stdout.contains("RESCUED:"), "{}", status.all());
+    status.assert_stdout_has("RESCUED:");
     server.set_refresh_delay_ms(0);
     let mut cmd = env.command(&["token", ACCOUNT, "--force-refresh"]);
     cmd.env("XDG_RUNTIME_DIR", &runtime);
     let again = Running::spawn(cmd, "mailtoken token (replay)".into()).wait(RUN_TIMEOUT);
     assert_eq!(again.code, Some(0), "{}", again.all());
-    assert!(
-        again.stderr.contains("stored the tokens of `work` rescued"),
-        "{}",
-        again.stderr
-    );
+    again.assert_stderr_has("stored the tokens of `work` rescued");
     assert_eq!(again.stdout, "fake-at-2\n");
     assert_eq!(stored_rt(&env.token_path(ACCOUNT)), "fake-rt-2");
     assert_eq!(
@@ -682,18 +652,8 @@ fn status_shows_every_account_of_a_config_others_can_write() {
     std::fs::set_permissions(&env.config, std::fs::Permissions::from_mode(0o646)).unwrap();
     let status = env.run(&["status"]);
     assert_eq!(status.code, Some(0), "{}", status.all());
-    assert!(
-        status.stdout.contains("logged in:     yes"),
-        "{}",
-        status.all()
-    );
-    assert!(
-        status
-            .stderr
-            .contains("can be written by other users (mode 646)"),
-        "{}",
-        status.all()
-    );
+    status.assert_stdout_has("logged in:     yes");
+    status.assert_stderr_has("can be written by other users (mode 646)");
     assert!(
         status.elapsed < Duration::from_secs(10),
         "the secret command ran"

@@ -1,20 +1,17 @@
 //! Fake mail and HTTP servers on 127.0.0.1 for the `send-test`, `check`, `whoami` and
-//! `doctor` tests, and a temporary home to run the binary in. Plain std: one thread per
-//! connection, one connection per server (but `imap_server_for`), every accept, read and child
-//! process bounded in time.
+//! `doctor` tests. Plain std: one thread per connection, one connection per server (but
+//! `imap_server_for`), every accept, read and child process bounded in time.
 //!
 //! Each server reports what it saw through a channel; `Seen::wait` gives up after `WAIT`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::thread;
-
-pub use super::run::{RUN_TIMEOUT, RunResult, Running, bin, closed_port};
 use std::time::{Duration, Instant};
+
+use super::env::{TOKEN, USER};
+use super::http::{HttpRequest, read_request};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -22,12 +19,6 @@ use base64::engine::general_purpose::STANDARD;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WAIT: Duration = Duration::from_secs(30);
 
-pub const USER: &str = "alice@example.com";
-pub const TOKEN: &str = "AT-secret-0123456789";
-pub const GRAPH_TOKEN: &str = "GRAPH-secret-9876";
-pub const REFRESH: &str = "RT-secret-abcdef";
-/// 2100-01-01: the stored tokens never need a refresh, so no OAuth server is needed.
-pub const FAR_FUTURE: u64 = 4_102_444_800;
 /// Google's documented XOAUTH2 error challenge, as JSON.
 pub const CHALLENGE_JSON: &str =
     r#"{"status":"401","schemes":"bearer","scope":"https://mail.google.com/"}"#;
@@ -434,62 +425,16 @@ pub fn pop_server(expected: String) -> (u16, Seen<PopSession>) {
 // HTTP (Graph, userinfo, the token server's clock)
 // ---------------------------------------------------------------------------
 
-#[derive(Debug, Default, Clone)]
-pub struct HttpRequest {
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl HttpRequest {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
 /// One HTTP request answered with `status`, extra header lines and `body`.
 pub fn http_server(
     status: u16,
     extra_headers: Vec<String>,
     body: String,
 ) -> (u16, Seen<HttpRequest>) {
-    serve(move |stream, tx| {
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut writer = stream;
-        let mut req = HttpRequest::default();
-        let mut line = String::new();
-        if reader.read_line(&mut line).is_err() {
+    serve(move |mut stream, tx| {
+        let Ok(Some(req)) = read_request(&mut stream) else {
             return;
-        }
-        let mut first = line.split_whitespace();
-        req.method = first.next().unwrap_or("").to_string();
-        req.path = first.next().unwrap_or("").to_string();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                break;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                req.headers
-                    .push((k.trim().to_string(), v.trim().to_string()));
-            }
-        }
-        let len: usize = req
-            .header("content-length")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let mut buf = vec![0; len.min(1 << 20)];
-        if reader.read_exact(&mut buf).is_ok() {
-            req.body = String::from_utf8_lossy(&buf).into_owned();
-        }
+        };
         let mut head = format!(
             "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
             body.len()
@@ -499,16 +444,15 @@ pub fn http_server(
             head.push_str("\r\n");
         }
         head.push_str("\r\n");
-        let _ = writer.write_all(head.as_bytes());
+        let _ = stream.write_all(head.as_bytes());
         if req.method != "HEAD" {
-            let _ = writer.write_all(body.as_bytes());
+            let _ = stream.write_all(body.as_bytes());
         }
-        let _ = writer.flush();
+        let _ = stream.flush();
         let _ = tx.send(req);
     })
 }
 
-/// A port nothing listens on (bound, then released).
 /// A hostile server: sends `bytes` on connect, then reads until the client goes (bounded by
 /// the socket timeout); reports what it read.
 pub fn raw_server(bytes: Vec<u8>) -> (u16, Seen<String>) {
@@ -525,105 +469,4 @@ pub fn raw_server(bytes: Vec<u8>) -> (u16, Seen<String>) {
         }
         let _ = tx.send(String::from_utf8_lossy(&got).into_owned());
     })
-}
-
-// ---------------------------------------------------------------------------
-// The binary, in a temporary home
-// ---------------------------------------------------------------------------
-
-pub struct Env {
-    pub dir: tempfile::TempDir,
-}
-
-impl Env {
-    pub fn new() -> Env {
-        let env = Env {
-            dir: tempfile::tempdir().unwrap(),
-        };
-        std::fs::create_dir(env.data_dir()).unwrap();
-        std::fs::set_permissions(env.data_dir(), std::fs::Permissions::from_mode(0o700)).unwrap();
-        env
-    }
-
-    pub fn config(&self) -> PathBuf {
-        self.dir.path().join("config.toml")
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    pub fn token_path(&self, account: &str) -> PathBuf {
-        self.data_dir().join(format!("{account}.json"))
-    }
-
-    pub fn write_config(&self, text: &str) {
-        std::fs::write(self.config(), text).unwrap();
-    }
-
-    /// A token file in the store format, mode 0600.
-    pub fn write_tokens(&self, account: &str, json: &serde_json::Value) {
-        let path = self.token_path(account);
-        std::fs::write(&path, json.to_string()).unwrap();
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-    }
-
-    /// The usual stored login: `token`, valid until 2100, with a refresh token.
-    pub fn write_token(&self, account: &str, token: &str) {
-        self.write_tokens(
-            account,
-            &serde_json::json!({
-                "version": 1,
-                "access_token": token,
-                "token_type": "Bearer",
-                "expires_at": FAR_FUTURE,
-                "refresh_token": REFRESH,
-                "scope": "mail offline_access",
-            }),
-        );
-    }
-
-    pub fn run(&self, args: &[&str]) -> Run {
-        run_bin(&self.config(), &self.data_dir(), args)
-    }
-}
-
-/// A generic account whose token endpoint nobody answers: the stored token must suffice.
-pub fn account_toml(name: &str, extra: &str) -> String {
-    format!(
-        "[accounts.{name}]\nprovider = \"generic\"\nuser = \"{USER}\"\nclient_id = \"mailtoken-test\"\n\
-         token_endpoint = \"http://127.0.0.1:{}/token\"\nscopes = [\"mail\", \"offline_access\"]\n{extra}\n",
-        closed_port()
-    )
-}
-
-pub type Run = RunResult;
-
-/// No secret of the test store may appear anywhere in the output.
-pub trait NoSecrets {
-    fn assert_no_secrets(&self);
-}
-
-impl NoSecrets for RunResult {
-    fn assert_no_secrets(&self) {
-        for secret in [TOKEN, GRAPH_TOKEN, REFRESH] {
-            assert!(
-                !self.all().contains(secret),
-                "leaked {secret}:\n{}",
-                self.all()
-            );
-        }
-    }
-}
-
-pub fn run_bin(config: &Path, data: &Path, args: &[&str]) -> Run {
-    let mut cmd = Command::new(bin());
-    cmd.arg("--config")
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env_remove("MAILTOKEN_CONFIG")
-        .env_remove("MAILTOKEN_DATA_DIR");
-    Running::spawn(cmd, format!("mailtoken {args:?}")).wait(RUN_TIMEOUT)
 }

@@ -1,7 +1,7 @@
 //! The one runner for the binary under test: spawn it, collect stdout and stderr on threads so
 //! a chatty child cannot block, and kill it at a deadline.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -14,18 +14,117 @@ pub fn bin() -> &'static str {
 }
 
 /// Result of one run of the binary.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RunResult {
+    /// The command as the runner names it in messages.
+    pub what: String,
     pub code: Option<i32>,
     pub stdout: String,
     pub stderr: String,
     pub elapsed: Duration,
+    /// Said first when an `assert_std*` check fails: the case a loop was at, say.
+    pub note: Option<String>,
 }
 
 impl RunResult {
+    /// A run made some other way (with its stdin fed, say), for the same checks.
+    pub fn from_output(what: &str, out: std::process::Output) -> RunResult {
+        RunResult {
+            what: what.to_string(),
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            elapsed: Duration::ZERO,
+            note: None,
+        }
+    }
+
     /// Both streams, labelled, for assertion messages.
     pub fn all(&self) -> String {
         format!("--- stdout\n{}--- stderr\n{}", self.stdout, self.stderr)
+    }
+
+    /// The whole run, for a failed check: what ran, how it ended and both streams. Control
+    /// characters are escaped, since a test about escape sequences would otherwise have the
+    /// terminal obey the very bytes it is reporting.
+    pub fn report(&self) -> String {
+        let shown = |text: &str| -> String {
+            text.chars()
+                .map(|c| match c {
+                    '\n' | '\t' => c.to_string(),
+                    c if c.is_control() => c.escape_default().to_string(),
+                    c => c.to_string(),
+                })
+                .collect()
+        };
+        format!(
+            "`{}` exited with {:?} after {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.what,
+            self.code,
+            self.elapsed,
+            shown(&self.stdout),
+            shown(&self.stderr)
+        )
+    }
+
+    /// The same run, with `note` said first by any failed check on it.
+    pub fn noting(&self, note: impl std::fmt::Display) -> RunResult {
+        RunResult {
+            note: Some(note.to_string()),
+            ..self.clone()
+        }
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_has(&self, needle: &str) -> &Self {
+        self.check("stderr", &self.stderr, needle, true)
+    }
+
+    #[track_caller]
+    pub fn assert_stderr_lacks(&self, needle: &str) -> &Self {
+        self.check("stderr", &self.stderr, needle, false)
+    }
+
+    #[track_caller]
+    pub fn assert_stdout_has(&self, needle: &str) -> &Self {
+        self.check("stdout", &self.stdout, needle, true)
+    }
+
+    #[track_caller]
+    pub fn assert_stdout_lacks(&self, needle: &str) -> &Self {
+        self.check("stdout", &self.stdout, needle, false)
+    }
+
+    /// Neither stream holds any of `secrets`.
+    #[track_caller]
+    pub fn assert_no_leak(&self, secrets: &[&str]) -> &Self {
+        for s in secrets {
+            self.assert_stderr_lacks(s).assert_stdout_lacks(s);
+        }
+        self
+    }
+
+    /// stderr holds none of `secrets`; stdout may, as it is where a new token goes.
+    #[track_caller]
+    pub fn assert_no_leak_on_stderr(&self, secrets: &[&str]) -> &Self {
+        for s in secrets {
+            self.assert_stderr_lacks(s);
+        }
+        self
+    }
+
+    #[track_caller]
+    fn check(&self, stream: &str, text: &str, needle: &str, wanted: bool) -> &Self {
+        if text.contains(needle) != wanted {
+            let has = if wanted { "lacks" } else { "has" };
+            let note = self
+                .note
+                .as_deref()
+                .map(|n| format!("{n}: "))
+                .unwrap_or_default();
+            panic!("{note}{stream} {has} {needle:?}\n{}", self.report());
+        }
+        self
     }
 
     /// Panic with full output unless the exit code is `code`.
@@ -34,10 +133,8 @@ impl RunResult {
         assert_eq!(
             self.code,
             Some(code),
-            "expected exit code {code}, got {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.code,
-            self.stdout,
-            self.stderr
+            "expected exit code {code}\n{}",
+            self.report()
         );
         self
     }
@@ -116,10 +213,12 @@ impl Running {
         };
         let elapsed = self.started.elapsed();
         RunResult {
+            what: self.what.clone(),
             code: status.code(),
             stdout: self.take_out(true),
             stderr: self.take_out(false),
             elapsed,
+            note: None,
         }
     }
 
@@ -165,4 +264,109 @@ pub fn closed_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// A child whose stderr is followed line by line while it runs and whose stdin stays open:
+/// for logins where the test reads the prompt and then answers (pastes an address).
+pub struct Interactive {
+    child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    err: Option<JoinHandle<String>>,
+    out: Option<JoinHandle<String>>,
+    started: Instant,
+    what: String,
+}
+
+impl Interactive {
+    pub fn spawn(mut cmd: Command) -> Interactive {
+        let what = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn mailtoken");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let err = thread::spawn(move || {
+            use std::io::BufRead;
+            let (mut all, mut line) = (String::new(), String::new());
+            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                line.clear();
+            }
+            all
+        });
+        let mut stdout = child.stdout.take().unwrap();
+        let out = thread::spawn(move || {
+            let mut all = String::new();
+            let _ = stdout.read_to_string(&mut all);
+            all
+        });
+        Interactive {
+            child,
+            lines,
+            err: Some(err),
+            out: Some(out),
+            started: Instant::now(),
+            what,
+        }
+    }
+
+    /// The first stderr line containing `needle`; panics after `timeout`.
+    pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("no line with {needle:?} on stderr within {timeout:?}"),
+            }
+        }
+    }
+
+    /// Write one line to stdin and close it.
+    pub fn type_line(&mut self, line: &str) {
+        let mut stdin = self.child.stdin.take().expect("stdin already closed");
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// Wait for the exit, at most `timeout` from the start; kill and panic past it.
+    pub fn wait(mut self, timeout: Duration) -> RunResult {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if self.started.elapsed() > timeout {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                panic!("mailtoken did not finish within {timeout:?}");
+            }
+            thread::sleep(Duration::from_millis(20));
+        };
+        drop(self.child.stdin.take());
+        RunResult {
+            what: self.what.clone(),
+            code: status.code(),
+            stdout: self.out.take().unwrap().join().unwrap(),
+            stderr: self.err.take().unwrap().join().unwrap(),
+            elapsed: self.started.elapsed(),
+            note: None,
+        }
+    }
+}
+
+impl Drop for Interactive {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 }
