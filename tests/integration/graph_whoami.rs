@@ -6,6 +6,16 @@ use crate::support::mail_servers::*;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
+/// The test message, sent through Graph.
+const SEND_BY_GRAPH: [&str; 6] = [
+    "send-test",
+    "work",
+    "--via",
+    "graph",
+    "--to",
+    "bob@example.com",
+];
+
 /// An account whose Graph token comes from a named resource, stored beside the own token.
 fn graph_env(graph_port: u16, extra: &str) -> TestEnv {
     let env = TestEnv::with_store();
@@ -43,16 +53,7 @@ fn graph_env(graph_port: u16, extra: &str) -> TestEnv {
 fn graph_send_test_posts_sendmail_with_the_graph_token() {
     let (port, seen) = http_server(202, vec![], String::new());
     let env = graph_env(port, "");
-    let run = env.run(&[
-        "send-test",
-        "work",
-        "--via",
-        "graph",
-        "--to",
-        "bob@example.com",
-        "--subject",
-        "Graph test",
-    ]);
+    let run = env.run(&[&SEND_BY_GRAPH[..], &["--subject", "Graph test"]].concat());
     let req = seen.wait();
     assert_eq!(run.code, Some(0), "{}", run.all());
     assert_eq!(req.method, "POST");
@@ -87,14 +88,7 @@ fn graph_send_test_for_app_only_uses_the_users_path() {
         "scopes = [\"https://graph.microsoft.com/.default\"]",
     ));
     env.write_token("work", GRAPH_TOKEN, REFRESH, FAR_FUTURE);
-    let run = env.run(&[
-        "send-test",
-        "work",
-        "--via",
-        "graph",
-        "--to",
-        "bob@example.com",
-    ]);
+    let run = env.run(&SEND_BY_GRAPH);
     let req = seen.wait();
     assert_eq!(run.code, Some(0), "{}", run.all());
     assert_eq!(req.target, "/v1.0/users/alice@example.com/sendMail");
@@ -112,14 +106,7 @@ fn graph_refusal_shows_graphs_error() {
         r#"{"error":{"code":"ErrorAccessDenied","message":"Access is denied. Check credentials and try again."}}"#.into(),
     );
     let env = graph_env(port, "");
-    let run = env.run(&[
-        "send-test",
-        "work",
-        "--via",
-        "graph",
-        "--to",
-        "bob@example.com",
-    ]);
+    let run = env.run(&SEND_BY_GRAPH);
     let _ = seen.wait();
     assert_eq!(run.code, Some(1), "{}", run.all());
     run.assert_stderr_has("HTTP 403 ErrorAccessDenied");
@@ -130,14 +117,7 @@ fn graph_refusal_shows_graphs_error() {
 #[test]
 fn graph_without_a_graph_scope_says_what_to_add() {
     let env = TestEnv::logged_in(&account_toml("work", &nowhere(), ""));
-    let run = env.run(&[
-        "send-test",
-        "work",
-        "--via",
-        "graph",
-        "--to",
-        "bob@example.com",
-    ]);
+    let run = env.run(&SEND_BY_GRAPH);
     assert_eq!(run.code, Some(2), "{}", run.all());
     run.assert_stderr_has("[accounts.work.resources]");
 }
