@@ -16,7 +16,8 @@
 #     bash tests/bench/fast-path.sh            PAIRS=300 ROUNDS=10 to change the counts
 #
 # OTHER_BIN=PATH adds the cached calls of another build of mailtoken (a statically linked
-# one, say) to the same interleaved runs.
+# one, or the build before a change) to the same interleaved runs, with data directories of
+# its own.
 #
 # Needs cargo, python3, curl, GNU time (/usr/bin/time) and cc (for the storm's floor).
 set -euo pipefail
@@ -84,8 +85,22 @@ def write_tokens(n, expires_at):
 token_file = write_tokens(1, 4102444800)
 write_tokens(500, 4102444800)
 env = {"LC_ALL": "C", "PATH": "/usr/bin:/bin", "HOME": work}
-def mailtoken(n, *args):
-    return [binary, "--config", configs[n], "--data-dir", data[n], "token", "work", *args]
+def mailtoken(n, *args, build=None):
+    data_dir = other_data[n] if build else data[n]
+    return [build or binary, "--config", configs[n], "--data-dir", data_dir, "token", "work", *args]
+
+# The other build keeps data directories of its own: its config snapshot may be of another
+# format version, which would make each build throw the other's away.
+other_data = {}
+if other:
+    for n in configs:
+        other_data[n] = os.path.join(work, f"data-other-{n}")
+        os.mkdir(other_data[n], 0o700)
+        for name in ("work.json",):
+            with open(os.path.join(data[n], name), "rb") as f, \
+                 open(os.path.join(other_data[n], name), "wb") as g:
+                g.write(f.read())
+            os.chmod(os.path.join(other_data[n], name), 0o600)
 
 def spawn(argv, out=None):
     fa = [(os.POSIX_SPAWN_OPEN, 1, out or os.devnull, os.O_WRONLY, 0)]
@@ -108,9 +123,10 @@ def peak_rss_kib(argv, runs=20):
 # The config snapshots: made by a first call once each config is 2 s old.
 time.sleep(2.1)
 for n in configs:
-    out = subprocess.run(mailtoken(n), env=env, capture_output=True, text=True)
-    assert out.stdout.strip() == "bench-at-0", out
-    assert os.path.exists(os.path.join(data[n], "work.config")), "no snapshot"
+    for build, data_dir in [(None, data[n])] + ([(other, other_data[n])] if other else []):
+        out = subprocess.run(mailtoken(n, build=build), env=env, capture_output=True, text=True)
+        assert out.stdout.strip() == "bench-at-0", out
+        assert os.path.exists(os.path.join(data_dir, "work.config")), "no snapshot"
 
 cat = ["/bin/cat", token_file]
 cases = {
@@ -120,8 +136,8 @@ cases = {
     "token (500 accounts)": mailtoken(500),
 }
 if other:
-    cases["other build: token"] = [other] + mailtoken(1)[1:]
-    cases["other build: 500 accts"] = [other] + mailtoken(500)[1:]
+    cases["other build: token"] = mailtoken(1, build=other)
+    cases["other build: 500 accts"] = mailtoken(500, build=other)
 for argv in cases.values():  # warm up
     for _ in range(20):
         timed(argv)
