@@ -8,8 +8,9 @@ pub const KEYRING_SERVICE: &str = "mailtoken";
 
 fn unavailable(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!(
-        "the OS keyring is not available ({e}). On Linux it needs a running Secret Service \
-         (GNOME Keyring, KeePassXC) on the session D-Bus; or use the file store"
+        "the OS keyring is not available ({e}). On macOS it is the login Keychain; on Linux \
+         and FreeBSD it needs a running Secret Service (GNOME Keyring, KeePassXC) on the \
+         session D-Bus; or use the file store"
     )
 }
 
