@@ -86,6 +86,20 @@ pub fn run(paths: &Paths) -> Result<()> {
             ))
         })?;
     }
+    if !sys::net::NAMES_PEERS {
+        if settings.password_hash.is_none() {
+            bail!(usage(
+                "this system does not tell the proxy which user a connection comes from, so \
+                 every program must give the local password: make one with `mailtoken proxy \
+                 --hash-password` and put it in [proxy] password_hash"
+                    .to_string()
+            ));
+        }
+        eprintln!(
+            "mailtoken proxy: this system does not tell which user a connection comes from: \
+             every connection, yours included, must give the local password"
+        );
+    }
     for (user, names) in config.shared_users() {
         eprintln!(
             "mailtoken proxy: accounts {} share the user {user}: a program must log in with \

@@ -131,7 +131,7 @@ enum Mode {
 
 /// Block until `file` holds the lock in `mode`, for at most `most` (TimedOut then).
 fn wait(file: &File, mode: Mode, most: Duration) -> io::Result<()> {
-    crate::sys::lock::lock_within(file, mode == Mode::Exclusive, most)
+    crate::sys::lock::lock_within(file, mode == Mode::Exclusive, most, None)
 }
 
 /// The holder writes its process id into the lock file, for waiters to name it. Best effort:
@@ -168,24 +168,26 @@ fn wait_telling(file: &File, mode: Mode, most: Duration, path: &Path) -> io::Res
     /// Said once per process, however many waits it makes.
     static TOLD: AtomicBool = AtomicBool::new(false);
     const PATIENCE: Duration = Duration::from_secs(1);
-    let until = Instant::now() + most;
-    if most <= PATIENCE || TOLD.load(Ordering::Relaxed) || !io::stderr().is_terminal() {
+    if TOLD.load(Ordering::Relaxed) || !io::stderr().is_terminal() {
         return wait(file, mode, most);
     }
-    match wait(file, mode, PATIENCE) {
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            TOLD.store(true, Ordering::Relaxed);
-            let left = until.saturating_duration_since(Instant::now());
-            eprintln!(
-                "mailtoken: waiting for {} to finish with {} (at most {} s more)",
-                holder(path).map_or("another mailtoken process".into(), |(_, named)| named),
-                path.display(),
-                left.as_secs()
-            );
-            wait(file, mode, left)
-        }
-        other => other,
-    }
+    let until = Instant::now() + most;
+    let mut tell = || {
+        TOLD.store(true, Ordering::Relaxed);
+        let left = until.saturating_duration_since(Instant::now());
+        eprintln!(
+            "mailtoken: waiting for {} to finish with {} (at most {} s more)",
+            holder(path).map_or("another mailtoken process".into(), |(_, named)| named),
+            path.display(),
+            left.as_secs()
+        );
+    };
+    crate::sys::lock::lock_within(
+        file,
+        mode == Mode::Exclusive,
+        most,
+        Some((PATIENCE, &mut tell)),
+    )
 }
 
 /// The wait's error, in words: the usual one is another process holding the lock too long.
@@ -258,7 +260,6 @@ mod tests {
         assert_eq!(got.inode(), std::fs::metadata(&path).unwrap().ino());
     }
 
-    #[cfg(target_os = "linux")]
     #[test]
     fn a_waiter_sleeps_until_the_holder_lets_go() {
         let dir = tempfile::tempdir().unwrap();

@@ -2,11 +2,30 @@
 
 use std::fs::File;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-/// Block until `file` holds the lock (shared or exclusive), for at most `most` (TimedOut then).
-pub fn lock_within(file: &File, exclusive: bool, most: Duration) -> io::Result<()> {
-    imp::lock_within(file, exclusive, most)
+/// Block until `file` holds the lock (shared or exclusive), for at most `most` (TimedOut
+/// then). With `tell`, once its patience has passed without the lock, it is run (to say who
+/// holds it) and the same wait goes on: one wait, so that no lock request is left behind on
+/// the open file to change its lock later.
+pub fn lock_within(
+    file: &File,
+    exclusive: bool,
+    most: Duration,
+    tell: Option<(Duration, &mut dyn FnMut())>,
+) -> io::Result<()> {
+    let start = Instant::now();
+    let mut wait = imp::Wait::start(file, exclusive)?;
+    if let Some((patience, tell)) = tell
+        && patience < most
+    {
+        if let Some(done) = wait.until(start + patience) {
+            return done;
+        }
+        tell();
+    }
+    wait.until(start + most)
+        .unwrap_or_else(|| Err(io::ErrorKind::TimedOut.into()))
 }
 
 fn lock_once(file: &File, exclusive: bool) -> io::Result<()> {
@@ -17,24 +36,37 @@ fn lock_once(file: &File, exclusive: bool) -> io::Result<()> {
     }
 }
 
-/// An alarm for this thread alone interrupts the lock call at the deadline, as util-linux's
-/// `flock -w` does, without a thread to start.
-#[cfg(target_os = "linux")]
+/// Linux: an alarm for this thread alone interrupts the lock call at the deadline, as
+/// util-linux's `flock -w` does, without a thread to start.
+#[cfg(all(target_os = "linux", not(mailtoken_portable)))]
 mod imp {
     use super::*;
-    use std::time::Instant;
 
-    pub fn lock_within(file: &File, exclusive: bool, most: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + most;
-        let _alarm = Alarm::at(most)?;
-        loop {
-            match lock_once(file, exclusive) {
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {
-                    if Instant::now() >= deadline {
-                        return Err(io::ErrorKind::TimedOut.into());
+    pub struct Wait<'a> {
+        file: &'a File,
+        exclusive: bool,
+    }
+
+    impl<'a> Wait<'a> {
+        pub fn start(file: &'a File, exclusive: bool) -> io::Result<Wait<'a>> {
+            Ok(Wait { file, exclusive })
+        }
+
+        /// The lock call's result, or None when `deadline` came first.
+        pub fn until(&mut self, deadline: Instant) -> Option<io::Result<()>> {
+            let _alarm = match Alarm::at(deadline.saturating_duration_since(Instant::now())) {
+                Ok(alarm) => alarm,
+                Err(e) => return Some(Err(e)),
+            };
+            loop {
+                match lock_once(self.file, self.exclusive) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        if Instant::now() >= deadline {
+                            return None;
+                        }
                     }
+                    locked => return Some(locked),
                 }
-                locked => return locked,
             }
         }
     }
@@ -97,20 +129,97 @@ mod imp {
     }
 }
 
-/// Elsewhere the lock call blocks in a thread of its own, on a duplicate of the descriptor
-/// (the lock belongs to the open file, so it is `file`'s). A thread left behind by a timeout
-/// gets the lock later, on a file nobody else has open, and lets it go at once.
-#[cfg(not(target_os = "linux"))]
+/// Elsewhere (macOS has no POSIX timers; a timer aimed at one thread is Linux's): the lock call
+/// blocks in a thread of its own, on a duplicate of the descriptor (the lock belongs to the
+/// open file, so it is `file`'s), and the caller waits for its answer. A thread left behind by
+/// a timeout gets the lock later, when the caller has given up on the file (no caller waits
+/// on it again: see `lock_within`), and lets it go as it ends, by closing the last descriptor.
+/// The kernel still grants a shared lock to every waiter at once, so a storm's design holds.
+#[cfg(not(all(target_os = "linux", not(mailtoken_portable))))]
 mod imp {
     use super::*;
+    use std::sync::mpsc::{Receiver, RecvTimeoutError};
 
-    pub fn lock_within(file: &File, exclusive: bool, most: Duration) -> io::Result<()> {
-        let twin = file.try_clone()?;
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::Builder::new().spawn(move || {
-            let _ = tx.send(lock_once(&twin, exclusive));
-        })?;
-        rx.recv_timeout(most)
-            .unwrap_or_else(|_| Err(io::ErrorKind::TimedOut.into()))
+    pub struct Wait {
+        answer: Receiver<io::Result<()>>,
+    }
+
+    impl Wait {
+        pub fn start(file: &File, exclusive: bool) -> io::Result<Wait> {
+            let twin = file.try_clone()?;
+            let (tx, answer) = std::sync::mpsc::channel();
+            std::thread::Builder::new()
+                .name("lock wait".into())
+                .spawn(move || {
+                    let _ = tx.send(lock_once(&twin, exclusive));
+                })?;
+            Ok(Wait { answer })
+        }
+
+        /// The lock call's result, or None when `deadline` came first.
+        pub fn until(&mut self, deadline: Instant) -> Option<io::Result<()>> {
+            match self
+                .answer
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            {
+                Ok(locked) => Some(locked),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(Err(io::Error::other(
+                    "the thread waiting for the lock ended without an answer",
+                ))),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wait a person is told about is one wait: the word comes once, the lock is had when
+    /// the holder lets go, and in the mode asked for (no request of an earlier wait is left
+    /// behind to change it), and a wait that runs out says so.
+    #[test]
+    fn one_wait_tells_once_and_ends_with_the_lock_or_its_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.lock");
+        let holder = File::create(&path).unwrap();
+        holder.lock().unwrap();
+        let waiter = File::open(&path).unwrap();
+        let mut told = 0;
+        let timed_out = lock_within(
+            &waiter,
+            false,
+            Duration::from_millis(300),
+            Some((Duration::from_millis(50), &mut || told += 1)),
+        );
+        assert_eq!(timed_out.unwrap_err().kind(), io::ErrorKind::TimedOut);
+        assert_eq!(told, 1);
+        // As every caller does after a timeout: the file waited on is let go.
+        drop(waiter);
+
+        let waiter = File::open(&path).unwrap();
+        let letting_go = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            drop(holder);
+        });
+        let mut told = 0;
+        lock_within(
+            &waiter,
+            true,
+            Duration::from_secs(20),
+            Some((Duration::from_millis(50), &mut || told += 1)),
+        )
+        .unwrap();
+        letting_go.join().unwrap();
+        assert_eq!(told, 1);
+        // Exclusive: another open file gets no lock of either kind.
+        let other = File::open(&path).unwrap();
+        assert!(other.try_lock_shared().is_err());
+        std::thread::sleep(Duration::from_millis(100));
+        assert!(
+            other.try_lock_shared().is_err(),
+            "the lock changed after the wait"
+        );
     }
 }

@@ -6,9 +6,12 @@
 //! with a deadline), `terminal` (echo off for a password) and `net` (waiting on listeners,
 //! the owner of a loopback connection).
 //!
-//! Linux has every implementation. Where a system has none yet, the function returns an
-//! `Unsupported` error (or "unknown") that the caller reports or treats as the safe answer,
-//! rather than failing to compile.
+//! Linux, macOS and FreeBSD each get the system's own way where it has one, and a portable
+//! way otherwise (a thread for the lock's deadline, written bytes for reserved room, no peer
+//! check); a system without either says so at run time (an `Unsupported` error, or "unknown"
+//! where unknown is the safe answer) rather than failing to compile. On Linux the portable
+//! ways can be forced with `--cfg mailtoken_portable` (tests/all.sh does, for a second run of
+//! the tests they touch), so that they are tested here and not only compiled.
 
 pub mod files;
 pub mod lock;
@@ -20,15 +23,6 @@ pub mod terminal;
 pub fn uid() -> u32 {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
-}
-
-/// The error of a function this system has no implementation of yet.
-#[cfg(not(any(target_os = "linux", target_os = "android", target_os = "freebsd")))]
-fn unsupported(what: &str) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::Unsupported,
-        format!("{what} is not implemented on this system yet"),
-    )
 }
 
 #[cfg(test)]

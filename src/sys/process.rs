@@ -28,23 +28,42 @@ pub fn standard_start() {
     }
 }
 
-/// No core file, and no debugger or /proc/PID/mem for other processes of the same user: a
-/// dump or a debugger would show the tokens in memory.
+/// No core file, and no debugger for other processes of the same user where the system lets
+/// a process say so: a dump or a debugger would show the tokens in memory. Failure leaves
+/// things as they were, which is all we could do anyway.
 pub fn forbid_core_dumps() {
     let none = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
-    // SAFETY: setrlimit reads the struct it is given. Failure leaves things as they were,
-    // which is all we could do anyway.
+    // SAFETY: setrlimit reads the struct it is given.
     unsafe {
         libc::setrlimit(libc::RLIMIT_CORE, &none);
     }
+    // Linux: not dumpable also means no ptrace and no /proc/PID/mem for the same user.
     // SAFETY: prctl(PR_SET_DUMPABLE, 0) takes plain integers.
     #[cfg(any(target_os = "linux", target_os = "android"))]
     unsafe {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
+    // FreeBSD: no ptrace, procfs or core of this process; tracing comes back for the programs
+    // it starts (a user's `pass`, the browser), which are not ours to restrict.
+    #[cfg(target_os = "freebsd")]
+    {
+        let mut disable: libc::c_int = libc::PROC_TRACE_CTL_DISABLE_EXEC;
+        // SAFETY: procctl reads the int it is given, for this process (P_PID, our pid).
+        unsafe {
+            libc::procctl(
+                libc::P_PID,
+                libc::id_t::from(std::process::id()),
+                libc::PROC_TRACE_CTL,
+                (&mut disable as *mut libc::c_int).cast(),
+            );
+        }
+    }
+    // macOS: another process of the same user needs the debugging entitlement or root to read
+    // this one's memory (task_for_pid); PT_DENY_ATTACH would add little and would also stop the
+    // user's own crash reports, so nothing more is done there.
 }
 
 /// The signals people and service managers send to stop a program.
@@ -229,7 +248,17 @@ pub fn command_line(pid: u32) -> Option<String> {
             .collect();
         Some(words.join(" ")).filter(|c| !c.is_empty())
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    // macOS: the program's path (its arguments are not to be had as simply).
+    #[cfg(target_os = "macos")]
+    {
+        let pid = libc::c_int::try_from(pid).ok()?;
+        let mut path = vec![0u8; 4 * libc::PATH_MAX as usize];
+        // SAFETY: the kernel writes at most the buffer's length and returns how much it wrote.
+        let got = unsafe { libc::proc_pidpath(pid, path.as_mut_ptr().cast(), path.len() as u32) };
+        path.truncate(usize::try_from(got).ok()?);
+        Some(String::from_utf8_lossy(&path).into_owned()).filter(|p| !p.is_empty())
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android", target_os = "macos")))]
     {
         let _ = pid;
         None

@@ -317,3 +317,50 @@ fn a_thread_that_cannot_be_had_turns_one_connection_away_not_the_proxy() {
         log.all()
     );
 }
+
+/// Where the system does not say which user a connection comes from (macOS and FreeBSD for
+/// an ordinary user; Linux with the portable system code forced, as tests/all.sh's second run
+/// does): the proxy will not start without a local password, says at start that everyone must
+/// give it, and then its own user must give it too. A connection whose owner is unknown is
+/// never taken for the owner's. On Linux proper, the owner needs no password.
+#[test]
+fn where_connections_have_no_known_user_everyone_gives_the_password() {
+    let (upstream, seen) = imap_server(xoauth2(USER, TOKEN), true);
+    if !cfg!(mailtoken_portable) {
+        let proxy = Proxy::start("imap", upstream, "");
+        let mut c = proxy.connect();
+        c.line();
+        c.send("a1 LOGIN alice@example.com anything");
+        let ok = c.until("a1 ");
+        assert!(ok.last().unwrap().starts_with("a1 OK"), "{ok:?}");
+        return;
+    }
+    let env = TestEnv::with_store();
+    env.write_config(&format!(
+        "[proxy]\nimap = \"127.0.0.1:{}\"\n{}",
+        free_port(),
+        account_toml("work", &nowhere(), &upstream_keys("imap", upstream))
+    ));
+    let refused = env.run(&["proxy"]);
+    assert_eq!(refused.code, Some(2), "{}", refused.all());
+    refused.assert_stderr_has("every program must give the local password");
+    refused.assert_stderr_has("[proxy] password_hash");
+
+    let proxy = proxy_with_password("imap", upstream, "");
+    let mut c = proxy.connect();
+    c.line();
+    c.send("a1 LOGIN alice@example.com anything");
+    let no = c.until("a1 ");
+    assert!(no.last().unwrap().starts_with("a1 NO"), "{no:?}");
+    let mut c = proxy.connect();
+    c.line();
+    c.send("a1 LOGIN alice@example.com \"office scanner 42\"");
+    let ok = c.until("a1 ");
+    assert!(ok.last().unwrap().starts_with("a1 OK"), "{ok:?}");
+    assert_eq!(
+        seen.wait().response.as_deref(),
+        Some(xoauth2(USER, TOKEN).as_str())
+    );
+    let log = proxy.stop();
+    log.assert_stderr_has("every connection, yours included, must give the local password");
+}
