@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Every check CI runs, in order: formatting, lints, all unit and integration tests, then fuzzing.
+# Every check CI runs, in order: formatting, lints, all unit and integration tests (and again
+# the ones the portable system code touches, with it forced), the lints for macOS and FreeBSD,
+# the keyring and end-to-end suites, then fuzzing.
 # This is the README's test command; .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +19,22 @@ cargo clippy --all-targets --locked --no-default-features -- -D warnings
 
 step "cargo test"
 cargo test --all-targets --locked
+
+step "the portable system code (what macOS and FreeBSD run) on Linux: the tests it touches"
+# src/sys's portable ways (a thread for the lock's deadline, written bytes for reserved room,
+# no peer check in the proxy) forced with --cfg mailtoken_portable, in a target directory of
+# their own: the lock and storm tests, the full disk, the waits, and the proxy asking everyone
+# for the password.
+RUSTFLAGS="--cfg mailtoken_portable" CARGO_TARGET_DIR=target/portable \
+  cargo clippy --all-targets --locked -- -D warnings
+RUSTFLAGS="--cfg mailtoken_portable" CARGO_TARGET_DIR=target/portable \
+  cargo test --locked --lib
+RUSTFLAGS="--cfg mailtoken_portable" CARGO_TARGET_DIR=target/portable \
+  cargo test --locked --test integration -- quick:: survival:: crash:: refresh:: local_input:: \
+  proxy_users::where_connections_have_no_known_user
+
+step "macOS (x86_64, arm64) and FreeBSD: compiled and linted (clippy -D warnings)"
+bash tests/cross.sh
 
 step "OS keyring store against a real Secret Service (GNOME Keyring)"
 bash tests/keyring.sh

@@ -210,6 +210,61 @@ fn contrib_timers_name_mailtoken_by_its_full_path() {
     }
 }
 
+/// The macOS launch agents: well-formed (an XML comment may not hold `--`, and launchd reads
+/// nothing from a file that is not), the program a placeholder that the documented install
+/// replaces with an absolute path (launchd expands no ~ or $HOME), and the arguments ones
+/// mailtoken takes.
+#[test]
+fn contrib_launch_agents_run_commands_mailtoken_takes() {
+    use clap::Parser;
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("contrib/launchd");
+    for (file, label) in [
+        ("org.mailtoken.proxy.plist", "org.mailtoken.proxy"),
+        ("org.mailtoken.refresh.plist", "org.mailtoken.refresh"),
+    ] {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        assert!(text.starts_with("<?xml version=\"1.0\""), "{file}");
+        for comment in text.split("<!--").skip(1) {
+            let body = comment.split("-->").next().unwrap();
+            assert!(!body.contains("--"), "{file}: `--` inside a comment");
+        }
+        assert!(
+            text.contains(&format!("<key>Label</key>\n  <string>{label}</string>")),
+            "{file}: its label is not {label}"
+        );
+        assert!(
+            text.contains(&format!("~/Library/LaunchAgents/{file}")),
+            "{file}: its install line names another file"
+        );
+        let arguments = text
+            .split("<key>ProgramArguments</key>")
+            .nth(1)
+            .and_then(|rest| rest.split("</array>").next())
+            .unwrap();
+        let words: Vec<&str> = arguments
+            .split("<string>")
+            .skip(1)
+            .map(|w| w.split("</string>").next().unwrap())
+            .collect();
+        assert_eq!(words[0], "@MAILTOKEN@", "{file}");
+        assert!(
+            text.contains("s|@MAILTOKEN@|$(command -v mailtoken)|"),
+            "{file}"
+        );
+        for path in text.split("<string>").skip(1) {
+            let path = path.split("</string>").next().unwrap();
+            assert!(
+                !path.contains('~') && !path.contains("$HOME"),
+                "{file}: launchd would take `{path}` literally"
+            );
+        }
+        let args = std::iter::once("mailtoken").chain(words[1..].iter().copied());
+        if let Err(e) = mailtoken::cli::Cli::try_parse_from(args) {
+            panic!("{file}: mailtoken does not take {:?}: {e}", &words[1..]);
+        }
+    }
+}
+
 /// The notify_command examples in contrib/notify are configs mailtoken takes as they are.
 #[test]
 fn the_notify_command_examples_parse() {
