@@ -66,3 +66,6 @@ pub mod sys;
 pub mod time;
 pub mod tls;
 pub mod token;
+
+#[cfg(test)]
+mod layers;
