@@ -24,6 +24,11 @@ fn main() {
         }
     }
     println!("cargo:rustc-env=MAILTOKEN_BUILD={hash:016x}");
+    // The platform, for `--version`.
+    println!(
+        "cargo:rustc-env=MAILTOKEN_TARGET={}",
+        std::env::var("TARGET").unwrap_or_default()
+    );
     // Rust's std links libgcc_s for its unwinder, which only prints a panic's backtrace here
     // (panics abort). Loading that second library is about a tenth of the cached `token`
     // call; the same unwinder from libgcc_eh.a (gcc's -static-libgcc) costs nothing at

@@ -9,6 +9,18 @@ use crate::mail::sasl::Mech;
 use crate::output::Format;
 use crate::provider::{Flow, Provider, Service};
 
+/// What `--version` says: the version, the build (the hash of the sources both programs carry,
+/// `shell::check_front`'s) and the platform it was built for, so that a report names exactly
+/// what ran. (`-V` says the version alone.)
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (build ",
+    env!("MAILTOKEN_BUILD"),
+    ", ",
+    env!("MAILTOKEN_TARGET"),
+    ")"
+);
+
 /// OAuth2 access tokens for mail clients.
 ///
 /// Log in once (`mailtoken login NAME`); afterwards `mailtoken token NAME` prints a valid
@@ -17,7 +29,7 @@ use crate::provider::{Flow, Provider, Service};
 /// Exit status: 0 ok, 1 other failure, 2 usage or config error, 3 a new login is needed,
 /// 4 network or server trouble (try again later).
 #[derive(Debug, Parser)]
-#[command(name = "mailtoken", version, max_term_width = 100)]
+#[command(name = "mailtoken", version, long_version = LONG_VERSION, max_term_width = 100)]
 pub struct Cli {
     /// Config file [default: $XDG_CONFIG_HOME/mailtoken/config.toml]
     #[arg(

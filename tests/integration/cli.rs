@@ -93,6 +93,32 @@ fn a_stdout_nobody_reads_or_a_closed_one_is_handled() {
     );
 }
 
+/// `--version` names what ran, for a report or a package's test: the version, the build both
+/// programs carry (as the handshake between them checks it) and the platform; `-V` the
+/// version alone.
+#[test]
+fn the_version_names_the_build_and_the_platform() {
+    let run = |flag: &str| {
+        let out = std::process::Command::new(bin())
+            .arg(flag)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{flag}: {out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(run("-V"), format!("mailtoken {version}\n"));
+    let long = run("--version");
+    let build = long
+        .strip_prefix(&format!("mailtoken {version} (build "))
+        .and_then(|rest| rest.split_once(", "))
+        .unwrap_or_else(|| panic!("{long}"));
+    assert_eq!(build.0.len(), 16, "{long}");
+    assert!(build.0.bytes().all(|b| b.is_ascii_hexdigit()), "{long}");
+    assert!(build.1.starts_with(std::env::consts::ARCH), "{long}");
+    assert!(build.1.ends_with(")\n"), "{long}");
+}
+
 /// `mailtoken` hands every call but the cached token to `mailtoken-full` beside it: without
 /// it, a one-line error that says what to do; with one of another build, a refusal (their
 /// quick and full paths might disagree); the variable that carries the build is not passed

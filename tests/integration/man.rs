@@ -135,7 +135,10 @@ mailtoken status
 
 /// The pages for the command and each (visible) subcommand, as clap_mangen names them.
 fn pages(out: &Path) {
-    let mut cmd = Cli::command().disable_help_subcommand(true);
+    // The pages say the version, not the build: they would otherwise change with every source.
+    let mut cmd = Cli::command()
+        .long_version(None)
+        .disable_help_subcommand(true);
     cmd.build();
     let write = |cmd: &clap::Command, top: bool| {
         let man = clap_mangen::Man::new(cmd.clone());
