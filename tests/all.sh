@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every check CI runs, in order: formatting, lints, all unit and integration tests (and again
 # the ones the portable system code touches, with it forced), the lints for macOS and FreeBSD,
-# the keyring and end-to-end suites, then fuzzing.
+# the keyring and end-to-end suites, the packages, then fuzzing.
 # This is the README's test command; .ci/run calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,9 @@ bash tests/keyring.sh
 
 step "end-to-end: real OAuth2 server, Dovecot and mail clients"
 bash tests/e2e/run.sh
+
+step "packages: release tarball, crate, .deb, Arch, Homebrew and Nix recipes, oldest Rust"
+bash tests/packaging.sh
 
 step "fuzz every parser target for 60 s (cargo-fuzz; about 12 minutes with the build)"
 # Pinned: cargo-fuzz 0.13.2 is the release tests/fuzz.sh was written and checked against (its
