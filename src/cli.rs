@@ -260,9 +260,10 @@ pub struct AddArgs {
     /// Name for the account (letters, digits, . _ - @)
     pub account: String,
 
-    /// Who runs the login: microsoft (Microsoft 365, Outlook.com), google (Gmail, Workspace)
-    /// or generic (any OAuth2/OIDC server; give --scope and the endpoints or --issuer)
-    #[arg(long, value_enum)]
+    /// Who runs the login: microsoft (Microsoft 365, Outlook.com), google (Gmail, Workspace),
+    /// yahoo, aol, fastmail, or generic (any OAuth2/OIDC server; give --scope and the
+    /// endpoints or --issuer)
+    #[arg(long, value_parser = crate::provider::ProviderArg)]
     pub provider: Provider,
 
     /// Mail address or login name (the SASL user)

@@ -1,4 +1,5 @@
-//! Provider presets: endpoints and mail scopes for Microsoft, Google and generic servers.
+//! Provider presets: endpoints, mail scopes, mail servers and the first login's flow for
+//! Microsoft, Google, Yahoo, AOL and Fastmail, and generic servers.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -17,7 +18,7 @@ pub fn login_limit(provider: Provider) -> Option<&'static str> {
         Provider::Google => Some(
             "Google ends a login left unused for 6 months, and after 7 days for an app in Testing",
         ),
-        Provider::Generic => None,
+        Provider::Yahoo | Provider::Aol | Provider::Fastmail | Provider::Generic => None,
     }
 }
 
@@ -26,8 +27,74 @@ pub fn login_limit(provider: Provider) -> Option<&'static str> {
 pub enum Provider {
     Microsoft,
     Google,
+    Yahoo,
+    Aol,
+    Fastmail,
     #[default]
     Generic,
+}
+
+/// Mail providers that offer no OAuth login to mail programs, with the way in they do offer.
+const NO_OAUTH_FOR_MAIL: &[(&str, &str)] = &[
+    ("icloud", "iCloud Mail"),
+    ("gmx", "GMX"),
+    ("webde", "WEB.DE"),
+    ("web.de", "WEB.DE"),
+];
+
+/// `--provider NAME`: a preset, or for a provider without OAuth for mail the advice to use an
+/// app password in the mail program itself (mailtoken has nothing to add there).
+pub fn parse_provider(name: &str) -> std::result::Result<Provider, String> {
+    if let Some((_, known_as)) = NO_OAUTH_FOR_MAIL
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+    {
+        return Err(format!(
+            "{known_as} has no OAuth login for mail programs: make an app-specific password in \
+             its account settings and give it to the mail program directly (no mailtoken needed)"
+        ));
+    }
+    <Provider as clap::ValueEnum>::from_str(name, true).map_err(|_| {
+        "the providers are microsoft (Microsoft 365, Outlook.com), google (Gmail, Workspace), \
+         yahoo, aol, fastmail, and generic (any OAuth2/OIDC server)"
+            .to_string()
+    })
+}
+
+/// clap's parser for `--provider`: `parse_provider`, with the presets as the possible values
+/// (for help and completion).
+#[derive(Debug, Clone, Copy)]
+pub struct ProviderArg;
+
+impl clap::builder::TypedValueParser for ProviderArg {
+    type Value = Provider;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> std::result::Result<Provider, clap::Error> {
+        let name = value.to_string_lossy();
+        parse_provider(&name).map_err(|why| {
+            clap::Error::raw(
+                clap::error::ErrorKind::InvalidValue,
+                format!("invalid value '{name}' for '--provider': {why}\n"),
+            )
+            .with_cmd(cmd)
+        })
+    }
+
+    fn possible_values(
+        &self,
+    ) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        use clap::ValueEnum;
+        Some(Box::new(
+            Provider::value_variants()
+                .iter()
+                .filter_map(Provider::to_possible_value),
+        ))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -70,10 +137,11 @@ pub enum Flow {
     Credentials,
 }
 
-/// Google does not allow the mail scope on its device flow, so Gmail needs the browser.
+/// Google does not allow the mail scope on its device flow, and Yahoo, AOL and Fastmail have
+/// none: they need the browser.
 pub fn default_flow(provider: Provider) -> Flow {
     match provider {
-        Provider::Google => Flow::Browser,
+        Provider::Google | Provider::Yahoo | Provider::Aol | Provider::Fastmail => Flow::Browser,
         Provider::Microsoft | Provider::Generic => Flow::Device,
     }
 }
@@ -83,7 +151,11 @@ pub fn default_flow(provider: Provider) -> Flow {
 pub fn default_redirect_uri(provider: Provider) -> &'static str {
     match provider {
         Provider::Microsoft => "http://localhost",
-        Provider::Google | Provider::Generic => "http://127.0.0.1",
+        Provider::Google
+        | Provider::Yahoo
+        | Provider::Aol
+        | Provider::Fastmail
+        | Provider::Generic => "http://127.0.0.1",
     }
 }
 
@@ -91,9 +163,12 @@ pub fn default_redirect_uri(provider: Provider) -> &'static str {
 pub fn app_scopes(provider: Provider) -> Result<Vec<String>> {
     match provider {
         Provider::Microsoft => Ok(vec![MICROSOFT_APP_SCOPE.into()]),
-        Provider::Google => Err(usage(
-            "Google has no client-credentials login for Gmail: use flow = \"browser\"",
-        )),
+        Provider::Google | Provider::Yahoo | Provider::Aol | Provider::Fastmail => {
+            Err(usage(format!(
+                "{} has no client-credentials login for mail: use flow = \"browser\"",
+                provider.name()
+            )))
+        }
         Provider::Generic => Err(usage(
             "a generic provider has no preset app-only scopes: set `scopes = [...]` in the account",
         )),
@@ -106,6 +181,24 @@ pub const GOOGLE_DEVICE: &str = "https://oauth2.googleapis.com/device/code";
 pub const GOOGLE_TOKEN: &str = "https://oauth2.googleapis.com/token";
 pub const GOOGLE_AUTHORIZE: &str = "https://accounts.google.com/o/oauth2/v2/auth";
 pub const GOOGLE_MAIL_SCOPE: &str = "https://mail.google.com/";
+/// Yahoo's and AOL's one scope for IMAP, POP and SMTP (read and write).
+pub const YAHOO_MAIL_SCOPE: &str = "mail-w";
+pub const FASTMAIL_AUTHORIZE: &str = "https://api.fastmail.com/oauth/authorize";
+pub const FASTMAIL_TOKEN: &str = "https://api.fastmail.com/oauth/refresh";
+
+impl Provider {
+    /// The provider's name, as people know it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Microsoft => "Microsoft",
+            Provider::Google => "Google",
+            Provider::Yahoo => "Yahoo",
+            Provider::Aol => "AOL",
+            Provider::Fastmail => "Fastmail",
+            Provider::Generic => "a generic provider",
+        }
+    }
+}
 
 /// The endpoints a flow talks to. Each is optional because not every server offers every flow.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -188,6 +281,24 @@ pub fn preset_endpoints(provider: Provider, tenant: Option<&str>) -> Endpoints {
             authorization: Some(GOOGLE_AUTHORIZE.into()),
             ..Endpoints::default()
         },
+        // Yahoo and AOL (one company) run the same service under two names.
+        Provider::Yahoo | Provider::Aol => {
+            let base = if provider == Provider::Yahoo {
+                "https://api.login.yahoo.com/oauth2"
+            } else {
+                "https://api.login.aol.com/oauth2"
+            };
+            Endpoints {
+                token: Some(format!("{base}/get_token")),
+                authorization: Some(format!("{base}/request_auth")),
+                ..Endpoints::default()
+            }
+        }
+        Provider::Fastmail => Endpoints {
+            token: Some(FASTMAIL_TOKEN.into()),
+            authorization: Some(FASTMAIL_AUTHORIZE.into()),
+            ..Endpoints::default()
+        },
         Provider::Generic => Endpoints::default(),
     }
 }
@@ -219,6 +330,13 @@ pub fn service_scopes(provider: Provider, services: &[Service]) -> Result<Vec<St
         // One scope covers IMAP, POP and SMTP; Google grants refresh tokens without offline_access
         // and rejects it as an unknown scope.
         Provider::Google => Ok(vec![GOOGLE_MAIL_SCOPE.into()]),
+        // Yahoo and AOL: one scope too, and refresh tokens without asking.
+        Provider::Yahoo | Provider::Aol => Ok(vec![YAHOO_MAIL_SCOPE.into()]),
+        // Fastmail: one scope per protocol.
+        Provider::Fastmail => Ok(services
+            .iter()
+            .map(|s| format!("https://www.fastmail.com/dev/protocol-{}", s.name()))
+            .collect()),
         Provider::Generic => Err(usage(
             "a generic provider has no preset scopes: set `scopes = [...]` in the account",
         )),
@@ -234,6 +352,15 @@ pub fn mail_server(provider: Provider, service: Service) -> Option<(&'static str
         (Provider::Google, Service::Imap) => Some(("imap.gmail.com", 993)),
         (Provider::Google, Service::Pop) => Some(("pop.gmail.com", 995)),
         (Provider::Google, Service::Smtp) => Some(("smtp.gmail.com", 587)),
+        (Provider::Yahoo, Service::Imap) => Some(("imap.mail.yahoo.com", 993)),
+        (Provider::Yahoo, Service::Pop) => Some(("pop.mail.yahoo.com", 995)),
+        (Provider::Yahoo, Service::Smtp) => Some(("smtp.mail.yahoo.com", 587)),
+        (Provider::Aol, Service::Imap) => Some(("imap.aol.com", 993)),
+        (Provider::Aol, Service::Pop) => Some(("pop.aol.com", 995)),
+        (Provider::Aol, Service::Smtp) => Some(("smtp.aol.com", 587)),
+        (Provider::Fastmail, Service::Imap) => Some(("imap.fastmail.com", 993)),
+        (Provider::Fastmail, Service::Pop) => Some(("pop.fastmail.com", 995)),
+        (Provider::Fastmail, Service::Smtp) => Some(("smtp.fastmail.com", 587)),
         (Provider::Generic, _) => None,
     }
 }
@@ -327,5 +454,65 @@ mod tests {
         assert!(validate_endpoint_url("token_endpoint", "http://10.0.0.1/t").is_err());
         assert!(validate_endpoint_url("token_endpoint", "ftp://example.com/t").is_err());
         assert!(validate_endpoint_url("token_endpoint", "not a url").is_err());
+    }
+
+    #[test]
+    fn providers_without_oauth_for_mail_get_the_advice_instead() {
+        assert_eq!(parse_provider("Google"), Ok(Provider::Google));
+        for name in ["icloud", "GMX", "webde", "web.de"] {
+            let advice = parse_provider(name).unwrap_err();
+            assert!(advice.contains("app-specific password"), "{name}: {advice}");
+        }
+        assert!(parse_provider("yahooo").unwrap_err().contains("generic"));
+    }
+
+    /// Each preset's whole set-up, as its provider documents it: where to log in and fetch
+    /// tokens, what to ask for, which servers, and how the first login happens.
+    #[test]
+    fn yahoo_aol_and_fastmail_presets() {
+        for (provider, host) in [(Provider::Yahoo, "yahoo.com"), (Provider::Aol, "aol.com")] {
+            let e = preset_endpoints(provider, None);
+            assert_eq!(
+                e.authorization.as_deref(),
+                Some(format!("https://api.login.{host}/oauth2/request_auth").as_str())
+            );
+            assert_eq!(
+                e.token.as_deref(),
+                Some(format!("https://api.login.{host}/oauth2/get_token").as_str())
+            );
+            assert_eq!(e.device_authorization, None);
+            assert_eq!(service_scopes(provider, &[]).unwrap(), ["mail-w"]);
+            assert_eq!(default_flow(provider), Flow::Browser);
+            assert!(app_scopes(provider).is_err());
+        }
+        assert_eq!(
+            mail_server(Provider::Yahoo, Service::Imap),
+            Some(("imap.mail.yahoo.com", 993))
+        );
+        assert_eq!(
+            mail_server(Provider::Aol, Service::Smtp),
+            Some(("smtp.aol.com", 587))
+        );
+        let f = preset_endpoints(Provider::Fastmail, None);
+        assert_eq!(
+            f.authorization.as_deref(),
+            Some("https://api.fastmail.com/oauth/authorize")
+        );
+        assert_eq!(
+            f.token.as_deref(),
+            Some("https://api.fastmail.com/oauth/refresh")
+        );
+        assert_eq!(
+            service_scopes(Provider::Fastmail, &[Service::Imap, Service::Smtp]).unwrap(),
+            [
+                "https://www.fastmail.com/dev/protocol-imap",
+                "https://www.fastmail.com/dev/protocol-smtp"
+            ]
+        );
+        assert_eq!(default_flow(Provider::Fastmail), Flow::Browser);
+        assert_eq!(
+            mail_server(Provider::Fastmail, Service::Pop),
+            Some(("pop.fastmail.com", 995))
+        );
     }
 }

@@ -64,6 +64,11 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
         pop_tls: args.pop_tls,
         ..Account::default()
     };
+    if let Some(refusal) = super::doctor::scope_refusal(&args.account, &account) {
+        return Err(usage(format!(
+            "not added: {refusal} (flags --flow, --services, --scope)"
+        )));
+    }
     config::append_account(&paths.config, &args.account, &account)?;
     let next = if account.flow() == Flow::Credentials {
         format!(

@@ -53,6 +53,7 @@ const RULES: &[Rule] = &[
     mail_servers_are_safe,
     api_urls_are_safe,
     generic_has_token_endpoint,
+    yahoo_has_its_secret,
     oauth_urls_are_safe,
 ];
 
@@ -220,6 +221,19 @@ fn api_urls_are_safe(a: &Account) -> Result<()> {
     Ok(())
 }
 
+/// Yahoo's (and AOL's) token endpoint refuses a code or refresh token without the app's
+/// client secret: said now, not after the person has approved in the browser.
+fn yahoo_has_its_secret(a: &Account) -> Result<()> {
+    if matches!(a.provider, Provider::Yahoo | Provider::Aol) && a.secret_sources() == 0 {
+        bail!(
+            "{} needs the app's client secret: set one of client_secret_command, \
+             client_secret_env or client_secret_file (`add --client-secret-command ...`)",
+            a.provider.name()
+        );
+    }
+    Ok(())
+}
+
 fn generic_has_token_endpoint(a: &Account) -> Result<()> {
     if a.provider == Provider::Generic && a.issuer.is_none() && a.token_endpoint.is_none() {
         bail!("a generic provider needs `issuer` (for OIDC discovery) or `token_endpoint`");
@@ -265,6 +279,28 @@ mod tests {
         assert!(account("smtp_tls = \"maybe\"").is_err());
         assert!(account("graph_url = \"http://example.com\"").is_err());
         assert!(account("graph_url = \"http://127.0.0.1:9\"").is_ok());
+    }
+
+    #[test]
+    fn yahoo_and_aol_accounts_need_the_client_secret() {
+        let parse = |text: &str| {
+            Config::parse(&format!("[accounts.a]\nclient_id = \"x\"\n{text}\n"))
+                .map(|c| c.accounts["a"].clone())
+        };
+        for provider in ["yahoo", "aol"] {
+            let err = parse(&format!("provider = \"{provider}\"")).unwrap_err();
+            assert!(
+                format!("{err:#}").contains("client_secret_command"),
+                "{err:#}"
+            );
+            assert!(
+                parse(&format!(
+                    "provider = \"{provider}\"\nclient_secret_command = \"pass y\""
+                ))
+                .is_ok()
+            );
+        }
+        assert!(parse("provider = \"fastmail\"").is_ok());
     }
 
     #[test]

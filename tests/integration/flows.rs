@@ -566,3 +566,37 @@ fn the_browser_wait_counts_down_at_a_terminal() {
     out.assert_stdout_has("waiting for the browser, 00:0");
     assert!(!env.token_path(ACCOUNT).exists());
 }
+
+/// The Yahoo preset, with the fake server standing in for Yahoo's endpoints (explicit ones
+/// win over a preset's): the address the person opens asks for Yahoo's mail scope and none of
+/// Google's extras, and the code, then each refresh, goes with the app's client secret.
+#[test]
+fn the_yahoo_preset_asks_for_its_scope_and_sends_its_secret() {
+    let server = FakeServer::start();
+    let base = server.base_url();
+    let env = TestEnv::with_config_text(&format!(
+        "[accounts.{ACCOUNT}]\nprovider = \"yahoo\"\nuser = \"{USER}\"\n\
+         client_id = \"{CLIENT_ID}\"\nclient_secret_command = \"printf s3cret\"\n\
+         token_endpoint = \"{base}/token\"\nauthorization_endpoint = \"{base}/authorize\"\n"
+    ));
+    let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
+    let url = &login.url;
+    assert_eq!(url.get("scope"), "mail-w");
+    assert_eq!(url.get("code_challenge_method"), "S256");
+    assert!(!url.query.contains_key("access_type"), "{:?}", url.query);
+    let redirect = url.get("redirect_uri").to_string();
+    let code = server.issue_code(url.get("code_challenge"), &redirect);
+    let query = format!("code={code}&state={}", url_encode(url.get("state")));
+    let (status, page) = browser_get(&redirect, &callback_path(&redirect, &query));
+    assert_eq!(status, 200, "{page}");
+    let code_exit = wait_exit(&mut login.child, Duration::from_secs(20));
+    assert_eq!(code_exit, 0, "stderr so far:\n{}", login.stderr);
+    let exchange = &server.requests_of(Kind::Code)[0];
+    assert_eq!(exchange.param("client_secret"), Some("s3cret"));
+    assert_eq!(exchange.param("client_id"), Some(CLIENT_ID));
+
+    env.run(&["token", ACCOUNT, "--force-refresh"])
+        .expect_code(0);
+    let refresh = &server.requests_of(Kind::Refresh)[0];
+    assert_eq!(refresh.param("client_secret"), Some("s3cret"));
+}

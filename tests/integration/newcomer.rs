@@ -210,6 +210,95 @@ fn contrib_timers_name_mailtoken_by_its_full_path() {
     }
 }
 
+/// `add` does not write an account that `doctor` would then call wrong in its flow or scopes:
+/// it refuses it with doctor's words, and the config is left as it was.
+#[test]
+fn add_refuses_what_doctor_calls_an_error_in_doctors_words() {
+    let env = TestEnv::with_store();
+    let add = |extra: &[&str]| {
+        let mut args = vec!["add", "acct", "--user", "me@example.com"];
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+    let google_device = add(&[
+        "--provider",
+        "google",
+        "--client-id",
+        "x.apps.googleusercontent.com",
+        "--client-secret-command",
+        "echo s",
+        "--flow",
+        "device",
+    ]);
+    assert_eq!(google_device.code, Some(2), "{}", google_device.all());
+    google_device
+        .assert_stderr_has("Google account with the device flow")
+        .assert_stderr_has("set flow = \"browser\"");
+    assert!(!env.config.exists(), "a refused account was written");
+
+    let both = add(&[
+        "--provider",
+        "microsoft",
+        "--client-id",
+        "11111111-2222-3333-4444-555555555555",
+        "--services",
+        "imap",
+        "--scope",
+        "https://outlook.office.com/IMAP.AccessAsUser.All",
+    ]);
+    assert_eq!(both.code, Some(2), "{}", both.all());
+    both.assert_stderr_has("both `services` and `scopes` are set");
+    assert!(!env.config.exists(), "a refused account was written");
+
+    // What doctor finds nothing wrong with is added.
+    let fine = add(&[
+        "--provider",
+        "microsoft",
+        "--client-id",
+        "11111111-2222-3333-4444-555555555555",
+        "--services",
+        "imap",
+    ]);
+    assert_eq!(fine.code, Some(0), "{}", fine.all());
+    let doctor = env.run(&["doctor"]);
+    doctor
+        .assert_stdout_lacks("scopes are set")
+        .assert_stdout_lacks("device flow");
+}
+
+/// Providers without OAuth for mail get the way in they do have, and Yahoo's preset asks for
+/// the client secret its token endpoint wants before anything is written.
+#[test]
+fn add_says_what_a_provider_needs() {
+    let env = TestEnv::with_store();
+    let add = |provider: &str, extra: &[&str]| {
+        let mut args = vec![
+            "add",
+            "acct",
+            "--user",
+            "me@example.com",
+            "--client-id",
+            "x",
+        ];
+        args.extend_from_slice(&["--provider", provider]);
+        args.extend_from_slice(extra);
+        env.run(&args)
+    };
+    for provider in ["icloud", "gmx", "webde"] {
+        let run = add(provider, &[]);
+        assert_eq!(run.code, Some(2), "{}", run.all());
+        run.assert_stderr_has("app-specific password");
+    }
+    let yahoo = add("yahoo", &[]);
+    assert_eq!(yahoo.code, Some(2), "{}", yahoo.all());
+    yahoo.assert_stderr_has("Yahoo needs the app's client secret");
+    assert!(!env.config.exists(), "a refused account was written");
+    let yahoo = add("yahoo", &["--client-secret-command", "printf s"]);
+    assert_eq!(yahoo.code, Some(0), "{}", yahoo.all());
+    let text = std::fs::read_to_string(&env.config).unwrap();
+    assert!(text.contains("provider = \"yahoo\""), "{text}");
+}
+
 /// The macOS launch agents: well-formed (an XML comment may not hold `--`, and launchd reads
 /// nothing from a file that is not), the program a placeholder that the documented install
 /// replaces with an absolute path (launchd expands no ~ or $HOME), and the arguments ones

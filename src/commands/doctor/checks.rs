@@ -108,6 +108,13 @@ pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
     let flow = account.flow();
     let app_only_scope = scopes.iter().find(|s| s.ends_with("/.default"));
     let n = Some(name);
+    if !account.services.is_empty() && !account.scopes.is_empty() {
+        out.push(
+            Finding::new(Severity::Error, n, "both `services` and `scopes` are set")
+                .why("the scopes are asked for and the services ignored, so the login may not cover the mail servers meant")
+                .fix("keep one: `services` for the provider's scopes, or `scopes` with every scope the login needs"),
+        );
+    }
     match (flow, app_only_scope) {
         (Flow::Device | Flow::Browser, Some(scope)) => out.push(
             Finding::new(
@@ -491,6 +498,13 @@ mod tests {
             "provider = \"google\"\nflow = \"device\"\nscopes = [\"https://mail.google.com/\", \"offline_access\"]",
         );
         assert_eq!(scope_findings("a", &google).len(), 2);
+        let both = account(
+            "provider = \"google\"\nservices = [\"imap\"]\nscopes = [\"https://mail.google.com/\"]",
+        );
+        assert_eq!(
+            whats(&scope_findings("a", &both)),
+            ["both `services` and `scopes` are set"]
+        );
     }
 
     #[test]

@@ -47,6 +47,18 @@ impl Finding {
         self.fix = fix.into();
         self
     }
+
+    /// The finding as one line of an error: what, why, and the fix.
+    pub fn one_line(&self) -> String {
+        let mut line = printable(&self.what).into_owned();
+        for part in [&self.why, &self.fix] {
+            if !part.is_empty() {
+                line.push_str(": ");
+                line.push_str(&printable(part));
+            }
+        }
+        line
+    }
 }
 
 impl fmt::Display for Finding {

@@ -21,6 +21,15 @@ use crate::time;
 pub use checks::*;
 pub use findings::{Finding, Severity};
 
+/// What doctor would call an error in an account's flow and scopes, in doctor's words: `add`
+/// refuses such an account rather than write it.
+pub fn scope_refusal(name: &str, account: &Account) -> Option<String> {
+    checks::scope_findings(name, account)
+        .into_iter()
+        .find(|f| f.severity == Severity::Error)
+        .map(|f| f.one_line())
+}
+
 /// The client secret and certificate, fetched as a refresh would fetch them (the secret is
 /// dropped unseen): a locked password store or a moved key is found now, not by the timer.
 pub fn credential_findings(name: &str, account: &Account, now: u64) -> Vec<Finding> {
