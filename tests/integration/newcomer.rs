@@ -236,29 +236,25 @@ fn add_refuses_what_doctor_calls_an_error_in_doctors_words() {
         .assert_stderr_has("set flow = \"browser\"");
     assert!(!env.config.exists(), "a refused account was written");
 
-    let both = add(&[
+    let microsoft = [
         "--provider",
         "microsoft",
         "--client-id",
         "11111111-2222-3333-4444-555555555555",
         "--services",
         "imap",
+    ];
+    let scope = [
         "--scope",
         "https://outlook.office.com/IMAP.AccessAsUser.All",
-    ]);
+    ];
+    let both = add(&[&microsoft[..], &scope[..]].concat());
     assert_eq!(both.code, Some(2), "{}", both.all());
     both.assert_stderr_has("both `services` and `scopes` are set");
     assert!(!env.config.exists(), "a refused account was written");
 
     // What doctor finds nothing wrong with is added.
-    let fine = add(&[
-        "--provider",
-        "microsoft",
-        "--client-id",
-        "11111111-2222-3333-4444-555555555555",
-        "--services",
-        "imap",
-    ]);
+    let fine = add(&microsoft);
     assert_eq!(fine.code, Some(0), "{}", fine.all());
     let doctor = env.run(&["doctor"]);
     doctor
