@@ -60,6 +60,11 @@ pub struct Account {
     pub token_endpoint: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authorization_endpoint: Option<String>,
+    /// More parameters for the browser flow's authorization address (`domain_hint`, `prompt =
+    /// "select_account"`, a `login_hint` other than `user`): what a provider's sign-in page
+    /// reads. The protocol's own parameters cannot be set here.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra_authorize_params: BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_margin: Option<u64>,
     /// A shell command run when this account's login has died (the file's `notify_command`

@@ -45,6 +45,7 @@ const RULES: &[Rule] = &[
     certificate_and_key_together,
     app_only_has_credentials,
     redirect_uri_is_loopback,
+    extra_authorize_params_are_extra,
     login_lifetime_is_days,
     store_settings_match,
     resources_have_scopes,
@@ -234,6 +235,35 @@ fn yahoo_has_its_secret(a: &Account) -> Result<()> {
     Ok(())
 }
 
+/// The parameters the browser flow sets itself (RFC 6749, RFC 7636): replaced, they would
+/// break the login or its protection against a forged answer.
+const AUTHORIZE_PARAMS_OF_THE_PROTOCOL: &[&str] = &[
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "code_challenge",
+    "code_challenge_method",
+];
+
+fn extra_authorize_params_are_extra(a: &Account) -> Result<()> {
+    for (key, value) in &a.extra_authorize_params {
+        if AUTHORIZE_PARAMS_OF_THE_PROTOCOL.contains(&key.as_str()) {
+            bail!(
+                "extra_authorize_params cannot set `{key}`: mailtoken sets it for the login \
+                 (the scopes go in `scopes`, the redirect in `redirect_uri`)"
+            );
+        }
+        if key.is_empty() || value.chars().any(char::is_control) {
+            bail!(
+                "extra_authorize_params: `{key}` is empty or its value holds a control character"
+            );
+        }
+    }
+    Ok(())
+}
+
 fn generic_has_token_endpoint(a: &Account) -> Result<()> {
     if a.provider == Provider::Generic && a.issuer.is_none() && a.token_endpoint.is_none() {
         bail!("a generic provider needs `issuer` (for OIDC discovery) or `token_endpoint`");
@@ -301,6 +331,20 @@ mod tests {
             );
         }
         assert!(parse("provider = \"fastmail\"").is_ok());
+    }
+
+    #[test]
+    fn extra_authorize_params_cannot_replace_the_protocols() {
+        assert!(
+            account("extra_authorize_params = { domain_hint = \"contoso.com\", prompt = \"select_account\" }")
+                .is_ok()
+        );
+        for key in ["state", "redirect_uri", "code_challenge", "scope"] {
+            let err =
+                account(&format!("extra_authorize_params = {{ {key} = \"x\" }}")).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{err:#}");
+        }
+        assert!(account("extra_authorize_params = { hint = \"a\\nb\" }").is_err());
     }
 
     #[test]

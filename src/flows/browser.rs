@@ -41,6 +41,9 @@ pub struct AuthRequest<'a> {
     pub challenge: &'a str,
     pub provider: Provider,
     pub login_hint: Option<&'a str>,
+    /// The account's `extra_authorize_params` (none of the protocol's own: config validation
+    /// refuses those).
+    pub extra: &'a std::collections::BTreeMap<String, String>,
 }
 
 pub fn authorization_url(req: &AuthRequest) -> Result<String> {
@@ -55,21 +58,35 @@ pub fn authorization_url(req: &AuthRequest) -> Result<String> {
             .append_pair("state", req.state)
             .append_pair("code_challenge", req.challenge)
             .append_pair("code_challenge_method", "S256");
-        if let Some(hint) = req.login_hint {
+        if let Some(hint) = req.login_hint
+            && !req.extra.contains_key("login_hint")
+        {
             q.append_pair("login_hint", hint);
         }
-        match req.provider {
+        let consent = match req.provider {
             // Without these Google hands out a refresh token only on the very first consent.
             Provider::Google => {
-                q.append_pair("access_type", "offline")
-                    .append_pair("prompt", "consent");
+                q.append_pair("access_type", "offline");
+                true
             }
             // OpenID Connect Core 11: a server ignores offline_access unless consent is
             // prompted for. Microsoft issues refresh tokens without it.
-            Provider::Generic if req.scope.split(' ').any(|s| s == "offline_access") => {
-                q.append_pair("prompt", "consent");
-            }
-            _ => {}
+            Provider::Generic => req.scope.split(' ').any(|s| s == "offline_access"),
+            _ => false,
+        };
+        // `prompt` takes several values (OIDC Core 3.1.2.1): the account's, and consent where
+        // it is needed for a refresh token.
+        let prompt = req.extra.get("prompt").map(String::as_str).unwrap_or("");
+        let prompt = match (prompt, consent) {
+            ("", true) => "consent".to_string(),
+            (p, true) if !p.split(' ').any(|v| v == "consent") => format!("{p} consent"),
+            (p, _) => p.to_string(),
+        };
+        if !prompt.is_empty() {
+            q.append_pair("prompt", &prompt);
+        }
+        for (key, value) in req.extra.iter().filter(|(k, _)| *k != "prompt") {
+            q.append_pair(key, value);
         }
     }
     Ok(url.into())
@@ -146,6 +163,7 @@ impl Attempt {
             challenge: &pkce.challenge,
             provider: account.provider,
             login_hint: account.user.as_deref(),
+            extra: &account.extra_authorize_params,
         })?;
         Ok(Attempt {
             url,
@@ -220,6 +238,7 @@ mod tests {
             challenge: "ch",
             provider: Provider::Google,
             login_hint: Some("me@gmail.com"),
+            extra: &Default::default(),
         };
         let url = reqwest::Url::parse(&authorization_url(&req).unwrap()).unwrap();
         let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
@@ -245,5 +264,46 @@ mod tests {
         };
         assert!(generic("mail offline_access").contains("prompt=consent"));
         assert!(!generic("mail").contains("prompt="));
+    }
+
+    #[test]
+    fn extra_parameters_join_the_address_and_prompt_keeps_consent() {
+        let extra = std::collections::BTreeMap::from([
+            ("domain_hint".to_string(), "contoso.com".to_string()),
+            ("prompt".to_string(), "select_account".to_string()),
+            ("login_hint".to_string(), "other@contoso.com".to_string()),
+        ]);
+        let query = |provider| {
+            let url = authorization_url(&AuthRequest {
+                endpoint: "https://login.example/authorize",
+                client_id: "id",
+                redirect_uri: "http://127.0.0.1:5000",
+                scope: "mail offline_access",
+                state: "st",
+                challenge: "ch",
+                provider,
+                login_hint: Some("me@contoso.com"),
+                extra: &extra,
+            })
+            .unwrap();
+            let url = reqwest::Url::parse(&url).unwrap();
+            url.query_pairs()
+                .into_owned()
+                .collect::<Vec<(String, String)>>()
+        };
+        let google = query(Provider::Google);
+        let get = |q: &[(String, String)], k: &str| {
+            let all: Vec<&str> = q
+                .iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            assert_eq!(all.len(), 1, "{k} once: {q:?}");
+            all[0].to_string()
+        };
+        assert_eq!(get(&google, "prompt"), "select_account consent");
+        assert_eq!(get(&google, "domain_hint"), "contoso.com");
+        assert_eq!(get(&google, "login_hint"), "other@contoso.com");
+        assert_eq!(get(&query(Provider::Microsoft), "prompt"), "select_account");
     }
 }

@@ -568,8 +568,9 @@ fn the_browser_wait_counts_down_at_a_terminal() {
 }
 
 /// The Yahoo preset, with the fake server standing in for Yahoo's endpoints (explicit ones
-/// win over a preset's): the address the person opens asks for Yahoo's mail scope and none of
-/// Google's extras, and the code, then each refresh, goes with the app's client secret.
+/// win over a preset's): the address the person opens asks for Yahoo's mail scope, none of
+/// Google's extras and the account's `extra_authorize_params`, and the code, then each
+/// refresh, goes with the app's client secret.
 #[test]
 fn the_yahoo_preset_asks_for_its_scope_and_sends_its_secret() {
     let server = FakeServer::start();
@@ -577,11 +578,14 @@ fn the_yahoo_preset_asks_for_its_scope_and_sends_its_secret() {
     let env = TestEnv::with_config_text(&format!(
         "[accounts.{ACCOUNT}]\nprovider = \"yahoo\"\nuser = \"{USER}\"\n\
          client_id = \"{CLIENT_ID}\"\nclient_secret_command = \"printf s3cret\"\n\
-         token_endpoint = \"{base}/token\"\nauthorization_endpoint = \"{base}/authorize\"\n"
+         token_endpoint = \"{base}/token\"\nauthorization_endpoint = \"{base}/authorize\"\n\
+         extra_authorize_params = {{ prompt = \"select_account\" }}\n"
     ));
     let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
     let url = &login.url;
     assert_eq!(url.get("scope"), "mail-w");
+    // The account's own parameters reach the sign-in page.
+    assert_eq!(url.get("prompt"), "select_account");
     assert_eq!(url.get("code_challenge_method"), "S256");
     assert!(!url.query.contains_key("access_type"), "{:?}", url.query);
     let redirect = url.get("redirect_uri").to_string();
