@@ -131,6 +131,13 @@ pub enum Command {
     /// The account names of the config, one per line (for shell completion)
     #[command(hide = true)]
     Accounts,
+    /// The device login a call that found the login dead starts (relogin = "device"): run by
+    /// mailtoken itself, in the background
+    #[command(name = "background-login", hide = true)]
+    BackgroundLogin {
+        /// Account name from the config
+        account: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -374,4 +381,23 @@ pub struct AddArgs {
     /// POP connection security [default: tls]
     #[arg(long, value_enum, value_name = "TLS")]
     pub pop_tls: Option<TlsMode>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[test]
+    fn the_background_login_runs_by_the_name_that_starts_it() {
+        let cli = Cli::try_parse_from([
+            "mailtoken-full",
+            "--config",
+            "/c",
+            crate::flows::relogin::SUBCOMMAND,
+            "work",
+        ])
+        .unwrap();
+        assert!(matches!(cli.command, Command::BackgroundLogin { account } if account == "work"));
+    }
 }

@@ -27,15 +27,16 @@
 //! - `config`: the TOML file, its validation rules (`config/validate.rs`), and
 //!   `config::open`, the one way to get an account ready for use ([`config::OpenAccount`]);
 //!   `config/snapshot.rs` keeps one account's settings for the quick `token` path.
+//! - `notify`: `notify_command`, run (once an hour at most) when a login has died or is a day
+//!   from its known end, and each time a background login waits for approval.
 //! - `oauth`: requests to the token endpoint and their replies (`oauth/token_endpoint.rs`:
 //!   refresh, code exchange, device polling), error replies made into advice, discovery, JWT
 //!   client assertions.
 //! - `mail`: mail servers, SASL XOAUTH2/OAUTHBEARER (`mail/sasl.rs`), and the IMAP, POP, SMTP
 //!   and Graph clients.
 //! - `flows`: first logins: device code, browser with PKCE (and its loopback listener in
-//!   `flows/callback.rs`), app-only client credentials.
-//! - `notify`: `notify_command`, run (once an hour at most) when a login has died or is a day
-//!   from its known end.
+//!   `flows/callback.rs`), app-only client credentials; and the login a dead one starts in the
+//!   background (`flows/relogin.rs`, with `relogin = "device"`).
 //! - `token`: the broker. `token::get` is the whole lock-and-refresh protocol in one function:
 //!   cached token, else lock, re-read, refresh once, store, hand out.
 //! - `proxy`: `mailtoken proxy`, local IMAP/POP/SMTP listeners that log in upstream with the

@@ -1,10 +1,11 @@
 //! `notify_command`: telling the person when a login has died, or is about to, so that a
 //! timer's `mailtoken refresh` or a mail program's failing calls are not the only witnesses
-//! for weeks. Once an hour at most per account.
+//! for weeks. Once an hour at most per account; but a background login's address and code
+//! (`relogin = "device"`) every time, since it is the way back in.
 
 use std::time::Duration;
 
-use crate::config::OpenAccount;
+use crate::config::{OpenAccount, Relogin};
 use crate::log::printable;
 use crate::store::{LoginEnd, Tokens};
 use crate::time;
@@ -20,8 +21,44 @@ const LOCK_PATIENCE: Duration = Duration::from_millis(200);
 /// Run the account's notification command for a login that needs a person, unless it ran
 /// in the last hour. Called under the account lock, so callers do not race to notify.
 pub fn login_needed(acct: &OpenAccount, why: &str) {
+    // With `relogin = "device"` the login started next is told instead (or this is said
+    // through `relogin_failed`): one message, the one that carries the way in.
+    if acct.account.relogin == Some(Relogin::Device) {
+        return;
+    }
+    relogin_failed(acct, why);
+}
+
+/// A dead login whose background login could not start (or for which none is set): the
+/// person has to run `mailtoken login`. Once an hour at most.
+pub fn relogin_failed(acct: &OpenAccount, why: &str) {
     let reason = printable(why.lines().next().unwrap_or(why)).to_string();
     tell(acct, "login-needed", &reason);
+}
+
+/// Where to approve a login that a background process has started, and until when. Every
+/// time: the process starts once per dead login, and this is the message that ends it.
+pub fn login_started(acct: &OpenAccount, uri: &str, complete: Option<&str>, code: &str, left: u64) {
+    let reason = format!(
+        "open {uri} and enter the code {code} within {} to log in again",
+        time::format_span(left)
+    );
+    let mut env = vec![
+        ("MAILTOKEN_VERIFICATION_URI", uri),
+        ("MAILTOKEN_USER_CODE", code),
+    ];
+    if let Some(complete) = complete {
+        env.push(("MAILTOKEN_VERIFICATION_URI_COMPLETE", complete));
+    }
+    run(acct, "login-started", &reason, &env);
+}
+
+/// How a background login ended: `login-done` (the new tokens are stored) or `login-failed`
+/// (declined, expired, refused), with the reason. Every time, as its start was.
+pub fn login_ended(acct: &OpenAccount, done: bool, reason: &str) {
+    let event = if done { "login-done" } else { "login-failed" };
+    let reason = printable(reason.lines().next().unwrap_or(reason)).to_string();
+    run(acct, event, &reason, &[]);
 }
 
 /// Whether a call with `tokens` in hand has a login's near end to tell (so that the quick
@@ -59,8 +96,11 @@ pub fn ending_reason(end: LoginEnd, now: u64) -> String {
     )
 }
 
+/// Run the command for `event`, unless it ran in the last hour.
 fn tell(acct: &OpenAccount, event: &str, reason: &str) {
-    let Some(cmd) = &acct.notify else { return };
+    if acct.notify.is_none() {
+        return;
+    }
     let files = acct.store.files();
     let stamp = files.notified(&acct.name);
     let now = time::now();
@@ -73,14 +113,21 @@ fn tell(acct: &OpenAccount, event: &str, reason: &str) {
     }
     // Noted first: a command that hangs or fails is not run again at every call.
     let _ = files.replace_small(&stamp, now.to_string().as_bytes());
+    run(acct, event, reason, &[]);
+}
+
+/// Run the command now, with the event's variables (and `more`) in its environment.
+fn run(acct: &OpenAccount, event: &str, reason: &str, more: &[(&str, &str)]) {
+    let Some(cmd) = &acct.notify else { return };
     let fix = format!("mailtoken login {}", acct.name);
-    let env = [
+    let mut env = vec![
         ("MAILTOKEN_ACCOUNT", acct.name.as_str()),
         ("MAILTOKEN_USER", acct.account.user.as_deref().unwrap_or("")),
         ("MAILTOKEN_EVENT", event),
         ("MAILTOKEN_REASON", reason),
         ("MAILTOKEN_FIX", fix.as_str()),
     ];
+    env.extend_from_slice(more);
     if !crate::shell::notify(cmd, &env, PATIENCE) {
         eprintln!("mailtoken: notify_command `{cmd}` failed");
     }

@@ -146,6 +146,12 @@ pub fn default_flow(provider: Provider) -> Flow {
     }
 }
 
+/// Whether the provider lets a mail login happen by device code (Google's device flow refuses
+/// the mail scope; Yahoo, AOL and Fastmail have none). A generic server may: discovery says.
+pub fn has_device_flow(provider: Provider) -> bool {
+    matches!(provider, Provider::Microsoft | Provider::Generic)
+}
+
 /// The redirect URI registered for desktop apps, when the account names none. Microsoft's
 /// "Mobile and desktop applications" platform takes `http://localhost` with any port.
 pub fn default_redirect_uri(provider: Provider) -> &'static str {

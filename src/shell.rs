@@ -20,11 +20,9 @@ const BUILD: &str = env!("MAILTOKEN_BUILD");
 /// exit status (exec). Returns only if that fails, with what to do.
 pub fn become_full(args: &[std::ffi::OsString]) -> anyhow::Error {
     use std::os::unix::process::CommandExt;
-    let full = std::env::current_exe()
-        .ok()
-        .and_then(|me| Some(me.parent()?.join(FULL_PROGRAM)));
-    let Some(full) = full else {
-        return anyhow::anyhow!("cannot tell where this program is, so where {FULL_PROGRAM} is");
+    let full = match full_program() {
+        Ok(full) => full,
+        Err(err) => return err,
     };
     let mut cmd = Command::new(&full);
     if let Some(arg0) = args.first() {
@@ -171,6 +169,55 @@ pub fn notify(cmd: &str, env: &[(&str, &str)], patience: Duration) -> bool {
         return false;
     };
     finished_well_or_still_running(&mut child, patience)
+}
+
+/// The longest first line a background `mailtoken-full` is read for.
+const MAX_WORD: u64 = 4096;
+
+/// Start `mailtoken-full` with `args`, on its own, and wait at most `patience` for the first
+/// line it prints: its word on how its work started. It goes on after that, and after this
+/// process ends: in a process group of its own (a Ctrl-C at the terminal is not for it), its
+/// stdin and stderr on /dev/null. It keeps this process's environment, a withheld client
+/// secret included: it is mailtoken, which withholds it from its own children in turn.
+pub fn start_full_in_background(args: &[&std::ffi::OsStr], patience: Duration) -> Result<String> {
+    use std::io::{BufRead, BufReader, Read};
+    use std::os::unix::process::CommandExt;
+    let full = full_program()?;
+    let mut cmd = Command::new(&full);
+    crate::sys::process::unblock_signals_in_child(&mut cmd);
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("cannot start {}", full.display()))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let read = BufReader::new(stdout.take(MAX_WORD)).read_line(&mut line);
+        let _ = tx.send(read.map(|_| line));
+    });
+    // Reaped when it ends, so that a long-lived caller (the proxy) keeps no zombie.
+    std::thread::spawn(move || child.wait());
+    match rx.recv_timeout(patience) {
+        Ok(Ok(line)) if !line.trim().is_empty() => Ok(line.trim().to_string()),
+        Ok(_) => bail!("{FULL_PROGRAM} ended without saying how its work started"),
+        Err(_) => bail!(
+            "{FULL_PROGRAM} said nothing within {} s of starting",
+            patience.as_secs()
+        ),
+    }
+}
+
+/// Where `mailtoken-full` is: beside this program.
+fn full_program() -> Result<std::path::PathBuf> {
+    std::env::current_exe()
+        .ok()
+        .and_then(|me| Some(me.parent()?.join(FULL_PROGRAM)))
+        .with_context(|| format!("cannot tell where this program is, so where {FULL_PROGRAM} is"))
 }
 
 /// Start a helper program and leave it running (a browser). False when it cannot start.

@@ -3,8 +3,9 @@
 
 use anyhow::{Context, Result};
 
-use crate::config::{OpenAccount, Want};
+use crate::config::{OpenAccount, Relogin, Want};
 use crate::error::{self, Kind, login_needed, server};
+use crate::flows;
 use crate::log::{debug, fingerprint};
 use crate::notify;
 use crate::oauth;
@@ -42,6 +43,13 @@ pub fn cached(acct: &OpenAccount, want: &Want) -> Result<Option<AccessToken>> {
     match waited {
         Some(Some(access)) => Ok(Some(access)),
         Some(None) => match failed_meanwhile(acct, waited_from) {
+            // A dead login that starts its own replacement is the full program's to tell.
+            Some(failure)
+                if acct.account.relogin == Some(Relogin::Device)
+                    && error::kind(&failure) == Some(Kind::LoginNeeded) =>
+            {
+                Ok(None)
+            }
             Some(failure) => Err(failure),
             None => Ok(None),
         },
@@ -107,8 +115,15 @@ pub fn own(acct: &OpenAccount, force: bool) -> Result<AccessToken> {
     get(acct, &Want::own(&acct.account)?, force)
 }
 
-/// A valid access token for the account, refreshing it if needed (or if `force`).
+/// A valid access token for the account, refreshing it if needed (or if `force`). A login
+/// found dead starts its own replacement in the background where the account says so
+/// (`relogin = "device"`), and the error says where to approve it.
 pub fn get(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> {
+    obtain(acct, want, force).map_err(|dead| flows::relogin::after_dead_login(acct, dead))
+}
+
+/// `get`'s story: the cached token, else the lock, a second look, one refresh, the commit.
+fn obtain(acct: &OpenAccount, want: &Want, force: bool) -> Result<AccessToken> {
     let OpenAccount {
         name,
         account,

@@ -42,6 +42,7 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
                 make_certificate,
             } => proxy::run(&paths, hash_password, make_certificate),
             Command::Accounts => setup::accounts(&paths),
+            Command::BackgroundLogin { account } => setup::background_login(&paths, &account),
         });
     process::finish(result)
 }

@@ -141,6 +141,15 @@ pub fn login(paths: &Paths, args: &LoginArgs) -> Result<()> {
     Ok(())
 }
 
+/// The background process a dead login starts (`relogin = "device"`): its first line on
+/// stdout tells the caller how the login started; the rest of its work nobody watches.
+pub fn background_login(paths: &Paths, name: &str) -> Result<()> {
+    let acct = config::open(paths, name)?;
+    flows::relogin::run(&acct, &mut |word| {
+        let _ = super::write_stdout(&format!("{word}\n"), "cannot tell the caller");
+    })
+}
+
 pub fn logout(paths: &Paths, name: &str) -> Result<()> {
     let acct = config::open(paths, name)?;
     let store = &acct.store;

@@ -46,6 +46,9 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
             status_block(name, &acct.account, &acct.store, acct.margin, now)
         };
         out.push_str(&block);
+        if let Some(waiting) = crate::flows::relogin::waiting(&acct) {
+            out.push_str(&waiting_line(&waiting, now));
+        }
         if !readable {
             unreadable.push(name);
         }
@@ -59,6 +62,21 @@ pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// A background login's line (`relogin = "device"`): where it waits for the person.
+fn waiting_line(waiting: &crate::flows::relogin::Waiting, now: u64) -> String {
+    format!(
+        "  new login:     waiting for approval at {} with the code {}, {} left\n",
+        crate::log::printable(
+            waiting
+                .verification_uri_complete
+                .as_deref()
+                .unwrap_or(&waiting.verification_uri)
+        ),
+        crate::log::printable(&waiting.user_code),
+        time::format_span(waiting.expires_at.saturating_sub(now))
+    )
 }
 
 /// The account's report, and whether its tokens could be read.

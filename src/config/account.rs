@@ -75,6 +75,10 @@ pub struct Account {
     /// app in Testing): `notify_command` is run when the end is a day away.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub login_lifetime_days: Option<u32>,
+    /// What a call that finds the login dead does besides failing: "device" starts a device
+    /// login in the background and tells `notify_command` where to approve it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relogin: Option<Relogin>,
     /// Where the tokens live: "file" (default), "keyring" or "command".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreKind>,
@@ -112,6 +116,17 @@ pub struct Account {
     /// OpenID Connect userinfo endpoint, for `whoami`
     #[serde(skip_serializing_if = "Option::is_none")]
     pub userinfo_endpoint: Option<String>,
+}
+
+/// A new login started by the call that finds the old one dead (flows/relogin.rs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Relogin {
+    /// Nothing: the call fails and a person runs `mailtoken login` (the default).
+    Off,
+    /// A device login in the background, its address and code sent to `notify_command`:
+    /// approvable from a phone, with no terminal.
+    Device,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-pub use account::{Account, SecretMethod, StoreKind, TlsMode, Want};
+pub use account::{Account, Relogin, SecretMethod, StoreKind, TlsMode, Want};
 pub use paths::Paths;
 pub use snapshot::Stamp;
 pub use validate::{validate_account_name, validate_user};
@@ -116,6 +116,9 @@ pub struct OpenAccount {
     pub margin: u64,
     /// The command that tells the person a login has died: the account's, else the file's.
     pub notify: Option<String>,
+    /// Where the account was read from and its data kept: what a program started to carry on
+    /// its work (a background login) is told.
+    pub paths: Paths,
 }
 
 /// Load the config and open the account `name` in it.
@@ -276,6 +279,7 @@ impl Config {
                 .clone()
                 .or_else(|| self.defaults.notify_command.clone()),
             account: account.clone(),
+            paths: paths.clone(),
         })
     }
 

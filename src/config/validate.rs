@@ -3,7 +3,7 @@
 
 use anyhow::{Context, Result, bail};
 
-use super::{Account, StoreKind, TlsMode};
+use super::{Account, Relogin, StoreKind, TlsMode};
 use crate::provider::{self, Flow, Provider, Service};
 
 /// Account names become file names in the store, so keep them to a safe alphabet.
@@ -47,6 +47,7 @@ const RULES: &[Rule] = &[
     redirect_uri_is_loopback,
     extra_authorize_params_are_extra,
     login_lifetime_is_days,
+    relogin_has_a_device_flow,
     store_settings_match,
     resources_have_scopes,
     tenant_is_microsofts,
@@ -139,6 +140,23 @@ fn login_lifetime_is_days(a: &Account) -> Result<()> {
         && !(1..=3650).contains(&days)
     {
         bail!("`login_lifetime_days` is {days}: give the days a login lasts, 1 to 3650");
+    }
+    Ok(())
+}
+
+fn relogin_has_a_device_flow(a: &Account) -> Result<()> {
+    if a.relogin != Some(Relogin::Device) {
+        return Ok(());
+    }
+    if a.flow() == Flow::Credentials {
+        bail!("relogin = \"device\" is for logins of a person: an app-only account needs none");
+    }
+    if !provider::has_device_flow(a.provider) {
+        bail!(
+            "relogin = \"device\" needs a device-code login, which {} does not offer for mail: \
+             remove it, and set notify_command to be told when to run `mailtoken login`",
+            a.provider.name()
+        );
     }
     Ok(())
 }
@@ -296,6 +314,22 @@ mod tests {
     fn account(extra: &str) -> Result<Account> {
         let text = format!("[accounts.a]\nprovider = \"microsoft\"\nclient_id = \"x\"\n{extra}\n");
         Ok(Config::parse(&text)?.accounts["a"].clone())
+    }
+
+    #[test]
+    fn relogin_only_where_a_device_login_can_happen() {
+        assert!(account("relogin = \"device\"").is_ok());
+        assert!(account("relogin = \"off\"").is_ok());
+        assert!(account("relogin = \"browser\"").is_err());
+        let app_only =
+            account("relogin = \"device\"\nflow = \"credentials\"\nclient_secret_env = \"S\"");
+        let err = format!("{:#}", app_only.unwrap_err());
+        assert!(err.contains("app-only account needs none"), "{err}");
+        let google = Config::parse(
+            "[accounts.g]\nprovider = \"google\"\nclient_id = \"x\"\nrelogin = \"device\"\n",
+        );
+        let err = format!("{:#}", google.unwrap_err());
+        assert!(err.contains("Google does not offer"), "{err}");
     }
 
     #[test]

@@ -39,6 +39,8 @@ pub enum Step<T> {
 pub trait Clock {
     fn elapsed(&self) -> Duration;
     fn sleep(&mut self, d: Duration);
+    /// The wait is over (a countdown line is cleared).
+    fn done(&mut self) {}
 }
 
 /// Poll until the person approves, the code expires, or the server says no.
@@ -96,6 +98,68 @@ fn poll_outcome(
     }
 }
 
+/// A device login the server has started: what the person is shown, and what polling needs.
+pub struct Started<'a> {
+    pub auth: oauth::DeviceAuthorization,
+    /// How long the code is good for (the server's word, at most `MAX_WAIT`).
+    pub lifetime: Duration,
+    client: oauth::Client<'a>,
+    token_endpoint: String,
+    scope: String,
+}
+
+/// Ask the server for a device code and the address where the person enters it.
+pub fn begin<'a>(http: &Http, acct: &'a OpenAccount, endpoints: &Endpoints) -> Result<Started<'a>> {
+    let OpenAccount { name, account, .. } = acct;
+    let device_endpoint = endpoints.need_device_authorization(name)?;
+    let (token_endpoint, client) = oauth::Client::for_token_endpoint(name, account, endpoints)?;
+    let scope = account.scopes()?.join(" ");
+    let auth = oauth::device_authorize(http, device_endpoint, &client, &scope)?
+        .map_err(|e| e.into_error("starting the device login", account.provider, name))?;
+    let lifetime = Duration::from_secs(auth.expires_in.unwrap_or(900)).min(MAX_WAIT);
+    Ok(Started {
+        auth,
+        lifetime,
+        client,
+        token_endpoint,
+        scope,
+    })
+}
+
+/// Poll until the person approves the started login (the tokens), declines it, or its code
+/// runs out (errors that say so).
+pub fn wait(
+    http: &Http,
+    acct: &OpenAccount,
+    started: &Started,
+    clock: &mut impl Clock,
+) -> Result<Granted> {
+    let OpenAccount { name, account, .. } = acct;
+    let mut sent_at = time::now();
+    let reply = poll_device(
+        started.lifetime,
+        started.auth.interval.unwrap_or(DEFAULT_INTERVAL),
+        clock,
+        || {
+            sent_at = time::now();
+            poll_outcome(
+                oauth::device_poll(
+                    http,
+                    &started.token_endpoint,
+                    &started.client,
+                    &started.auth.device_code,
+                )?,
+                account.provider,
+                name,
+            )
+        },
+    );
+    clock.done();
+    let reply = reply?;
+    super::warn_if_someone_else(account, &reply);
+    reply.into_access(sent_at, &started.scope)
+}
+
 /// Log in with the device flow: show a URL and a code, wait for the person to approve.
 pub fn login(
     http: &Http,
@@ -103,15 +167,8 @@ pub fn login(
     endpoints: &Endpoints,
     options: &LoginOptions,
 ) -> Result<Granted> {
-    let OpenAccount { name, account, .. } = acct;
-    let device_endpoint = endpoints.need_device_authorization(name)?;
-    let (token_endpoint, client) = oauth::Client::for_token_endpoint(name, account, endpoints)?;
-    let token_endpoint = token_endpoint.as_str();
-    let scope = account.scopes()?.join(" ");
-    let auth = oauth::device_authorize(http, device_endpoint, &client, &scope)?
-        .map_err(|e| e.into_error("starting the device login", account.provider, name))?;
-
-    let lifetime = Duration::from_secs(auth.expires_in.unwrap_or(900)).min(MAX_WAIT);
+    let started = begin(http, acct, endpoints)?;
+    let auth = &started.auth;
     let page = auth
         .verification_uri_complete
         .as_deref()
@@ -123,32 +180,28 @@ pub fn login(
     {
         eprintln!("{code}");
     }
-    eprintln!("{}", prompt(name, &auth, lifetime));
+    eprintln!("{}", prompt(&acct.name, auth, started.lifetime));
     if options.copy_code && copy_to_clipboard(&auth.user_code) {
         eprintln!("(The code is on the clipboard.)");
     }
     if options.open_device_page {
         super::open_browser(page);
     }
-    let mut clock = Countdown::new(lifetime, "waiting for approval");
-    let mut sent_at = time::now();
-    let reply = poll_device(
-        lifetime,
-        auth.interval.unwrap_or(DEFAULT_INTERVAL),
-        &mut clock,
-        || {
-            sent_at = time::now();
-            poll_outcome(
-                oauth::device_poll(http, token_endpoint, &client, &auth.device_code)?,
-                account.provider,
-                name,
-            )
-        },
-    );
-    clock.clear();
-    let reply = reply?;
-    super::warn_if_someone_else(account, &reply);
-    reply.into_access(sent_at, &scope)
+    let mut clock = Countdown::new(started.lifetime, "waiting for approval");
+    wait(http, acct, &started, &mut clock)
+}
+
+/// Time as it passes, for a login nobody watches (one in the background).
+pub struct RealClock(pub Instant);
+
+impl Clock for RealClock {
+    fn elapsed(&self) -> Duration {
+        self.0.elapsed()
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        sleep(d);
+    }
 }
 
 /// The address as a QR code for a phone's camera, drawn with half-block characters.
@@ -208,6 +261,10 @@ fn prompt(name: &str, auth: &oauth::DeviceAuthorization, lifetime: Duration) -> 
 impl Clock for Countdown {
     fn elapsed(&self) -> Duration {
         Countdown::elapsed(self)
+    }
+
+    fn done(&mut self) {
+        self.clear();
     }
 
     fn sleep(&mut self, d: Duration) {

@@ -6,6 +6,7 @@ pub mod app_only;
 pub mod browser;
 pub mod callback;
 pub mod device;
+pub mod relogin;
 
 use std::time::Duration;
 
@@ -73,15 +74,24 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
              the access token expires. Add offline_access to the scopes if the server supports it."
         );
     }
+    // The new grant is stored before a signal may end the process (and then it does).
+    drop(cancel);
+    store_login(acct, granted)
+}
+
+/// Store a new login's grant in place of whatever the account had, under the account lock,
+/// with the catchable signals held until it is stored.
+fn store_login(acct: &OpenAccount, granted: crate::store::Granted) -> Result<Tokens> {
+    let OpenAccount { name, store, .. } = acct;
     let mut tokens = Tokens::empty();
     tokens.update(None, granted);
     tokens.logged_in_at = Some(crate::time::now());
-    // The new grant is stored before a signal may end the process (and then it does).
-    drop(cancel);
     let _held = crate::sys::process::hold_signals();
     let _lock = store.lock(name, LOCK_TIMEOUT)?;
     store.set_aside_damaged(name)?;
     store.save(name, &tokens)?;
+    // The old login's refusal, noted for waiters, is no news now.
+    store.clear_failure(name);
     Ok(tokens)
 }
 

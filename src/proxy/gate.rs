@@ -388,8 +388,19 @@ fn token_for(acct: &OpenAccount, force: bool) -> std::result::Result<AccessToken
         match error::kind(&e) {
             Some(Kind::LoginNeeded) => Denied::new(
                 Why::NoLogin,
-                match acct.store.load(name) {
-                    Ok(None) => format!("run \"mailtoken login {name}\": no login is stored"),
+                match (crate::flows::relogin::waiting(acct), acct.store.load(name)) {
+                    // Shown by the mail program: the way back in, for a person with a phone.
+                    (Some(waiting), _) => format!(
+                        "a new login waits for approval: open {} and enter the code {}",
+                        waiting
+                            .verification_uri_complete
+                            .as_deref()
+                            .unwrap_or(&waiting.verification_uri),
+                        waiting.user_code
+                    ),
+                    (None, Ok(None)) => {
+                        format!("run \"mailtoken login {name}\": no login is stored")
+                    }
                     _ => format!("run \"mailtoken login {name}\": the provider refused the login"),
                 },
                 detail,

@@ -5,7 +5,9 @@
 //! or command store has not taken yet), `NAME.failed` (the last refresh failure, for waiters),
 //! `NAME.config` (the quick path's snapshot), `NAME.discovery.json` (an OIDC discovery
 //! document), `NAME.notified` (when notify_command last ran), `NAME.json.damaged-TIME` (a
-//! token file that could not be read, kept aside). For the proxy: `proxy-ca.pem`,
+//! token file that could not be read, kept aside), `NAME.relogin.json` and
+//! `NAME.relogin.lock` (a background login waiting for approval: its address and code, and
+//! the lock its process holds while it waits). For the proxy: `proxy-ca.pem`,
 //! `proxy-cert.pem`, `proxy-key.pem`. Writers' temp files start with a dot.
 //!
 //! And one directory beside it, for when the data directory cannot take new tokens (a full
@@ -83,6 +85,14 @@ impl<'a> DataDir<'a> {
 
     pub fn notified(&self, account: &str) -> PathBuf {
         self.named(account, ".notified")
+    }
+
+    pub fn relogin(&self, account: &str) -> PathBuf {
+        self.named(account, ".relogin.json")
+    }
+
+    pub fn relogin_lock(&self, account: &str) -> PathBuf {
+        self.named(account, ".relogin.lock")
     }
 
     pub fn damaged(&self, account: &str, at: u64) -> PathBuf {

@@ -67,6 +67,30 @@ pub fn after_holder<T>(
     Ok(Some(check()))
 }
 
+/// The exclusive lock at `path` if nobody holds it now; None if somebody does.
+pub fn try_exclusive(path: &Path) -> Result<Option<AccountLock>> {
+    let file = super::file::open_lock(path, true)?
+        .with_context(|| format!("cannot open the lock file {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            sign(&file);
+            Ok(Some(AccountLock { file }))
+        }
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Whether a process holds the lock at `path` now. Creates nothing.
+pub fn is_held(path: &Path) -> bool {
+    let Ok(Some(file)) = super::file::open_lock(path, false) else {
+        return false;
+    };
+    matches!(file.try_lock_shared(), Err(TryLockError::WouldBlock))
+}
+
 /// The lock, or None when `done` said so; and how many times the lock was asked for.
 ///
 /// A waiter first waits for a shared lock: the kernel grants it to every such waiter at once

@@ -124,6 +124,17 @@ impl Store {
         lock::exclusive_unless(&self.lock_path(account), timeout, &mut done)
     }
 
+    /// The lock of the account's background login, if no such login is running.
+    pub fn relogin_lock(&self, account: &str) -> Result<Option<AccountLock>> {
+        self.ensure_dir()?;
+        lock::try_exclusive(&self.files().relogin_lock(account))
+    }
+
+    /// Whether a background login of the account is running (its process holds the lock).
+    pub fn relogin_running(&self, account: &str) -> bool {
+        lock::is_held(&self.files().relogin_lock(account))
+    }
+
     /// If another process holds the account's lock (refreshing), wait until it lets go and
     /// run `check` then; None when nobody holds it. Creates nothing, for the quick path.
     pub fn after_holder<T>(

@@ -25,6 +25,7 @@ mod proxy_logins;
 mod proxy_users;
 mod quick;
 mod refresh;
+mod relogin;
 mod stores;
 mod survival;
 mod token_failures;

@@ -363,7 +363,7 @@ fn the_notify_command_examples_parse() {
         .skip(1)
         .filter_map(|rest| rest.split("\n```").next())
         .collect();
-    assert_eq!(examples.len(), 3);
+    assert_eq!(examples.len(), 4);
     for example in examples {
         let config = mailtoken::config::Config::parse(example).unwrap();
         assert!(config.defaults.notify_command.is_some(), "{example}");

@@ -12,7 +12,7 @@ use crate::proxy::{Proxy, free_port, upstream_keys};
 use crate::proxy_guard::Untouched;
 use crate::support::env::*;
 use crate::support::mail_servers::*;
-use crate::support::oauth_server::{FakeServer, Kind, Refresh};
+use crate::support::oauth_server::{FakeServer, Kind, Poll, Refresh, USER_CODE, VERIFICATION_URI};
 
 /// Two accounts with the same user: a login by that user is refused with both names, never
 /// sent to one of them; by name it works; the proxy says so when it starts.
@@ -167,6 +167,17 @@ fn proxy_with_token_server(
     upstream: u16,
     tokens: serde_json::Value,
 ) -> Proxy {
+    proxy_with_account_keys(server, service, upstream, tokens, "")
+}
+
+/// As `proxy_with_token_server`, with more keys in the account.
+fn proxy_with_account_keys(
+    server: &FakeServer,
+    service: &str,
+    upstream: u16,
+    tokens: serde_json::Value,
+    keys: &str,
+) -> Proxy {
     let env = TestEnv::with_store();
     let port = free_port();
     env.write_config(&format!(
@@ -174,7 +185,7 @@ fn proxy_with_token_server(
         account_toml(
             "work",
             &server.base_url(),
-            &upstream_keys(service, upstream)
+            &format!("{}\n{keys}", upstream_keys(service, upstream))
         )
     ));
     env.write_token_bytes("work", tokens.to_string().as_bytes());
@@ -260,6 +271,43 @@ fn only_a_refused_login_says_log_in_again() {
         no,
         "535 5.7.8 mailtoken: run \"mailtoken login work\": the provider refused the login"
     );
+    assert!(!upstream.was_reached());
+}
+
+/// With `relogin = "device"` the same refusal starts a background login, and the mail program
+/// is told where to approve it (what a person reads in Alpine's or Thunderbird's error box).
+#[test]
+fn a_dead_login_with_relogin_tells_the_mail_program_where_to_approve() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::InvalidGrant);
+    server.add_refresh_token("rt-dead");
+    server.set_poll_default(Poll::Pending);
+    let upstream = Untouched::new();
+    let proxy = proxy_with_account_keys(
+        &server,
+        "smtp",
+        upstream.port(),
+        serde_json::json!({
+            "version": 1, "access_token": "at-old", "token_type": "Bearer",
+            "expires_at": now_unix() - 10, "refresh_token": "rt-dead",
+        }),
+        "relogin = \"device\"",
+    );
+    for _ in 0..2 {
+        let mut c = proxy.connect();
+        c.line();
+        c.send(&format!(
+            "AUTH PLAIN {}",
+            STANDARD.encode(format!("\0{USER}\0pw"))
+        ));
+        assert_eq!(
+            c.line(),
+            format!(
+                "535 5.7.8 mailtoken: a new login waits for approval: open {VERIFICATION_URI} and enter the code {USER_CODE}"
+            )
+        );
+    }
+    assert_eq!(server.count(Kind::Device), 1);
     assert!(!upstream.was_reached());
 }
 
