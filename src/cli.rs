@@ -195,7 +195,8 @@ pub struct LoginArgs {
     /// Account name from the config
     pub account: String,
 
-    /// Use the device flow: a URL and a code to enter in any browser, on any device
+    /// Use the device flow: a URL and a code to enter in any browser, on any device (and no
+    /// other: no going on in the browser when the tenant blocks it)
     #[arg(long, conflicts_with = "browser")]
     pub device: bool,
 

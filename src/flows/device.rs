@@ -28,6 +28,73 @@ const CODE_EXPIRED: &str = "the code expired before the login was approved: run 
 /// Transient network errors tolerated in a row while polling.
 const MAX_POLL_ERRORS: u32 = 3;
 
+/// Microsoft's refusals of the device-code login that a browser login may pass: Conditional
+/// Access blocking the flow itself (53003, also what the "Block device code flow" policy
+/// answers), or asking for a registered or compliant device (50097, 53000, 53001), which a
+/// code typed on another device cannot show and the browser on this machine may. Left out:
+/// 53002 (an approved client app) and 53004 (security info to register), where the browser
+/// login is refused alike.
+const BLOCKED: [u64; 4] = [50_097, 53_000, 53_001, 53_003];
+
+/// The tenant refuses the device-code login itself: the browser flow is the way in. Carried
+/// in an `anyhow::Error` to `flows::login`, which falls back or makes it the refusal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocked {
+    /// The AADSTS code.
+    pub code: u64,
+}
+
+impl Blocked {
+    pub fn of(e: &OAuthError) -> Option<Blocked> {
+        Blocked::code(e.aadsts()?)
+    }
+
+    pub fn code(code: u64) -> Option<Blocked> {
+        BLOCKED.contains(&code).then_some(Blocked { code })
+    }
+
+    /// The error when there is no falling back: what happened and the fix, in one line.
+    pub fn refusal(self, account: &str) -> anyhow::Error {
+        crate::error::failure(
+            Kind::LoginNeeded,
+            format!(
+                "{self}: log in with `mailtoken login {account} --browser` (set flow = \"browser\" in the account to make it the default)"
+            ),
+        )
+    }
+}
+
+impl std::fmt::Display for Blocked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let code = self.code;
+        match code {
+            50_097 | 53_000 | 53_001 => write!(
+                f,
+                "the tenant's Conditional Access asks for a managed device, which the device-code login cannot show (AADSTS{code})"
+            ),
+            _ => write!(
+                f,
+                "the device-code login is blocked by the tenant's Conditional Access (AADSTS{code})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Blocked {}
+
+/// The server's refusal as the error to return: `Blocked` when the browser flow may pass.
+fn refused(
+    e: OAuthError,
+    what: &str,
+    provider: crate::provider::Provider,
+    name: &str,
+) -> anyhow::Error {
+    match Blocked::of(&e) {
+        Some(blocked) => anyhow::Error::new(blocked),
+        None => e.into_error(what, provider, name),
+    }
+}
+
 /// What one poll of the token endpoint said.
 pub enum Step<T> {
     Pending,
@@ -85,6 +152,8 @@ fn poll_outcome(
 ) -> Result<Step<TokenReply>> {
     match reply {
         Ok(t) => Ok(Step::Done(t)),
+        // Before access_denied: Microsoft may send a Conditional Access block as that.
+        Err(e) if Blocked::of(&e).is_some() => Err(refused(e, "the device login", provider, name)),
         Err(e) if e.error == "authorization_pending" => Ok(Step::Pending),
         Err(e) if e.error == "slow_down" => Ok(Step::SlowDown),
         Err(e) if e.error == "access_denied" => Err(crate::error::failure(
@@ -94,7 +163,7 @@ fn poll_outcome(
         Err(e) if e.error == "expired_token" => {
             Err(crate::error::failure(Kind::LoginNeeded, CODE_EXPIRED))
         }
-        Err(e) => Err(e.into_error("the device login", provider, name)),
+        Err(e) => Err(refused(e, "the device login", provider, name)),
     }
 }
 
@@ -115,7 +184,7 @@ pub fn begin<'a>(http: &Http, acct: &'a OpenAccount, endpoints: &Endpoints) -> R
     let (token_endpoint, client) = oauth::Client::for_token_endpoint(name, account, endpoints)?;
     let scope = account.scopes()?.join(" ");
     let auth = oauth::device_authorize(http, device_endpoint, &client, &scope)?
-        .map_err(|e| e.into_error("starting the device login", account.provider, name))?;
+        .map_err(|e| refused(e, "starting the device login", account.provider, name))?;
     let lifetime = Duration::from_secs(auth.expires_in.unwrap_or(900)).min(MAX_WAIT);
     Ok(Started {
         auth,
@@ -387,6 +456,55 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(err.to_string(), "c");
+    }
+
+    fn microsoft(json: &str) -> OAuthError {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn a_conditional_access_block_is_told_apart_from_a_denial() {
+        for json in [
+            r#"{"error":"access_denied","error_description":"AADSTS53003: Access has been blocked by Conditional Access policies.","error_codes":[53003]}"#,
+            r#"{"error":"invalid_grant","error_description":"AADSTS53003: Access has been blocked."}"#,
+            r#"{"error":"interaction_required","error_codes":[50097]}"#,
+        ] {
+            let err = poll_outcome(
+                Err(microsoft(json)),
+                crate::provider::Provider::Microsoft,
+                "w",
+            )
+            .err()
+            .unwrap();
+            assert!(err.downcast_ref::<Blocked>().is_some(), "{json}: {err}");
+        }
+        // Refusals the browser login would meet alike stay what they were.
+        let err = poll_outcome(
+            Err(microsoft(
+                r#"{"error":"access_denied","error_codes":[53002]}"#,
+            )),
+            crate::provider::Provider::Microsoft,
+            "w",
+        )
+        .err()
+        .unwrap();
+        assert!(err.downcast_ref::<Blocked>().is_none());
+        assert!(err.to_string().contains("declined"), "{err}");
+    }
+
+    #[test]
+    fn the_refusal_says_what_happened_and_the_fix_in_one_line() {
+        let err = Blocked { code: 53_003 }.refusal("work");
+        assert_eq!(exit_code(&err), EXIT_LOGIN);
+        assert_eq!(
+            err.to_string(),
+            "the device-code login is blocked by the tenant's Conditional Access (AADSTS53003): \
+             log in with `mailtoken login work --browser` (set flow = \"browser\" in the account \
+             to make it the default)"
+        );
+        let managed = Blocked::code(53_000).unwrap().to_string();
+        assert!(managed.contains("managed device") && managed.ends_with("(AADSTS53000)"));
+        assert_eq!(Blocked::code(70_000), None);
     }
 
     #[test]

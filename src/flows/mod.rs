@@ -19,6 +19,7 @@ use crate::provider::Flow;
 use crate::shell;
 use crate::store::{LOCK_TIMEOUT, Tokens};
 
+#[derive(Clone)]
 pub struct LoginOptions {
     /// Overrides the account's flow.
     pub flow: Option<Flow>,
@@ -64,7 +65,28 @@ pub fn login(acct: &OpenAccount, options: &LoginOptions) -> Result<Tokens> {
         flow = Flow::Browser;
     }
     let granted = match flow {
-        Flow::Device => device::login(&http, acct, &endpoints, options)?,
+        Flow::Device => match device::login(&http, acct, &endpoints, options) {
+            Ok(granted) => granted,
+            Err(e) => {
+                let Some(blocked) = e.downcast_ref::<device::Blocked>().copied() else {
+                    return Err(e);
+                };
+                let situation = Situation {
+                    explicit_device: options.flow == Some(Flow::Device),
+                    browser_flow: endpoints.authorization.is_some(),
+                    ..Situation::here()
+                };
+                let Some(fallback) = fallback(&situation) else {
+                    return Err(blocked.refusal(name));
+                };
+                eprintln!("mailtoken: {blocked}; continuing with the browser login.");
+                let options = LoginOptions {
+                    paste: options.paste || fallback.paste,
+                    ..options.clone()
+                };
+                browser::login(&http, acct, &endpoints, &options)?
+            }
+        },
         Flow::Browser => browser::login(&http, acct, &endpoints, options)?,
         Flow::Credentials => unreachable!("handled above"),
     };
@@ -93,6 +115,52 @@ fn store_login(acct: &OpenAccount, granted: crate::store::Granted) -> Result<Tok
     // The old login's refusal, noted for waiters, is no news now.
     store.clear_failure(name);
     Ok(tokens)
+}
+
+/// What decides whether a blocked device login goes on with the browser flow.
+#[derive(Debug, Clone, Copy)]
+pub struct Situation {
+    /// `--device` was passed: the person asked for that flow and no other.
+    pub explicit_device: bool,
+    /// The account can do the browser flow (it has an authorization endpoint).
+    pub browser_flow: bool,
+    /// stdin and stderr are terminals: a person is there to take the browser login.
+    pub terminal: bool,
+    /// A browser can be started here (macOS, or X11/Wayland).
+    pub desktop: bool,
+    /// Over SSH: a browser started here would show on the wrong screen, if at all.
+    pub ssh: bool,
+}
+
+impl Situation {
+    /// This process's terminal and environment (the flow facts are the caller's).
+    pub fn here() -> Situation {
+        use std::io::IsTerminal;
+        let set = |var: &str| std::env::var_os(var).is_some_and(|v| !v.is_empty());
+        Situation {
+            explicit_device: false,
+            browser_flow: false,
+            terminal: std::io::stdin().is_terminal() && std::io::stderr().is_terminal(),
+            desktop: cfg!(target_os = "macos") || set("DISPLAY") || set("WAYLAND_DISPLAY"),
+            ssh: set("SSH_CONNECTION") || set("SSH_TTY"),
+        }
+    }
+}
+
+/// How a blocked device login goes on in the browser flow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fallback {
+    /// The person pastes the redirected address back: no browser comes back to this machine.
+    pub paste: bool,
+}
+
+/// Whether a device login the tenant blocked goes on with the browser flow at once. Not for a
+/// script (nobody would open the page, and a login nobody finishes only waits for its
+/// timeout) nor against an explicit `--device`: those get the refusal, with the fix.
+pub fn fallback(s: &Situation) -> Option<Fallback> {
+    (s.terminal && !s.explicit_device && s.browser_flow).then_some(Fallback {
+        paste: s.ssh || !s.desktop,
+    })
 }
 
 /// Best effort: on a machine without a desktop, the printed URL is the way in.
@@ -186,5 +254,53 @@ impl Countdown {
 impl Drop for Countdown {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_blocked_device_login_goes_on_in_the_browser_only_for_a_person() {
+        let person = Situation {
+            explicit_device: false,
+            browser_flow: true,
+            terminal: true,
+            desktop: true,
+            ssh: false,
+        };
+        // At a desktop: the browser comes back to this machine's listener.
+        assert_eq!(fallback(&person), Some(Fallback { paste: false }));
+        // Over SSH, or without a desktop: the address is pasted back.
+        for s in [
+            Situation {
+                ssh: true,
+                ..person
+            },
+            Situation {
+                desktop: false,
+                ..person
+            },
+        ] {
+            assert_eq!(fallback(&s), Some(Fallback { paste: true }), "{s:?}");
+        }
+        // A script, an explicit --device, an account without an authorization endpoint.
+        for s in [
+            Situation {
+                terminal: false,
+                ..person
+            },
+            Situation {
+                explicit_device: true,
+                ..person
+            },
+            Situation {
+                browser_flow: false,
+                ..person
+            },
+        ] {
+            assert_eq!(fallback(&s), None, "{s:?}");
+        }
     }
 }

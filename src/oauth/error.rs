@@ -93,7 +93,7 @@ impl OAuthError {
             ),
             Some(90_002 | 50_059) => Some("the tenant was not found. Check `tenant`."),
             Some(53_003) => Some(
-                "Conditional Access blocked the sign-in. Some tenants block the device-code flow: try `mailtoken login NAME --browser`; otherwise ask your tenant admin which rules apply to this app.",
+                "Conditional Access blocked the sign-in. Where the tenant blocks the device-code login (and the refreshes of logins made with it), log in with `mailtoken login NAME --browser`; flow = \"browser\" in the account makes that the default (the app registration then needs the \"Mobile and desktop applications\" platform with redirect http://localhost). Otherwise ask your tenant admin which rules apply to this app.",
             ),
             Some(7_000_218) => Some(
                 "the app wants a client secret. For device login, turn on \"Allow public client flows\" in the app registration (Authentication), or set client_secret_env/_file/_command.",
@@ -130,6 +130,7 @@ impl OAuthError {
             msg.push_str(&format!(" ({desc})"));
         }
         if let Some(hint) = self.hint(provider) {
+            let hint = hint.replace("login NAME", &format!("login {account}"));
             msg.push_str(&format!("\nhint: {hint}"));
         }
         match self.kind() {
@@ -209,6 +210,20 @@ mod tests {
         let err = e.into_error("refreshing", Provider::Microsoft, "work");
         assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_LOGIN);
         assert!(err.to_string().contains("mailtoken login work"));
+    }
+
+    #[test]
+    fn a_conditional_access_block_names_the_browser_login_of_the_account() {
+        let e: OAuthError = serde_json::from_str(
+            r#"{"error":"invalid_grant","error_description":"AADSTS53003: Access has been blocked by Conditional Access policies.","error_codes":[53003]}"#,
+        )
+        .unwrap();
+        let msg = e
+            .into_error("refreshing", Provider::Microsoft, "work")
+            .to_string();
+        assert!(msg.contains("`mailtoken login work --browser`"), "{msg}");
+        assert!(msg.contains("flow = \"browser\""), "{msg}");
+        assert!(!msg.contains("NAME"), "{msg}");
     }
 
     #[test]

@@ -231,6 +231,9 @@ pub fn parse_reply<T: DeserializeOwned>(
         )));
     }
     if !reply.is_success() {
+        if let Some(err) = page_error(reply) {
+            return Ok(Err(err));
+        }
         return Err(server(format!(
             "{what} failed: the server answered HTTP {}{}. Try again later; if it persists, check the endpoint.",
             reply.status,
@@ -239,13 +242,70 @@ pub fn parse_reply<T: DeserializeOwned>(
     }
     serde_json::from_slice::<T>(&reply.body)
         .map(Ok)
-        .map_err(|e| {
-            server(format!(
+        .or_else(|e| match page_error(reply) {
+            Some(err) => Ok(Err(err)),
+            None => Err(server(format!(
                 "{what} failed: the server's reply is not a valid token reply ({}){}",
                 json_problem(&e),
                 describe_body(reply)
-            ))
+            ))),
         })
+}
+
+/// How far into a body an AADSTS code is looked for: Microsoft's error pages name it early,
+/// and a reply can be a megabyte.
+const AADSTS_SCAN: usize = 64 * 1024;
+
+/// The first `AADSTS<digits>` in the start of a body that is not an OAuth reply (Microsoft
+/// answers some refusals, Conditional Access among them, with an HTML page).
+pub fn aadsts_in_body(body: &[u8]) -> Option<u64> {
+    const MARK: &[u8] = b"AADSTS";
+    let body = &body[..body.len().min(AADSTS_SCAN)];
+    let mut from = 0;
+    while let Some(at) = body[from..].windows(MARK.len()).position(|w| w == MARK) {
+        let digits_at = from + at + MARK.len();
+        let digits: Vec<u8> = body[digits_at..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .take(10)
+            .copied()
+            .collect();
+        // Codes run to seven digits; a longer run is something else.
+        if (1..=9).contains(&digits.len())
+            && let Ok(code) = String::from_utf8_lossy(&digits).parse()
+        {
+            return Some(code);
+        }
+        from = digits_at;
+    }
+    None
+}
+
+/// A page naming an AADSTS code, as the error it stands for. Only the code is taken: the
+/// page itself is never quoted, since it may hold what was sent.
+fn page_error(reply: &Reply) -> Option<OAuthError> {
+    let code = aadsts_in_body(&reply.body)?;
+    let kind: String = reply
+        .content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || "/+.-".contains(*c))
+        .take(40)
+        .collect();
+    let page = if kind.is_empty() {
+        "a page".to_string()
+    } else {
+        format!("a {kind} page")
+    };
+    Some(OAuthError {
+        status: reply.status,
+        error: format!("HTTP {} with {page}", reply.status),
+        error_description: Some(format!("AADSTS{code}")),
+        error_codes: vec![code],
+    })
 }
 
 /// Say what was wrong with a JSON body without quoting it: it may hold a token.
@@ -662,6 +722,55 @@ mod tests {
         let err = parse_reply::<TokenReply>(&reply(307, ""), "refreshing").unwrap_err();
         assert!(err.to_string().contains("does not follow"), "{err}");
         assert_eq!(crate::error::exit_code(&err), crate::error::EXIT_SERVER);
+    }
+
+    #[test]
+    fn an_aadsts_code_is_read_from_a_page_but_nothing_else_of_it() {
+        assert_eq!(
+            aadsts_in_body(b"<p>AADSTS53003: Access has been blocked"),
+            Some(53_003)
+        );
+        assert_eq!(
+            aadsts_in_body(b"AADSTS: none; then AADSTS50097."),
+            Some(50_097)
+        );
+        assert_eq!(aadsts_in_body(b"AADSTS12345678901 is no code"), None);
+        assert_eq!(aadsts_in_body(b"<html>Sign in</html>"), None);
+        // Only the start of a body is searched.
+        let late = format!("{}AADSTS53003", " ".repeat(AADSTS_SCAN));
+        assert_eq!(aadsts_in_body(late.as_bytes()), None);
+
+        let page = "<html><body>AADSTS53003: Access has been blocked by Conditional Access \
+                    policies. device_code=SECRET-DC</body></html>";
+        for status in [400, 200] {
+            let r = Reply {
+                status,
+                content_type: "text/html; charset=utf-8".into(),
+                body: page.as_bytes().to_vec(),
+            };
+            let e = parse_reply::<DeviceAuthorization>(&r, "starting the device login")
+                .unwrap()
+                .err()
+                .unwrap();
+            assert_eq!((e.aadsts(), e.status), (Some(53_003), status));
+            let msg = e
+                .into_error(
+                    "starting the device login",
+                    crate::provider::Provider::Microsoft,
+                    "w",
+                )
+                .to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "starting the device login was refused: HTTP {status} with a text/html page (AADSTS53003)"
+                )),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains("SECRET") && !msg.contains("Access has"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

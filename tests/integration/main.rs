@@ -6,6 +6,7 @@ mod support;
 
 mod cli;
 mod crash;
+mod device_blocked;
 mod device_login;
 mod doctor;
 mod fake_server_selftest;

@@ -187,6 +187,39 @@ pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
     out
 }
 
+/// The way in when the tenant blocks the device-code login, and how to make it the default.
+pub fn browser_default(name: &str) -> String {
+    format!(
+        "`mailtoken login {name} --browser`; to make the browser login the default, set \
+         flow = \"browser\" in [accounts.{name}] (a Microsoft app registration then needs the \
+         \"Mobile and desktop applications\" platform with the redirect URI http://localhost)"
+    )
+}
+
+/// The fix for an account that is not logged in. Microsoft tenants may block the device-code
+/// login (Conditional Access): the way around is said before it is needed.
+pub fn login_fix(name: &str, account: &Account) -> String {
+    if account.provider == Provider::Microsoft && account.flow() == Flow::Device {
+        format!(
+            "`mailtoken login {name}` (if the tenant blocks the device-code login: {})",
+            browser_default(name)
+        )
+    } else {
+        format!("`mailtoken login {name}`")
+    }
+}
+
+/// The fix for a login the provider refused, by what it said: a device-code login that the
+/// tenant's Conditional Access refuses is replaced by a browser login.
+pub fn refused_fix(name: &str, account: &Account, refusal: &str) -> String {
+    let blocked = crate::oauth::aadsts_in_body(refusal.as_bytes())
+        .and_then(crate::flows::device::Blocked::code);
+    match blocked {
+        Some(_) if account.flow() == Flow::Device => browser_default(name),
+        _ => format!("`mailtoken login {name}`"),
+    }
+}
+
 /// What the stored login says: logged in, renewable, the scopes granted.
 pub fn token_findings(name: &str, account: &Account, tokens: &Tokens, now: u64) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -439,6 +472,24 @@ mod tests {
 
     fn whats(f: &[Finding]) -> Vec<String> {
         f.iter().map(|f| f.what.clone()).collect()
+    }
+
+    #[test]
+    fn a_blocked_device_login_is_answered_with_the_browser_default() {
+        let device = account("provider = \"microsoft\"");
+        let browser = account("provider = \"microsoft\"\nflow = \"browser\"");
+        let refusal = "refreshing the access token was refused: invalid_grant (AADSTS53003: \
+                       Access has been blocked by Conditional Access policies.)";
+        let fix = refused_fix("a", &device, refusal);
+        assert!(fix.contains("mailtoken login a --browser"), "{fix}");
+        assert!(fix.contains("flow = \"browser\" in [accounts.a]"), "{fix}");
+        assert!(fix.contains("Mobile and desktop applications"), "{fix}");
+        assert_eq!(refused_fix("a", &browser, refusal), "`mailtoken login a`");
+        let expired = "refreshing the access token was refused: invalid_grant (AADSTS70000)";
+        assert_eq!(refused_fix("a", &device, expired), "`mailtoken login a`");
+        // Before any login, a Microsoft device-flow account is told the way around a block.
+        assert!(login_fix("a", &device).contains("flow = \"browser\""));
+        assert_eq!(login_fix("a", &browser), "`mailtoken login a`");
     }
 
     #[test]

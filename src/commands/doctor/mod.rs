@@ -236,7 +236,7 @@ fn backend_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
         Ok(None) => vec![
             Finding::new(Severity::Error, Some(name), "not logged in")
                 .why(format!("{} holds no tokens", store.location(name)))
-                .fix(format!("`mailtoken login {name}`")),
+                .fix(login_fix(name, account)),
         ],
         Err(e) => vec![
             Finding::new(Severity::Error, Some(name), format!("{e:#}"))
@@ -272,7 +272,7 @@ fn stored_findings(acct: &OpenAccount, now: u64) -> Vec<Finding> {
             out.push(
                 Finding::new(Severity::Error, Some(name), "not logged in")
                     .why(format!("there is no token file {}", path.display()))
-                    .fix(format!("`mailtoken login {name}`")),
+                    .fix(login_fix(name, account)),
             );
             return out;
         }
@@ -328,7 +328,7 @@ fn refused_finding(acct: &OpenAccount, tokens: &Tokens) -> Option<Finding> {
             "the provider refused the stored login",
         )
         .why(refused.lines().next().unwrap_or("").to_string())
-        .fix(format!("`mailtoken login {name}`")),
+        .fix(refused_fix(name, &acct.account, &refused)),
     )
 }
 

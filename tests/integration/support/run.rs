@@ -278,7 +278,35 @@ pub struct Interactive {
 }
 
 impl Interactive {
-    pub fn spawn(mut cmd: Command) -> Interactive {
+    pub fn spawn(cmd: Command) -> Interactive {
+        Self::start(cmd, false)
+    }
+
+    /// `cmd` at a terminal: run by script(1) on a pseudo-terminal, which is then its stdin,
+    /// stdout and stderr. Everything it writes comes on stdout (followed line by line, lines
+    /// ending in \r\n); what is typed goes through the terminal, echoed.
+    pub fn at_terminal(cmd: Command) -> Interactive {
+        let line = std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| format!("'{}'", a.to_string_lossy().replace('\'', r"'\''")))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut script = Command::new("script");
+        // script(1)'s exit status is the command's (-e); no typescript file is kept.
+        script.args(["-qec", &line, "/dev/null"]);
+        for (key, value) in cmd.get_envs() {
+            match value {
+                Some(value) => script.env(key, value),
+                None => script.env_remove(key),
+            };
+        }
+        if let Some(dir) = cmd.get_current_dir() {
+            script.current_dir(dir);
+        }
+        Self::start(script, true)
+    }
+
+    fn start(mut cmd: Command, follow_stdout: bool) -> Interactive {
         let what = std::iter::once(cmd.get_program())
             .chain(cmd.get_args())
             .map(|a| a.to_string_lossy().into_owned())
@@ -291,23 +319,28 @@ impl Interactive {
             .spawn()
             .expect("spawn mailtoken");
         let (tx, lines) = std::sync::mpsc::channel();
-        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
-        let err = thread::spawn(move || {
-            use std::io::BufRead;
-            let (mut all, mut line) = (String::new(), String::new());
-            while stderr.read_line(&mut line).unwrap_or(0) > 0 {
-                let _ = tx.send(line.clone());
-                all.push_str(&line);
-                line.clear();
-            }
-            all
-        });
-        let mut stdout = child.stdout.take().unwrap();
-        let out = thread::spawn(move || {
-            let mut all = String::new();
-            let _ = stdout.read_to_string(&mut all);
-            all
-        });
+        let follow = |r: Box<dyn Read + Send>, tx: Option<std::sync::mpsc::Sender<String>>| {
+            thread::spawn(move || {
+                use std::io::BufRead;
+                let mut r = std::io::BufReader::new(r);
+                let (mut all, mut line) = (String::new(), String::new());
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    if let Some(tx) = &tx {
+                        let _ = tx.send(line.clone());
+                    }
+                    all.push_str(&line);
+                    line.clear();
+                }
+                all
+            })
+        };
+        let stderr = Box::new(child.stderr.take().unwrap());
+        let stdout = Box::new(child.stdout.take().unwrap());
+        let (out, err) = if follow_stdout {
+            (follow(stdout, Some(tx)), follow(stderr, None))
+        } else {
+            (follow(stdout, None), follow(stderr, Some(tx)))
+        };
         Interactive {
             child,
             lines,
@@ -318,7 +351,8 @@ impl Interactive {
         }
     }
 
-    /// The first stderr line containing `needle`; panics after `timeout`.
+    /// The first line (of stderr; of the terminal's output for `at_terminal`) containing
+    /// `needle`; panics after `timeout`.
     pub fn wait_for_line(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
@@ -335,6 +369,14 @@ impl Interactive {
     pub fn type_line(&mut self, line: &str) {
         let mut stdin = self.child.stdin.take().expect("stdin already closed");
         stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+    }
+
+    /// Write one line to stdin and keep it open: script(1) may end its command at the end of
+    /// its input.
+    pub fn type_line_and_wait(&mut self, line: &str) {
+        let stdin = self.child.stdin.as_mut().expect("stdin already closed");
+        stdin.write_all(format!("{line}\n").as_bytes()).unwrap();
+        stdin.flush().unwrap();
     }
 
     /// Wait for the exit, at most `timeout` from the start; kill and panic past it.
