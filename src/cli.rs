@@ -269,7 +269,7 @@ pub struct AddArgs {
     pub account: String,
 
     /// Who runs the login: microsoft (Microsoft 365, Outlook.com), google (Gmail, Workspace),
-    /// yahoo, aol, fastmail, or generic (any OAuth2/OIDC server; give --scope and the
+    /// yahoo, aol, fastmail, zoho, or generic (any OAuth2/OIDC server; give --scope and the
     /// endpoints or --issuer)
     #[arg(long, value_parser = crate::provider::ProviderArg)]
     pub provider: Provider,
@@ -285,6 +285,14 @@ pub struct AddArgs {
     /// Microsoft tenant: common, consumers, organizations, a tenant ID or domain
     #[arg(long)]
     pub tenant: Option<String>,
+
+    /// Microsoft: the cloud the tenant is in [default: global]
+    #[arg(long, value_enum)]
+    pub cloud: Option<crate::provider::Cloud>,
+
+    /// Zoho: the data centre the account is in (accounts.zoho.REGION) [default: com]
+    #[arg(long, value_enum)]
+    pub region: Option<crate::provider::Region>,
 
     /// Mail services to request scopes for [default: imap,smtp]
     #[arg(long, value_enum, value_delimiter = ',')]

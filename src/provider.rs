@@ -1,5 +1,6 @@
 //! Provider presets: endpoints, mail scopes, mail servers and the first login's flow for
-//! Microsoft, Google, Yahoo, AOL and Fastmail, and generic servers.
+//! Microsoft (each of its clouds), Google, Yahoo, AOL, Fastmail and Zoho (each of its data
+//! centres), and generic servers.
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -18,7 +19,11 @@ pub fn login_limit(provider: Provider) -> Option<&'static str> {
         Provider::Google => Some(
             "Google ends a login left unused for 6 months, and after 7 days for an app in Testing",
         ),
-        Provider::Yahoo | Provider::Aol | Provider::Fastmail | Provider::Generic => None,
+        Provider::Yahoo
+        | Provider::Aol
+        | Provider::Fastmail
+        | Provider::Zoho
+        | Provider::Generic => None,
     }
 }
 
@@ -30,8 +35,122 @@ pub enum Provider {
     Yahoo,
     Aol,
     Fastmail,
+    Zoho,
     #[default]
     Generic,
+}
+
+/// Microsoft's clouds: the global one, and the national clouds, each with its own login,
+/// mail and Graph hosts (an app is registered in the cloud it is used in).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cloud {
+    /// Microsoft 365 and Outlook.com (GCC tenants too)
+    #[default]
+    Global,
+    /// US Government GCC High
+    Usgov,
+    /// US Government DoD
+    UsgovDod,
+    /// China, operated by 21Vianet
+    China,
+}
+
+/// Zoho's data centres: an account lives in one, and logs in and reads mail there.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+pub enum Region {
+    #[default]
+    #[serde(rename = "com")]
+    #[value(name = "com")]
+    Com,
+    #[serde(rename = "eu")]
+    #[value(name = "eu")]
+    Eu,
+    #[serde(rename = "in")]
+    #[value(name = "in")]
+    In,
+    #[serde(rename = "com.au")]
+    #[value(name = "com.au")]
+    ComAu,
+    #[serde(rename = "jp")]
+    #[value(name = "jp")]
+    Jp,
+    #[serde(rename = "com.cn")]
+    #[value(name = "com.cn")]
+    ComCn,
+}
+
+impl Region {
+    /// The data centre's domain: `zoho.DOMAIN` hosts its accounts and mail servers.
+    pub fn domain(self) -> &'static str {
+        match self {
+            Region::Com => "com",
+            Region::Eu => "eu",
+            Region::In => "in",
+            Region::ComAu => "com.au",
+            Region::Jp => "jp",
+            Region::ComCn => "com.cn",
+        }
+    }
+}
+
+/// Where an account's provider serves it, for the providers that serve from several places.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Site {
+    pub cloud: Cloud,
+    pub region: Region,
+}
+
+/// One Microsoft cloud's hosts.
+pub struct MicrosoftCloud {
+    /// The Entra ID login host.
+    pub login: &'static str,
+    /// The Exchange Online resource: the prefix of the mail scopes.
+    pub resource: &'static str,
+    /// The resource as the app-only (client credentials) scope names it.
+    pub app_resource: &'static str,
+    pub imap_pop: &'static str,
+    pub smtp: &'static str,
+    pub graph: &'static str,
+}
+
+/// The hosts of each Microsoft cloud (learn.microsoft.com, "national clouds"; the DoD and
+/// China mail hosts as the README says, checked as far as public sources go).
+pub fn microsoft_cloud(cloud: Cloud) -> MicrosoftCloud {
+    match cloud {
+        Cloud::Global => MicrosoftCloud {
+            login: "https://login.microsoftonline.com",
+            resource: "https://outlook.office.com",
+            app_resource: "https://outlook.office365.com",
+            imap_pop: "outlook.office365.com",
+            smtp: "smtp.office365.com",
+            graph: "https://graph.microsoft.com",
+        },
+        Cloud::Usgov => MicrosoftCloud {
+            login: "https://login.microsoftonline.us",
+            resource: "https://outlook.office365.us",
+            app_resource: "https://outlook.office365.us",
+            imap_pop: "outlook.office365.us",
+            smtp: "smtp.office365.us",
+            graph: "https://graph.microsoft.us",
+        },
+        Cloud::UsgovDod => MicrosoftCloud {
+            login: "https://login.microsoftonline.us",
+            resource: "https://outlook-dod.office365.us",
+            app_resource: "https://outlook-dod.office365.us",
+            imap_pop: "outlook-dod.office365.us",
+            smtp: "outlook-dod.office365.us",
+            graph: "https://dod-graph.microsoft.us",
+        },
+        Cloud::China => MicrosoftCloud {
+            login: "https://login.partner.microsoftonline.cn",
+            resource: "https://partner.outlook.cn",
+            app_resource: "https://partner.outlook.cn",
+            imap_pop: "partner.outlook.cn",
+            smtp: "smtp.partner.outlook.cn",
+            graph: "https://microsoftgraph.chinacloudapi.cn",
+        },
+    }
 }
 
 /// Mail providers that offer no OAuth login to mail programs, with the way in they do offer.
@@ -56,7 +175,7 @@ pub fn parse_provider(name: &str) -> std::result::Result<Provider, String> {
     }
     <Provider as clap::ValueEnum>::from_str(name, true).map_err(|_| {
         "the providers are microsoft (Microsoft 365, Outlook.com), google (Gmail, Workspace), \
-         yahoo, aol, fastmail, and generic (any OAuth2/OIDC server)"
+         yahoo, aol, fastmail, zoho, and generic (any OAuth2/OIDC server)"
             .to_string()
     })
 }
@@ -137,11 +256,15 @@ pub enum Flow {
     Credentials,
 }
 
-/// Google does not allow the mail scope on its device flow, and Yahoo, AOL and Fastmail have
-/// none: they need the browser.
+/// Google does not allow the mail scope on its device flow, Yahoo, AOL and Fastmail have none,
+/// and Zoho's is its own protocol, not RFC 8628's: they need the browser.
 pub fn default_flow(provider: Provider) -> Flow {
     match provider {
-        Provider::Google | Provider::Yahoo | Provider::Aol | Provider::Fastmail => Flow::Browser,
+        Provider::Google
+        | Provider::Yahoo
+        | Provider::Aol
+        | Provider::Fastmail
+        | Provider::Zoho => Flow::Browser,
         Provider::Microsoft | Provider::Generic => Flow::Device,
     }
 }
@@ -153,10 +276,12 @@ pub fn has_device_flow(provider: Provider) -> bool {
 }
 
 /// The redirect URI registered for desktop apps, when the account names none. Microsoft's
-/// "Mobile and desktop applications" platform takes `http://localhost` with any port.
+/// "Mobile and desktop applications" platform takes `http://localhost` with any port; Zoho
+/// wants the URI registered exactly, port included, so its preset names one.
 pub fn default_redirect_uri(provider: Provider) -> &'static str {
     match provider {
         Provider::Microsoft => "http://localhost",
+        Provider::Zoho => ZOHO_REDIRECT_URI,
         Provider::Google
         | Provider::Yahoo
         | Provider::Aol
@@ -166,23 +291,27 @@ pub fn default_redirect_uri(provider: Provider) -> &'static str {
 }
 
 /// App-only scopes: client credentials take `RESOURCE/.default`, never delegated scopes.
-pub fn app_scopes(provider: Provider) -> Result<Vec<String>> {
+pub fn app_scopes(provider: Provider, site: Site) -> Result<Vec<String>> {
     match provider {
-        Provider::Microsoft => Ok(vec![MICROSOFT_APP_SCOPE.into()]),
-        Provider::Google | Provider::Yahoo | Provider::Aol | Provider::Fastmail => {
-            Err(usage(format!(
-                "{} has no client-credentials login for mail: use flow = \"browser\"",
-                provider.name()
-            )))
-        }
+        Provider::Microsoft => Ok(vec![microsoft_app_scope(site.cloud)]),
+        Provider::Google
+        | Provider::Yahoo
+        | Provider::Aol
+        | Provider::Fastmail
+        | Provider::Zoho => Err(usage(format!(
+            "{} has no client-credentials login for mail: use flow = \"browser\"",
+            provider.name()
+        ))),
         Provider::Generic => Err(usage(
             "a generic provider has no preset app-only scopes: set `scopes = [...]` in the account",
         )),
     }
 }
 
-pub const MICROSOFT_APP_SCOPE: &str = "https://outlook.office365.com/.default";
-pub const MICROSOFT_LOGIN: &str = "https://login.microsoftonline.com";
+/// The app-only scope for IMAP, POP and SMTP in a Microsoft cloud.
+pub fn microsoft_app_scope(cloud: Cloud) -> String {
+    format!("{}/.default", microsoft_cloud(cloud).app_resource)
+}
 pub const GOOGLE_DEVICE: &str = "https://oauth2.googleapis.com/device/code";
 pub const GOOGLE_TOKEN: &str = "https://oauth2.googleapis.com/token";
 pub const GOOGLE_AUTHORIZE: &str = "https://accounts.google.com/o/oauth2/v2/auth";
@@ -191,6 +320,8 @@ pub const GOOGLE_MAIL_SCOPE: &str = "https://mail.google.com/";
 pub const YAHOO_MAIL_SCOPE: &str = "mail-w";
 pub const FASTMAIL_AUTHORIZE: &str = "https://api.fastmail.com/oauth/authorize";
 pub const FASTMAIL_TOKEN: &str = "https://api.fastmail.com/oauth/refresh";
+/// Zoho's preset redirect URI, to register with the app as it is.
+pub const ZOHO_REDIRECT_URI: &str = "http://localhost:8400/";
 
 impl Provider {
     /// The provider's name, as people know it.
@@ -201,6 +332,7 @@ impl Provider {
             Provider::Yahoo => "Yahoo",
             Provider::Aol => "AOL",
             Provider::Fastmail => "Fastmail",
+            Provider::Zoho => "Zoho",
             Provider::Generic => "a generic provider",
         }
     }
@@ -267,11 +399,12 @@ fn need<'a>(url: &'a Option<String>, key: &str, account: &str, or: &str) -> Resu
     })
 }
 
-pub fn preset_endpoints(provider: Provider, tenant: Option<&str>) -> Endpoints {
+pub fn preset_endpoints(provider: Provider, site: Site, tenant: Option<&str>) -> Endpoints {
     match provider {
         Provider::Microsoft => {
             let base = format!(
-                "{MICROSOFT_LOGIN}/{}/oauth2/v2.0",
+                "{}/{}/oauth2/v2.0",
+                microsoft_cloud(site.cloud).login,
                 tenant.unwrap_or("common")
             );
             Endpoints {
@@ -305,12 +438,20 @@ pub fn preset_endpoints(provider: Provider, tenant: Option<&str>) -> Endpoints {
             authorization: Some(FASTMAIL_AUTHORIZE.into()),
             ..Endpoints::default()
         },
+        Provider::Zoho => {
+            let base = format!("https://accounts.zoho.{}/oauth/v2", site.region.domain());
+            Endpoints {
+                token: Some(format!("{base}/token")),
+                authorization: Some(format!("{base}/auth")),
+                ..Endpoints::default()
+            }
+        }
         Provider::Generic => Endpoints::default(),
     }
 }
 
 /// The scopes to request for `services` on `provider`.
-pub fn service_scopes(provider: Provider, services: &[Service]) -> Result<Vec<String>> {
+pub fn service_scopes(provider: Provider, site: Site, services: &[Service]) -> Result<Vec<String>> {
     let services = if services.is_empty() {
         &[Service::Imap, Service::Smtp][..]
     } else {
@@ -318,15 +459,16 @@ pub fn service_scopes(provider: Provider, services: &[Service]) -> Result<Vec<St
     };
     match provider {
         Provider::Microsoft => {
+            let resource = microsoft_cloud(site.cloud).resource;
             let mut scopes: Vec<String> = services
                 .iter()
                 .map(|s| {
-                    match s {
-                        Service::Imap => "https://outlook.office.com/IMAP.AccessAsUser.All",
-                        Service::Smtp => "https://outlook.office.com/SMTP.Send",
-                        Service::Pop => "https://outlook.office.com/POP.AccessAsUser.All",
-                    }
-                    .to_string()
+                    let permission = match s {
+                        Service::Imap => "IMAP.AccessAsUser.All",
+                        Service::Smtp => "SMTP.Send",
+                        Service::Pop => "POP.AccessAsUser.All",
+                    };
+                    format!("{resource}/{permission}")
                 })
                 .collect();
             scopes.dedup();
@@ -343,18 +485,46 @@ pub fn service_scopes(provider: Provider, services: &[Service]) -> Result<Vec<St
             .iter()
             .map(|s| format!("https://www.fastmail.com/dev/protocol-{}", s.name()))
             .collect()),
+        // Zoho: one scope per protocol, and refresh tokens with access_type=offline.
+        Provider::Zoho => Ok(services
+            .iter()
+            .map(|s| format!("ZOHOMAIL.PROTOCOL.{}", s.name().to_uppercase()))
+            .collect()),
         Provider::Generic => Err(usage(
             "a generic provider has no preset scopes: set `scopes = [...]` in the account",
         )),
     }
 }
 
+/// The scope parameter of a request for `scopes`: space-separated (RFC 6749 3.3), except at
+/// Zoho, which reads commas.
+pub fn scope_param(provider: Provider, scopes: &[String]) -> String {
+    scopes.join(if provider == Provider::Zoho { "," } else { " " })
+}
+
 /// The provider's mail server for a service: host and port (TLS mode follows from the port).
-pub fn mail_server(provider: Provider, service: Service) -> Option<(&'static str, u16)> {
+pub fn mail_server(provider: Provider, site: Site, service: Service) -> Option<(String, u16)> {
+    let port = service.default_port();
+    match provider {
+        Provider::Microsoft => {
+            let cloud = microsoft_cloud(site.cloud);
+            let host = match service {
+                Service::Imap | Service::Pop => cloud.imap_pop,
+                Service::Smtp => cloud.smtp,
+            };
+            Some((host.to_string(), port))
+        }
+        // Accounts of one's own domain use imappro/poppro/smtppro (README).
+        Provider::Zoho => Some((
+            format!("{}.zoho.{}", service.name(), site.region.domain()),
+            port,
+        )),
+        _ => fixed_mail_server(provider, service).map(|(host, port)| (host.to_string(), port)),
+    }
+}
+
+fn fixed_mail_server(provider: Provider, service: Service) -> Option<(&'static str, u16)> {
     match (provider, service) {
-        (Provider::Microsoft, Service::Imap) => Some(("outlook.office365.com", 993)),
-        (Provider::Microsoft, Service::Pop) => Some(("outlook.office365.com", 995)),
-        (Provider::Microsoft, Service::Smtp) => Some(("smtp.office365.com", 587)),
         (Provider::Google, Service::Imap) => Some(("imap.gmail.com", 993)),
         (Provider::Google, Service::Pop) => Some(("pop.gmail.com", 995)),
         (Provider::Google, Service::Smtp) => Some(("smtp.gmail.com", 587)),
@@ -367,12 +537,9 @@ pub fn mail_server(provider: Provider, service: Service) -> Option<(&'static str
         (Provider::Fastmail, Service::Imap) => Some(("imap.fastmail.com", 993)),
         (Provider::Fastmail, Service::Pop) => Some(("pop.fastmail.com", 995)),
         (Provider::Fastmail, Service::Smtp) => Some(("smtp.fastmail.com", 587)),
-        (Provider::Generic, _) => None,
+        (Provider::Microsoft | Provider::Zoho | Provider::Generic, _) => None,
     }
 }
-
-/// Microsoft Graph, for `send-test --via graph` and `whoami`.
-pub const GRAPH_URL: &str = "https://graph.microsoft.com";
 /// Google's OpenID Connect userinfo endpoint (answers only for tokens with openid/email scopes).
 pub const GOOGLE_USERINFO: &str = "https://openidconnect.googleapis.com/v1/userinfo";
 
@@ -413,7 +580,11 @@ mod tests {
 
     #[test]
     fn microsoft_presets_use_v2_endpoints_for_the_tenant() {
-        let e = preset_endpoints(Provider::Microsoft, Some("contoso.onmicrosoft.com"));
+        let e = preset_endpoints(
+            Provider::Microsoft,
+            Site::default(),
+            Some("contoso.onmicrosoft.com"),
+        );
         assert_eq!(
             e.token.as_deref(),
             Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token")
@@ -424,13 +595,18 @@ mod tests {
                 "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode"
             )
         );
-        let common = preset_endpoints(Provider::Microsoft, None);
+        let common = preset_endpoints(Provider::Microsoft, Site::default(), None);
         assert!(common.token.unwrap().contains("/common/"));
     }
 
     #[test]
     fn microsoft_scopes_follow_services_and_add_offline_access() {
-        let s = service_scopes(Provider::Microsoft, &[Service::Imap, Service::Pop]).unwrap();
+        let s = service_scopes(
+            Provider::Microsoft,
+            Site::default(),
+            &[Service::Imap, Service::Pop],
+        )
+        .unwrap();
         assert_eq!(
             s,
             [
@@ -439,15 +615,15 @@ mod tests {
                 "offline_access"
             ]
         );
-        let default = service_scopes(Provider::Microsoft, &[]).unwrap();
+        let default = service_scopes(Provider::Microsoft, Site::default(), &[]).unwrap();
         assert!(default.contains(&"https://outlook.office.com/SMTP.Send".to_string()));
     }
 
     #[test]
     fn google_uses_the_single_mail_scope() {
-        let s = service_scopes(Provider::Google, &[Service::Smtp]).unwrap();
+        let s = service_scopes(Provider::Google, Site::default(), &[Service::Smtp]).unwrap();
         assert_eq!(s, ["https://mail.google.com/"]);
-        assert!(service_scopes(Provider::Generic, &[Service::Imap]).is_err());
+        assert!(service_scopes(Provider::Generic, Site::default(), &[Service::Imap]).is_err());
     }
 
     #[test]
@@ -477,7 +653,7 @@ mod tests {
     #[test]
     fn yahoo_aol_and_fastmail_presets() {
         for (provider, host) in [(Provider::Yahoo, "yahoo.com"), (Provider::Aol, "aol.com")] {
-            let e = preset_endpoints(provider, None);
+            let e = preset_endpoints(provider, Site::default(), None);
             assert_eq!(
                 e.authorization.as_deref(),
                 Some(format!("https://api.login.{host}/oauth2/request_auth").as_str())
@@ -487,19 +663,22 @@ mod tests {
                 Some(format!("https://api.login.{host}/oauth2/get_token").as_str())
             );
             assert_eq!(e.device_authorization, None);
-            assert_eq!(service_scopes(provider, &[]).unwrap(), ["mail-w"]);
+            assert_eq!(
+                service_scopes(provider, Site::default(), &[]).unwrap(),
+                ["mail-w"]
+            );
             assert_eq!(default_flow(provider), Flow::Browser);
-            assert!(app_scopes(provider).is_err());
+            assert!(app_scopes(provider, Site::default()).is_err());
         }
         assert_eq!(
-            mail_server(Provider::Yahoo, Service::Imap),
-            Some(("imap.mail.yahoo.com", 993))
+            mail_server(Provider::Yahoo, Site::default(), Service::Imap),
+            Some(("imap.mail.yahoo.com".to_string(), 993))
         );
         assert_eq!(
-            mail_server(Provider::Aol, Service::Smtp),
-            Some(("smtp.aol.com", 587))
+            mail_server(Provider::Aol, Site::default(), Service::Smtp),
+            Some(("smtp.aol.com".to_string(), 587))
         );
-        let f = preset_endpoints(Provider::Fastmail, None);
+        let f = preset_endpoints(Provider::Fastmail, Site::default(), None);
         assert_eq!(
             f.authorization.as_deref(),
             Some("https://api.fastmail.com/oauth/authorize")
@@ -509,7 +688,12 @@ mod tests {
             Some("https://api.fastmail.com/oauth/refresh")
         );
         assert_eq!(
-            service_scopes(Provider::Fastmail, &[Service::Imap, Service::Smtp]).unwrap(),
+            service_scopes(
+                Provider::Fastmail,
+                Site::default(),
+                &[Service::Imap, Service::Smtp]
+            )
+            .unwrap(),
             [
                 "https://www.fastmail.com/dev/protocol-imap",
                 "https://www.fastmail.com/dev/protocol-smtp"
@@ -517,8 +701,124 @@ mod tests {
         );
         assert_eq!(default_flow(Provider::Fastmail), Flow::Browser);
         assert_eq!(
-            mail_server(Provider::Fastmail, Service::Pop),
-            Some(("pop.fastmail.com", 995))
+            mail_server(Provider::Fastmail, Site::default(), Service::Pop),
+            Some(("pop.fastmail.com".to_string(), 995))
         );
+    }
+
+    /// Each Microsoft cloud's login host, mail scopes, servers and app-only scope; Graph too.
+    #[test]
+    fn microsoft_national_clouds_swap_every_host() {
+        let site = |cloud| Site {
+            cloud,
+            ..Site::default()
+        };
+        for (cloud, login, resource, imap, smtp) in [
+            (
+                Cloud::Usgov,
+                "https://login.microsoftonline.us",
+                "https://outlook.office365.us",
+                "outlook.office365.us",
+                "smtp.office365.us",
+            ),
+            (
+                Cloud::UsgovDod,
+                "https://login.microsoftonline.us",
+                "https://outlook-dod.office365.us",
+                "outlook-dod.office365.us",
+                "outlook-dod.office365.us",
+            ),
+            (
+                Cloud::China,
+                "https://login.partner.microsoftonline.cn",
+                "https://partner.outlook.cn",
+                "partner.outlook.cn",
+                "smtp.partner.outlook.cn",
+            ),
+        ] {
+            let e = preset_endpoints(Provider::Microsoft, site(cloud), Some("contoso"));
+            assert_eq!(
+                e.device_authorization.unwrap(),
+                format!("{login}/contoso/oauth2/v2.0/devicecode")
+            );
+            assert_eq!(
+                e.token.unwrap(),
+                format!("{login}/contoso/oauth2/v2.0/token")
+            );
+            assert_eq!(
+                service_scopes(
+                    Provider::Microsoft,
+                    site(cloud),
+                    &[Service::Imap, Service::Smtp]
+                )
+                .unwrap(),
+                [
+                    format!("{resource}/IMAP.AccessAsUser.All"),
+                    format!("{resource}/SMTP.Send"),
+                    "offline_access".to_string()
+                ]
+            );
+            assert_eq!(
+                app_scopes(Provider::Microsoft, site(cloud)).unwrap(),
+                [format!("{resource}/.default")]
+            );
+            assert_eq!(
+                mail_server(Provider::Microsoft, site(cloud), Service::Pop),
+                Some((imap.to_string(), 995))
+            );
+            assert_eq!(
+                mail_server(Provider::Microsoft, site(cloud), Service::Smtp),
+                Some((smtp.to_string(), 587))
+            );
+        }
+        // The global cloud is as before: outlook.office.com scopes, office365.com app scope.
+        assert_eq!(
+            app_scopes(Provider::Microsoft, Site::default()).unwrap(),
+            ["https://outlook.office365.com/.default"]
+        );
+        assert_eq!(
+            microsoft_cloud(Cloud::China).graph,
+            "https://microsoftgraph.chinacloudapi.cn"
+        );
+    }
+
+    /// Zoho in each data centre: accounts.zoho.REGION, a scope per protocol sent comma-separated,
+    /// the data centre's mail servers, the browser flow.
+    #[test]
+    fn zoho_lives_in_its_data_centre() {
+        let eu = Site {
+            region: Region::Eu,
+            ..Site::default()
+        };
+        let e = preset_endpoints(Provider::Zoho, eu, None);
+        assert_eq!(
+            e.authorization.unwrap(),
+            "https://accounts.zoho.eu/oauth/v2/auth"
+        );
+        assert_eq!(e.token.unwrap(), "https://accounts.zoho.eu/oauth/v2/token");
+        assert_eq!(e.device_authorization, None);
+        let scopes = service_scopes(Provider::Zoho, eu, &[Service::Imap, Service::Smtp]).unwrap();
+        assert_eq!(scopes, ["ZOHOMAIL.PROTOCOL.IMAP", "ZOHOMAIL.PROTOCOL.SMTP"]);
+        assert_eq!(
+            scope_param(Provider::Zoho, &scopes),
+            "ZOHOMAIL.PROTOCOL.IMAP,ZOHOMAIL.PROTOCOL.SMTP"
+        );
+        assert_eq!(scope_param(Provider::Fastmail, &scopes), scopes.join(" "));
+        let au = Site {
+            region: Region::ComAu,
+            ..Site::default()
+        };
+        assert_eq!(
+            mail_server(Provider::Zoho, au, Service::Imap),
+            Some(("imap.zoho.com.au".to_string(), 993))
+        );
+        assert_eq!(
+            preset_endpoints(Provider::Zoho, Site::default(), None)
+                .token
+                .unwrap(),
+            "https://accounts.zoho.com/oauth/v2/token"
+        );
+        assert_eq!(default_flow(Provider::Zoho), Flow::Browser);
+        assert!(!has_device_flow(Provider::Zoho));
     }
 }

@@ -331,7 +331,7 @@ fn refresh(
         )
     })?;
     let way = oauth::TokenWay::open(acct)?;
-    let scope = want.scopes.join(" ");
+    let scope = account.scope_param(&want.scopes);
     debug!(
         "refreshing at {} with refresh token {}",
         way.url,

@@ -38,6 +38,8 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
         user: args.user,
         client_id: args.client_id,
         tenant: args.tenant,
+        cloud: args.cloud,
+        region: args.region,
         services: args.services,
         scopes: args.scopes,
         flow: args.flow,

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::error::usage;
-use crate::provider::{self, Endpoints, Flow, Provider, Service};
+use crate::provider::{self, Cloud, Endpoints, Flow, Provider, Region, Service, Site};
 use crate::shell;
 use crate::store::Backend;
 
@@ -21,6 +21,12 @@ pub struct Account {
     pub client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenant: Option<String>,
+    /// Microsoft: the cloud the tenant lives in (national clouds have their own hosts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<Cloud>,
+    /// Zoho: the data centre the account lives in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<Region>,
     /// Empty when the key is absent (IMAP and SMTP then); `services = []` is refused.
     #[serde(
         default,
@@ -110,7 +116,7 @@ pub struct Account {
     pub smtp_port: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub smtp_tls: Option<TlsMode>,
-    /// Microsoft Graph base URL [default: https://graph.microsoft.com]
+    /// Microsoft Graph base URL [default: the account's cloud's, https://graph.microsoft.com]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub graph_url: Option<String>,
     /// OpenID Connect userinfo endpoint, for `whoami`
@@ -170,9 +176,9 @@ impl Account {
         if !self.scopes.is_empty() {
             Ok(self.scopes.clone())
         } else if self.flow() == Flow::Credentials {
-            provider::app_scopes(self.provider)
+            provider::app_scopes(self.provider, self.site())
         } else {
-            provider::service_scopes(self.provider, &self.services)
+            provider::service_scopes(self.provider, self.site(), &self.services)
         }
     }
 
@@ -202,6 +208,26 @@ impl Account {
         }
     }
 
+    /// Where the provider serves the account: its Microsoft cloud, its Zoho data centre.
+    pub fn site(&self) -> Site {
+        Site {
+            cloud: self.cloud.unwrap_or_default(),
+            region: self.region.unwrap_or_default(),
+        }
+    }
+
+    /// The scope parameter of a request for `scopes`, as the provider reads it.
+    pub fn scope_param(&self, scopes: &[String]) -> String {
+        provider::scope_param(self.provider, scopes)
+    }
+
+    /// Microsoft Graph for this account: its `graph_url`, else its cloud's.
+    pub fn graph_url(&self) -> &str {
+        self.graph_url
+            .as_deref()
+            .unwrap_or_else(|| provider::microsoft_cloud(self.site().cloud).graph)
+    }
+
     pub fn redirect_uri(&self) -> &str {
         self.redirect_uri
             .as_deref()
@@ -222,6 +248,7 @@ impl Account {
         }
         .or(provider::preset_endpoints(
             self.provider,
+            self.site(),
             self.tenant.as_deref(),
         ))
     }

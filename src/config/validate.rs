@@ -50,12 +50,12 @@ const RULES: &[Rule] = &[
     relogin_has_a_device_flow,
     store_settings_match,
     resources_have_scopes,
-    tenant_is_microsofts,
+    place_keys_match_the_provider,
     scopes_are_known,
     mail_servers_are_safe,
     api_urls_are_safe,
     generic_has_token_endpoint,
-    yahoo_has_its_secret,
+    confidential_presets_have_a_secret,
     oauth_urls_are_safe,
 ];
 
@@ -115,7 +115,7 @@ fn app_only_has_credentials(a: &Account) -> Result<()> {
         if a.provider == Provider::Microsoft && !scope.ends_with("/.default") {
             bail!(
                 "scope `{scope}` cannot be used with client credentials: app-only scopes end in /.default (for IMAP/SMTP: {})",
-                provider::MICROSOFT_APP_SCOPE
+                provider::microsoft_app_scope(a.site().cloud)
             );
         }
     }
@@ -189,9 +189,15 @@ fn resources_have_scopes(a: &Account) -> Result<()> {
     Ok(())
 }
 
-fn tenant_is_microsofts(a: &Account) -> Result<()> {
+fn place_keys_match_the_provider(a: &Account) -> Result<()> {
     if a.tenant.is_some() && a.provider != Provider::Microsoft {
         bail!("`tenant` only applies to provider = \"microsoft\"");
+    }
+    if a.cloud.is_some() && a.provider != Provider::Microsoft {
+        bail!("`cloud` only applies to provider = \"microsoft\" (its national clouds); remove it");
+    }
+    if a.region.is_some() && a.provider != Provider::Zoho {
+        bail!("`region` only applies to provider = \"zoho\" (its data centres); remove it");
     }
     Ok(())
 }
@@ -210,7 +216,8 @@ fn mail_servers_are_safe(a: &Account) -> Result<()> {
         {
             bail!("`{name}_host` `{host}` is not a host name");
         }
-        let host = host.or(provider::mail_server(a.provider, service).map(|p| p.0));
+        let preset = provider::mail_server(a.provider, a.site(), service);
+        let host = host.or(preset.as_ref().map(|p| p.0.as_str()));
         if tls == Some(TlsMode::None) && !host.is_some_and(provider::is_loopback_host) {
             bail!(
                 "`{name}_tls = \"none\"` would send the token in clear text: it is only allowed for \
@@ -242,8 +249,10 @@ fn api_urls_are_safe(a: &Account) -> Result<()> {
 
 /// Yahoo's (and AOL's) token endpoint refuses a code or refresh token without the app's
 /// client secret: said now, not after the person has approved in the browser.
-fn yahoo_has_its_secret(a: &Account) -> Result<()> {
-    if matches!(a.provider, Provider::Yahoo | Provider::Aol) && a.secret_sources() == 0 {
+fn confidential_presets_have_a_secret(a: &Account) -> Result<()> {
+    if matches!(a.provider, Provider::Yahoo | Provider::Aol | Provider::Zoho)
+        && a.secret_sources() == 0
+    {
         bail!(
             "{} needs the app's client secret: set one of client_secret_command, \
              client_secret_env or client_secret_file (`add --client-secret-command ...`)",
@@ -314,6 +323,33 @@ mod tests {
     fn account(extra: &str) -> Result<Account> {
         let text = format!("[accounts.a]\nprovider = \"microsoft\"\nclient_id = \"x\"\n{extra}\n");
         Ok(Config::parse(&text)?.accounts["a"].clone())
+    }
+
+    #[test]
+    fn cloud_and_region_only_for_their_providers() {
+        assert!(account("cloud = \"usgov-dod\"").is_ok());
+        assert!(account("cloud = \"mars\"").is_err());
+        let parse = |text: &str| {
+            Config::parse(text)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        let err =
+            parse("[accounts.a]\nprovider = \"microsoft\"\nclient_id = \"x\"\nregion = \"eu\"\n")
+                .unwrap_err();
+        assert!(
+            err.contains("`region` only applies to provider = \"zoho\""),
+            "{err}"
+        );
+        let zoho = "[accounts.z]\nprovider = \"zoho\"\nclient_id = \"x\"\nregion = \"com.au\"\n";
+        let err = parse(zoho).unwrap_err();
+        assert!(err.contains("Zoho needs the app's client secret"), "{err}");
+        assert!(parse(&format!("{zoho}client_secret_env = \"S\"\n")).is_ok());
+        let err = parse(&format!(
+            "{zoho}client_secret_env = \"S\"\ncloud = \"china\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("`cloud` only applies"), "{err}");
     }
 
     #[test]

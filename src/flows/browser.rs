@@ -64,8 +64,9 @@ pub fn authorization_url(req: &AuthRequest) -> Result<String> {
             q.append_pair("login_hint", hint);
         }
         let consent = match req.provider {
-            // Without these Google hands out a refresh token only on the very first consent.
-            Provider::Google => {
+            // Without these Google and Zoho hand out a refresh token only on the very first
+            // consent.
+            Provider::Google | Provider::Zoho => {
                 q.append_pair("access_type", "offline");
                 true
             }
@@ -153,7 +154,7 @@ impl Attempt {
         let account = &acct.account;
         let pkce = pkce(oauth::random()?);
         let state = URL_SAFE_NO_PAD.encode(oauth::random::<16>()?);
-        let scope = account.scopes()?.join(" ");
+        let scope = account.scope_param(&account.scopes()?);
         let url = authorization_url(&AuthRequest {
             endpoint: auth_endpoint,
             client_id: &account.client_id,

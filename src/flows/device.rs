@@ -182,7 +182,7 @@ pub fn begin<'a>(http: &Http, acct: &'a OpenAccount, endpoints: &Endpoints) -> R
     let OpenAccount { name, account, .. } = acct;
     let device_endpoint = endpoints.need_device_authorization(name)?;
     let (token_endpoint, client) = oauth::Client::for_token_endpoint(name, account, endpoints)?;
-    let scope = account.scopes()?.join(" ");
+    let scope = account.scope_param(&account.scopes()?);
     let auth = oauth::device_authorize(http, device_endpoint, &client, &scope)?
         .map_err(|e| refused(e, "starting the device login", account.provider, name))?;
     let lifetime = Duration::from_secs(auth.expires_in.unwrap_or(900)).min(MAX_WAIT);

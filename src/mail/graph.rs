@@ -7,21 +7,22 @@ use crate::config::Account;
 use crate::config::Want;
 use crate::error::{server, usage};
 use crate::http::{Http, Reply};
-use crate::provider::{self, Flow, Provider};
+use crate::provider::{self, Cloud, Flow, Provider};
 
 pub fn base(account: &Account) -> &str {
-    account
-        .graph_url
-        .as_deref()
-        .unwrap_or(provider::GRAPH_URL)
-        .trim_end_matches('/')
+    account.graph_url().trim_end_matches('/')
 }
 
 /// A scope for Microsoft Graph: its full URL form, or (Microsoft) a bare permission name,
 /// which Entra reads as a Graph permission.
 pub fn is_graph_scope(provider: Provider, scope: &str) -> bool {
     let lower = scope.to_ascii_lowercase();
-    if lower.starts_with("https://graph.microsoft.com/") {
+    let clouds = [Cloud::Global, Cloud::Usgov, Cloud::UsgovDod, Cloud::China];
+    if clouds.into_iter().any(|cloud| {
+        lower
+            .strip_prefix(provider::microsoft_cloud(cloud).graph)
+            .is_some_and(|rest| rest.starts_with('/'))
+    }) {
         return true;
     }
     provider == Provider::Microsoft
@@ -54,10 +55,11 @@ pub fn want(name: &str, account: &Account) -> Result<Want> {
     if graphy(&account.scopes()?) {
         return Want::own(account);
     }
+    let graph = provider::microsoft_cloud(account.site().cloud).graph;
     let scope = if account.flow() == Flow::Credentials {
-        "https://graph.microsoft.com/.default"
+        format!("{graph}/.default")
     } else {
-        "https://graph.microsoft.com/Mail.Send\", \"https://graph.microsoft.com/User.Read"
+        format!("{graph}/Mail.Send\", \"{graph}/User.Read")
     };
     Err(usage(format!(
         "account `{name}` has no Microsoft Graph scope. Add to the config:\n  \
@@ -165,6 +167,14 @@ mod tests {
             "https://graph.microsoft.com/Mail.Send"
         ));
         assert!(is_graph_scope(Provider::Microsoft, "Mail.Send"));
+        assert!(is_graph_scope(
+            Provider::Microsoft,
+            "https://graph.microsoft.us/Mail.Send"
+        ));
+        assert!(!is_graph_scope(
+            Provider::Microsoft,
+            "https://graph.microsoft.usx/Mail.Send"
+        ));
         assert!(!is_graph_scope(Provider::Microsoft, "offline_access"));
         assert!(!is_graph_scope(
             Provider::Microsoft,

@@ -32,14 +32,14 @@ impl fmt::Display for Server {
 pub fn server(account: &Account, service: Service) -> Result<Server> {
     let name = service.name();
     let (host, port, tls) = account.mail_overrides(service);
-    let preset = provider::mail_server(account.provider, service);
-    let Some(host) = host.or(preset.map(|p| p.0)) else {
+    let preset = provider::mail_server(account.provider, account.site(), service);
+    let Some(host) = host.or(preset.as_ref().map(|p| p.0.as_str())) else {
         return Err(usage(format!(
             "this account has no {name} server: set `{name}_host` (and `{name}_port`) in the account"
         )));
     };
     let port = port
-        .or(preset.map(|p| p.1))
+        .or(preset.as_ref().map(|p| p.1))
         .unwrap_or_else(|| service.default_port());
     let tls = tls.unwrap_or_else(|| default_tls(service, port));
     Ok(Server {

@@ -38,7 +38,7 @@ impl<'a> TokenWay<'a> {
 pub fn fetch_app_only(acct: &OpenAccount, want: &Want) -> Result<AccessToken> {
     let OpenAccount { name, account, .. } = acct;
     let way = TokenWay::open(acct)?;
-    let scope = want.scopes.join(" ");
+    let scope = account.scope_param(&want.scopes);
     debug!("fetching an app-only token at {}", way.url);
     let sent_at = crate::time::now();
     let reply = client_credentials(&way.http, &way.url, &way.client, &scope)

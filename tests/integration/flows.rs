@@ -604,3 +604,66 @@ fn the_yahoo_preset_asks_for_its_scope_and_sends_its_secret() {
     let refresh = &server.requests_of(Kind::Refresh)[0];
     assert_eq!(refresh.param("client_secret"), Some("s3cret"));
 }
+
+/// The Zoho preset in the EU data centre, with the fake server standing in for
+/// accounts.zoho.eu: the address asks for a scope per protocol, comma-separated as Zoho reads
+/// them, with access_type=offline and consent (a refresh token at every login, not only the
+/// first), and the code and each refresh go with the client secret.
+#[test]
+fn the_zoho_preset_asks_for_its_scopes_offline_and_sends_its_secret() {
+    let server = FakeServer::start();
+    let base = server.base_url();
+    let env = TestEnv::with_config_text(&format!(
+        "[accounts.{ACCOUNT}]\nprovider = \"zoho\"\nregion = \"eu\"\nuser = \"{USER}\"\n\
+         client_id = \"{CLIENT_ID}\"\nclient_secret_command = \"printf s3cret\"\n\
+         services = [\"imap\", \"pop\", \"smtp\"]\nredirect_uri = \"http://127.0.0.1/\"\n\
+         token_endpoint = \"{base}/token\"\nauthorization_endpoint = \"{base}/authorize\"\n"
+    ));
+    let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
+    let url = &login.url;
+    assert_eq!(
+        url.get("scope"),
+        "ZOHOMAIL.PROTOCOL.IMAP,ZOHOMAIL.PROTOCOL.POP,ZOHOMAIL.PROTOCOL.SMTP"
+    );
+    assert_eq!(url.get("access_type"), "offline");
+    assert_eq!(url.get("prompt"), "consent");
+    assert_eq!(url.get("code_challenge_method"), "S256");
+    let redirect = url.get("redirect_uri").to_string();
+    let code = server.issue_code(url.get("code_challenge"), &redirect);
+    let query = format!("code={code}&state={}", url_encode(url.get("state")));
+    let (status, page) = browser_get(&redirect, &callback_path(&redirect, &query));
+    assert_eq!(status, 200, "{page}");
+    let code_exit = wait_exit(&mut login.child, Duration::from_secs(20));
+    assert_eq!(code_exit, 0, "stderr so far:\n{}", login.stderr);
+    let exchange = &server.requests_of(Kind::Code)[0];
+    assert_eq!(exchange.param("client_secret"), Some("s3cret"));
+    assert_eq!(exchange.param("redirect_uri"), Some(redirect.as_str()));
+    env.run(&["token", ACCOUNT, "--force-refresh"])
+        .expect_code(0);
+    let refresh = &server.requests_of(Kind::Refresh)[0];
+    assert_eq!(refresh.param("client_secret"), Some("s3cret"));
+}
+
+/// A Microsoft account in the China cloud asks, at its device login, for the mail scopes of
+/// partner.outlook.cn (the fake server standing in for login.partner.microsoftonline.cn,
+/// whose address the preset builds: unit-tested in provider.rs).
+#[test]
+fn a_national_cloud_account_asks_for_its_clouds_scopes() {
+    let server = FakeServer::start();
+    server.set_interval(Some(1));
+    server.push_polls(&[Poll::Success]);
+    let base = server.base_url();
+    let env = TestEnv::with_config_text(&format!(
+        "[accounts.{ACCOUNT}]\nprovider = \"microsoft\"\ncloud = \"china\"\nuser = \"{USER}\"\n\
+         client_id = \"{CLIENT_ID}\"\n\
+         device_authorization_endpoint = \"{base}/device\"\ntoken_endpoint = \"{base}/token\"\n"
+    ));
+    env.run(&["login", ACCOUNT]).expect_code(0);
+    let device = &server.requests_of(Kind::Device)[0];
+    assert_eq!(
+        device.param("scope"),
+        Some(
+            "https://partner.outlook.cn/IMAP.AccessAsUser.All https://partner.outlook.cn/SMTP.Send offline_access"
+        )
+    );
+}

@@ -135,7 +135,7 @@ pub fn scope_findings(name: &str, account: &Account) -> Vec<Finding> {
             .why("client credentials can only ask for RESOURCE/.default scopes; delegated ones are refused")
             .fix(format!(
                 "use scopes = [\"{}\"] (or the Graph one), or a user flow (device/browser)",
-                provider::MICROSOFT_APP_SCOPE
+                provider::microsoft_app_scope(account.site().cloud)
             )),
         ),
         _ => {}
