@@ -126,9 +126,9 @@ fn redirect_uri_is_loopback(a: &Account) -> Result<()> {
     if let Some(uri) = &a.redirect_uri {
         let parsed = reqwest::Url::parse(uri)
             .with_context(|| format!("redirect_uri `{uri}` is not a valid URL"))?;
-        if parsed.scheme() != "http" || !provider::is_loopback(&parsed) {
+        if !matches!(parsed.scheme(), "http" | "https") || !provider::is_loopback(&parsed) {
             bail!(
-                "redirect_uri `{uri}` must be http://127.0.0.1, http://[::1] or http://localhost (with an optional port and path): mailtoken listens on this machine"
+                "redirect_uri `{uri}` must be http://127.0.0.1, http://[::1] or http://localhost (with an optional port and path): mailtoken listens on this machine; https://localhost or https://127.0.0.1 where a registration allows only that (the address is then pasted)"
             );
         }
     }

@@ -106,7 +106,13 @@ pub fn login(
     let (token_endpoint, client) = oauth::Client::for_token_endpoint(name, account, endpoints)?;
     let token_endpoint = token_endpoint.as_str();
     let redirect = Redirect::parse(account.redirect_uri())?;
-    let catcher = Catcher::open(&redirect, options.paste)?;
+    if redirect.https && !options.paste {
+        eprintln!(
+            "The redirect URI is https, which no listener here can answer without a certificate \
+             the browser trusts: the login goes on by pasting (as --paste)."
+        );
+    }
+    let catcher = Catcher::open(&redirect, options.paste || redirect.https)?;
     let redirect_uri = catcher.redirect_uri(&redirect)?;
     let attempt = Attempt::start(acct, auth_endpoint, &redirect_uri)?;
 

@@ -21,6 +21,9 @@ const MAX_REQUEST: usize = 16 * 1024;
 /// the URI when it names one (a provider that wants a fixed one), otherwise the OS picks.
 #[derive(Debug, PartialEq, Eq)]
 pub struct Redirect {
+    /// `https://localhost`, as registrations made for Thunderbird-style apps allow: nothing on
+    /// this machine answers it, so the person pastes the address the browser was sent to.
+    pub https: bool,
     pub host: String,
     pub port: Option<u16>,
     pub path: String,
@@ -28,9 +31,15 @@ pub struct Redirect {
 
 impl Redirect {
     pub fn parse(uri: &str) -> Result<Redirect> {
-        let rest = uri
-            .strip_prefix("http://")
-            .ok_or_else(|| usage(format!("redirect_uri `{uri}` must start with http://")))?;
+        let (https, rest) = match (uri.strip_prefix("http://"), uri.strip_prefix("https://")) {
+            (Some(rest), _) => (false, rest),
+            (_, Some(rest)) => (true, rest),
+            _ => {
+                return Err(usage(format!(
+                    "redirect_uri `{uri}` must start with http:// (or https:// for --paste)"
+                )));
+            }
+        };
         let (authority, path) = match rest.find('/') {
             Some(i) => rest.split_at(i),
             None => (rest, ""),
@@ -46,6 +55,7 @@ impl Redirect {
             _ => (authority, None),
         };
         Ok(Redirect {
+            https,
             host: host.to_string(),
             port,
             path: path.to_string(),
@@ -54,7 +64,11 @@ impl Redirect {
 
     /// What the app sends: the registered form, exactly as written, with the real port.
     pub fn uri(&self, port: u16) -> String {
-        format!("http://{}:{port}{}", self.host, self.path)
+        format!("{}://{}:{port}{}", self.scheme(), self.host, self.path)
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
     }
 
     /// The path the callback arrives on.
@@ -230,7 +244,7 @@ impl Catcher {
         Ok(match self {
             Catcher::Listener(l) => redirect.uri(l.local_addr()?.port()),
             Catcher::Paste => match redirect.port {
-                None => format!("http://{}{}", redirect.host, redirect.path),
+                None => format!("{}://{}{}", redirect.scheme(), redirect.host, redirect.path),
                 Some(port) => redirect.uri(port),
             },
         })
@@ -406,7 +420,10 @@ mod tests {
         let r = Redirect::parse("http://[::1]:9/").unwrap();
         assert_eq!((r.host.as_str(), r.port), ("[::1]", Some(9)));
         assert!(Redirect::parse("http://localhost:x").is_err());
-        assert!(Redirect::parse("https://localhost").is_err());
+        let r = Redirect::parse("https://localhost/oauth").unwrap();
+        assert!(r.https);
+        assert_eq!(r.uri(443), "https://localhost:443/oauth");
+        assert!(Redirect::parse("ftp://localhost").is_err());
     }
 
     #[test]

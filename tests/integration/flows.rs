@@ -354,6 +354,62 @@ fn browser_login_by_pasting_the_redirected_address() {
     assert!(env.token_bytes(ACCOUNT).is_some());
 }
 
+/// A registration that allows only `https://localhost` (Thunderbird-style): the login sends it
+/// as it is, listens for nothing, and takes the address the browser was sent to (which does
+/// not load) from the person, without --paste being asked for.
+#[test]
+fn an_https_loopback_redirect_is_pasted() {
+    let server = FakeServer::start();
+    let env = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "{}\nredirect_uri = \"https://localhost/oauth\"",
+            BROWSER_ACCOUNT.replace("{base}", &server.base_url())
+        ),
+    );
+    let mut login = start_login(&env, &[], Stdio::piped());
+    let redirect = login.url.get("redirect_uri").to_string();
+    assert_eq!(redirect, "https://localhost/oauth");
+    assert!(
+        login.stderr.contains("the login goes on by pasting"),
+        "{}",
+        login.stderr
+    );
+    let code = server.issue_code(login.url.get("code_challenge"), &redirect);
+    let pasted = format!(
+        "{redirect}?code={code}&state={}\n",
+        url_encode(login.url.get("state"))
+    );
+    login
+        .child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(pasted.as_bytes())
+        .unwrap();
+    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
+    let exchange = &server.requests_of(Kind::Code)[0];
+    assert_eq!(
+        exchange.param("redirect_uri"),
+        Some("https://localhost/oauth")
+    );
+    assert!(env.token_bytes(ACCOUNT).is_some());
+    // Not any https address: one on this machine.
+    let elsewhere = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "{}\nredirect_uri = \"https://example.com/oauth\"",
+            BROWSER_ACCOUNT.replace("{base}", &server.base_url())
+        ),
+    );
+    elsewhere
+        .run(&["login", ACCOUNT, "--no-open"])
+        .expect_code(2)
+        .assert_stderr_has("https://localhost or https://127.0.0.1");
+}
+
 fn fixture(name: &str) -> String {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
