@@ -314,6 +314,10 @@ pub struct AddArgs {
     #[arg(long, value_name = "PATH", requires = "client_certificate")]
     pub client_key: Option<PathBuf>,
 
+    /// Google Workspace service account key (JSON): app-only tokens for --user's mailbox
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["client_certificate", "secret"])]
+    pub service_account_key: Option<PathBuf>,
+
     /// Loopback redirect URI registered for the browser flow [default: http://localhost for
     /// Microsoft, http://127.0.0.1 otherwise]
     #[arg(long, value_name = "URL")]

@@ -294,14 +294,16 @@ pub fn default_redirect_uri(provider: Provider) -> &'static str {
 pub fn app_scopes(provider: Provider, site: Site) -> Result<Vec<String>> {
     match provider {
         Provider::Microsoft => Ok(vec![microsoft_app_scope(site.cloud)]),
-        Provider::Google
-        | Provider::Yahoo
-        | Provider::Aol
-        | Provider::Fastmail
-        | Provider::Zoho => Err(usage(format!(
-            "{} has no client-credentials login for mail: use flow = \"browser\"",
-            provider.name()
-        ))),
+        Provider::Google => Err(usage(
+            "Google has no client-credentials login for mail: use flow = \"browser\", or a \
+             Workspace service account (`service_account_key`)",
+        )),
+        Provider::Yahoo | Provider::Aol | Provider::Fastmail | Provider::Zoho => {
+            Err(usage(format!(
+                "{} has no client-credentials login for mail: use flow = \"browser\"",
+                provider.name()
+            )))
+        }
         Provider::Generic => Err(usage(
             "a generic provider has no preset app-only scopes: set `scopes = [...]` in the account",
         )),

@@ -48,6 +48,9 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
         client_secret_command: args.client_secret_command,
         client_certificate: args.client_certificate,
         client_key: args.client_key,
+        service_account_key: args
+            .service_account_key
+            .map(|p| std::path::absolute(&p).unwrap_or(p)),
         redirect_uri: args.redirect_uri,
         issuer: args.issuer,
         device_authorization_endpoint: args.device_authorization_endpoint,

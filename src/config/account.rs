@@ -85,6 +85,10 @@ pub struct Account {
     /// login in the background and tells `notify_command` where to approve it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relogin: Option<Relogin>,
+    /// Google Workspace: a service account's JSON key. The account then gets app-only tokens
+    /// for `user`'s mailbox (domain-wide delegation), with no login.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_account_key: Option<PathBuf>,
     /// Where the tokens live: "file" (default), "keyring" or "command".
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreKind>,
@@ -167,14 +171,27 @@ pub enum TlsMode {
 
 impl Account {
     pub fn flow(&self) -> Flow {
-        self.flow
-            .unwrap_or_else(|| provider::default_flow(self.provider))
+        self.flow.unwrap_or_else(|| {
+            // A service account has no person to log in: its tokens are app-only.
+            if self.service_account_key.is_some() {
+                Flow::Credentials
+            } else {
+                provider::default_flow(self.provider)
+            }
+        })
+    }
+
+    /// The service account key file, `~` expanded.
+    pub fn service_account_key(&self) -> Option<PathBuf> {
+        self.service_account_key.as_deref().map(expand_home)
     }
 
     /// The account's own scopes: explicit ones, or the preset for its services and flow.
     pub fn scopes(&self) -> Result<Vec<String>> {
         if !self.scopes.is_empty() {
             Ok(self.scopes.clone())
+        } else if self.service_account_key.is_some() {
+            Ok(vec![provider::GOOGLE_MAIL_SCOPE.into()])
         } else if self.flow() == Flow::Credentials {
             provider::app_scopes(self.provider, self.site())
         } else {

@@ -43,6 +43,7 @@ const RULES: &[Rule] = &[
     user_is_plain,
     one_secret_source,
     certificate_and_key_together,
+    service_account_is_googles,
     app_only_has_credentials,
     redirect_uri_is_loopback,
     extra_authorize_params_are_extra,
@@ -102,8 +103,33 @@ fn certificate_and_key_together(a: &Account) -> Result<()> {
     Ok(())
 }
 
-fn app_only_has_credentials(a: &Account) -> Result<()> {
+fn service_account_is_googles(a: &Account) -> Result<()> {
+    if a.service_account_key.is_none() {
+        return Ok(());
+    }
+    if a.provider != Provider::Google {
+        bail!(
+            "`service_account_key` is a Google service account's: it needs provider = \"google\""
+        );
+    }
     if a.flow() != Flow::Credentials {
+        bail!(
+            "a service account logs in with no person: remove `flow` (or set flow = \"credentials\")"
+        );
+    }
+    if a.user.is_none() {
+        bail!("`service_account_key` needs `user`: the mailbox the service account acts for");
+    }
+    if a.secret_sources() > 0 || a.client_certificate.is_some() {
+        bail!(
+            "a service account signs with its key: remove the client secret and certificate settings"
+        );
+    }
+    Ok(())
+}
+
+fn app_only_has_credentials(a: &Account) -> Result<()> {
+    if a.flow() != Flow::Credentials || a.service_account_key.is_some() {
         return Ok(());
     }
     if a.client_certificate.is_none() && a.secret_sources() == 0 {
@@ -323,6 +349,33 @@ mod tests {
     fn account(extra: &str) -> Result<Account> {
         let text = format!("[accounts.a]\nprovider = \"microsoft\"\nclient_id = \"x\"\n{extra}\n");
         Ok(Config::parse(&text)?.accounts["a"].clone())
+    }
+
+    #[test]
+    fn a_service_account_is_googles_and_acts_for_a_mailbox() {
+        let parse = |text: &str| {
+            Config::parse(text)
+                .map(|_| ())
+                .map_err(|e| format!("{e:#}"))
+        };
+        let google = "[accounts.g]\nprovider = \"google\"\nclient_id = \"1\"\nservice_account_key = \"/k.json\"\n";
+        let err = parse(google).unwrap_err();
+        assert!(err.contains("needs `user`"), "{err}");
+        let with_user = format!("{google}user = \"a@example.com\"\n");
+        assert!(parse(&with_user).is_ok());
+        let config = Config::parse(&with_user).unwrap();
+        let account = &config.accounts["g"];
+        assert_eq!(account.flow(), crate::provider::Flow::Credentials);
+        assert_eq!(account.scopes().unwrap(), ["https://mail.google.com/"]);
+        for (extra, says) in [
+            ("flow = \"browser\"", "logs in with no person"),
+            ("client_secret_env = \"S\"", "signs with its key"),
+        ] {
+            let err = parse(&format!("{with_user}{extra}\n")).unwrap_err();
+            assert!(err.contains(says), "{extra}: {err}");
+        }
+        let err = parse(&with_user.replace("google", "microsoft")).unwrap_err();
+        assert!(err.contains("needs provider = \"google\""), "{err}");
     }
 
     #[test]

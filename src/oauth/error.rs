@@ -141,7 +141,8 @@ impl OAuthError {
 }
 
 /// Form fields whose values are secrets: never to be shown, even when a server echoes them.
-const SECRET_FIELDS: [&str; 6] = [
+const SECRET_FIELDS: [&str; 7] = [
+    "assertion",
     "refresh_token",
     "client_secret",
     "client_assertion",

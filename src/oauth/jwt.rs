@@ -1,6 +1,6 @@
 //! JWTs: client assertions (RFC 7523) signed with the app's certificate key, which Microsoft
-//! Entra accepts in place of a client secret; and the claims of tokens we are given, read
-//! (never trusted: not verified) to tell whose they are.
+//! Entra accepts in place of a client secret; Google service accounts' grant assertions; and
+//! the claims of tokens we are given, read (never trusted: not verified) to tell whose they are.
 
 use std::path::Path;
 
@@ -118,6 +118,11 @@ pub fn sign(
         "nbf": now,
         "exp": now + LIFETIME,
     });
+    signed(key_pair, &header, &claims)
+}
+
+/// `header.claims.signature`, RS256.
+fn signed(key_pair: &RsaKeyPair, header: &Value, claims: &Value) -> Result<String> {
     let signing_input = format!(
         "{}.{}",
         URL_SAFE_NO_PAD.encode(header.to_string()),
@@ -136,6 +141,92 @@ pub fn sign(
         "{signing_input}.{}",
         URL_SAFE_NO_PAD.encode(signature)
     ))
+}
+
+/// The largest service account key file read: Google's are about 2.3 KB.
+const MAX_KEY_FILE: u64 = 64 * 1024;
+/// Google takes a grant assertion that lives one hour at most.
+const GRANT_LIFETIME: u64 = 3600;
+
+/// A Google service account's JSON key (the file the Cloud console gives): what the grant
+/// assertion is made from. The private key never leaves this struct but as a signature.
+#[derive(serde::Deserialize)]
+pub struct ServiceAccountKey {
+    #[serde(rename = "type")]
+    kind: String,
+    pub client_email: String,
+    #[serde(default)]
+    pub client_id: Option<String>,
+    private_key: String,
+    #[serde(default)]
+    private_key_id: Option<String>,
+}
+
+impl ServiceAccountKey {
+    /// The key file at `path`: small, JSON, a service account's.
+    pub fn read(path: &Path) -> Result<ServiceAccountKey> {
+        use std::io::Read;
+        let file = std::fs::File::open(path)
+            .with_context(|| format!("cannot read the service account key {}", path.display()))?;
+        let mut bytes = Vec::new();
+        file.take(MAX_KEY_FILE + 1)
+            .read_to_end(&mut bytes)
+            .with_context(|| format!("cannot read the service account key {}", path.display()))?;
+        if bytes.len() as u64 > MAX_KEY_FILE {
+            bail!(
+                "{} is over {MAX_KEY_FILE} bytes: not a service account key",
+                path.display()
+            );
+        }
+        let key: ServiceAccountKey = serde_json::from_slice(&bytes).map_err(|_| {
+            anyhow::anyhow!(
+                "{} is not a service account key (JSON with client_email and private_key): \
+                 download one in the Google Cloud console, IAM, Service accounts, Keys",
+                path.display()
+            )
+        })?;
+        if key.kind != "service_account" {
+            bail!(
+                "{} is a key of type `{}`, not `service_account`",
+                path.display(),
+                crate::log::printable(&key.kind)
+            );
+        }
+        Ok(key)
+    }
+}
+
+/// The JWT-bearer grant's assertion (RFC 7523 section 2.1, as Google documents it for
+/// domain-wide delegation): the service account as issuer, the mailbox it acts for as subject,
+/// the scope, the token endpoint as audience, for one hour.
+pub fn service_account_assertion(
+    key: &ServiceAccountKey,
+    mailbox: &str,
+    scope: &str,
+    audience: &str,
+    now: u64,
+) -> Result<String> {
+    let der = PrivateKeyDer::from_pem_slice(key.private_key.as_bytes())
+        .map_err(|_| anyhow::anyhow!("the service account key's private_key is not a PEM key"))?;
+    let key_pair = match &der {
+        PrivateKeyDer::Pkcs8(k) => RsaKeyPair::from_pkcs8(k.secret_pkcs8_der()),
+        PrivateKeyDer::Pkcs1(k) => RsaKeyPair::from_der(k.secret_pkcs1_der()),
+        _ => bail!("the service account key's private_key is not an RSA key"),
+    }
+    .map_err(|e| anyhow::anyhow!("the service account key's private_key is not usable: {e}"))?;
+    let mut header = serde_json::json!({ "alg": "RS256", "typ": "JWT" });
+    if let Some(kid) = &key.private_key_id {
+        header["kid"] = Value::String(kid.clone());
+    }
+    let claims = serde_json::json!({
+        "iss": key.client_email,
+        "sub": mailbox,
+        "scope": scope,
+        "aud": audience,
+        "iat": now,
+        "exp": now + GRANT_LIFETIME,
+    });
+    signed(&key_pair, &header, &claims)
 }
 
 /// Random bytes shaped as a version 4 UUID, the `jti` form Entra documents.
@@ -218,6 +309,66 @@ mod tests {
                 .is_err()
             );
         }
+    }
+
+    #[test]
+    fn a_service_account_assertion_names_the_mailbox_and_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("key.json");
+        let pem = std::fs::read_to_string(fixture("app-key.pem")).unwrap();
+        std::fs::write(
+            &path,
+            serde_json::json!({
+                "type": "service_account",
+                "client_email": "relay@proj.iam.gserviceaccount.com",
+                "client_id": "1234",
+                "private_key": pem,
+                "private_key_id": "kid-1",
+            })
+            .to_string(),
+        )
+        .unwrap();
+        let key = ServiceAccountKey::read(&path).unwrap();
+        let jwt = service_account_assertion(
+            &key,
+            "scanner@example.com",
+            "https://mail.google.com/",
+            "https://oauth2.googleapis.com/token",
+            1_000,
+        )
+        .unwrap();
+        let parts: Vec<&str> = jwt.split('.').collect();
+        assert_eq!(decode_json(parts[0])["kid"], "kid-1");
+        let claims = decode_json(parts[1]);
+        assert_eq!(claims["iss"], "relay@proj.iam.gserviceaccount.com");
+        assert_eq!(claims["sub"], "scanner@example.com");
+        assert_eq!(claims["scope"], "https://mail.google.com/");
+        assert_eq!(claims["aud"], "https://oauth2.googleapis.com/token");
+        assert_eq!(claims["exp"], 4_600);
+        let public = std::fs::read(fixture("app-pub.der")).unwrap();
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            &public,
+        )
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &URL_SAFE_NO_PAD.decode(parts[2]).unwrap(),
+        )
+        .expect("signature verifies");
+        // Not a service account's key: said, with the file's name and no key material.
+        std::fs::write(
+            &path,
+            r#"{"type":"authorized_user","client_email":"x","private_key":"k"}"#,
+        )
+        .unwrap();
+        let err = ServiceAccountKey::read(&path).err().unwrap().to_string();
+        assert!(err.contains("not `service_account`"), "{err}");
+        std::fs::write(&path, "not json").unwrap();
+        let err = ServiceAccountKey::read(&path).err().unwrap().to_string();
+        assert!(
+            err.contains("key.json is not a service account key"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -15,7 +15,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 pub use discovery::endpoints;
 pub use error::OAuthError;
 pub use token_endpoint::*;
-pub use way::{TokenWay, fetch_app_only};
+pub use way::{TokenWay, fetch_app_only, service_account_assertion};
 
 /// Fresh random bytes from the OS, for PKCE verifiers, `state` and assertion ids.
 pub fn random<const N: usize>() -> Result<[u8; N]> {

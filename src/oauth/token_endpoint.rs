@@ -493,6 +493,26 @@ pub fn exchange_code(
 }
 
 /// RFC 6749 section 4.4: an app-only token, no user involved.
+/// RFC 7523 section 2.1: the JWT-bearer grant (Google's service accounts).
+pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
+
+/// An access token for a signed grant assertion; the assertion itself proves the client.
+pub fn jwt_bearer(
+    http: &Http,
+    token_endpoint: &str,
+    client: &Client,
+    assertion: &str,
+) -> Result<Result<TokenReply, OAuthError>> {
+    let form = [("grant_type", JWT_BEARER_GRANT), ("assertion", assertion)];
+    post(
+        http,
+        token_endpoint,
+        client,
+        &form,
+        "fetching a service account token",
+    )
+}
+
 pub fn client_credentials(
     http: &Http,
     token_endpoint: &str,

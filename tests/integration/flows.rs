@@ -479,6 +479,94 @@ fn client_credentials_with_a_wrong_secret_is_a_setup_error_with_a_hint() {
     assert!(env.token_bytes(ACCOUNT).is_none());
 }
 
+/// A Google Workspace service account (domain-wide delegation): no login, a grant assertion
+/// signed with the key file's private key, naming the service account, the mailbox (`user`),
+/// the mail scope and the token endpoint, verified by the server with the public key; the
+/// token is cached like any app-only one, and the assertion never shows. A key file of another
+/// service account than `client_id` says so before anything is sent.
+#[test]
+fn a_google_service_account_gets_tokens_for_its_mailbox() {
+    let server = FakeServer::start();
+    server.set_app_auth(AppAuth {
+        secret: None,
+        assertion_key: Some(std::fs::read(fixture("app-pub.der")).unwrap()),
+    });
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("relay.json");
+    std::fs::write(
+        &key,
+        serde_json::json!({
+            "type": "service_account",
+            "client_email": "relay@proj.iam.gserviceaccount.com",
+            "client_id": "1234",
+            "private_key": std::fs::read_to_string(fixture("app-key.pem")).unwrap(),
+            "private_key_id": "kid-1",
+            "token_uri": "https://oauth2.googleapis.com/token",
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let config = |client_id: &str| {
+        format!(
+            "[accounts.{ACCOUNT}]\nprovider = \"google\"\nuser = \"{USER}\"\n\
+             client_id = \"{client_id}\"\nservice_account_key = \"{}\"\n\
+             token_endpoint = \"{}/token\"\n",
+            key.display(),
+            server.base_url()
+        )
+    };
+    let env = TestEnv::with_config_text(&config("1234"));
+    let r = env.run(&["token", ACCOUNT]);
+    r.expect_code(0);
+    assert!(r.stdout.starts_with("fake-at-"), "{}", r.all());
+    let grant = &server.requests_of(Kind::JwtBearer)[0];
+    assert_eq!(grant.param("client_secret"), None);
+    let assertion = grant.param("assertion").unwrap();
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::Engine::decode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            assertion.split('.').nth(1).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], USER);
+    assert_eq!(claims["iss"], "relay@proj.iam.gserviceaccount.com");
+    assert_eq!(claims["scope"], "https://mail.google.com/");
+    assert_eq!(claims["aud"], format!("{}/token", server.base_url()));
+    r.assert_no_leak(&[assertion]);
+    env.run(&["token", ACCOUNT]).expect_code(0);
+    assert_eq!(server.count(Kind::JwtBearer), 1, "the cached token is used");
+    env.run(&["status", ACCOUNT])
+        .assert_stdout_has("credentials login");
+
+    let other = TestEnv::with_config_text(&config("9999"));
+    other
+        .run(&["token", ACCOUNT])
+        .expect_code(2)
+        .assert_stderr_has("service account with client ID 1234");
+    assert_eq!(server.count(Kind::JwtBearer), 1);
+
+    // A key that cannot sign: a setup error (exit 2) naming the file, and doctor says so.
+    std::fs::write(
+        &key,
+        r#"{"type":"service_account","client_email":"r@p","private_key":"not a key"}"#,
+    )
+    .unwrap();
+    env.run(&["token", ACCOUNT, "--force-refresh"])
+        .expect_code(2)
+        .assert_stderr_has("relay.json: the service account key's private_key is not a PEM key");
+    let doctor = env.run(&["doctor", ACCOUNT]);
+    doctor.expect_code(1);
+    assert!(
+        doctor
+            .all()
+            .contains("no grant can be signed with the service account key"),
+        "{}",
+        doctor.all()
+    );
+}
+
 #[test]
 fn client_credentials_with_a_certificate_assertion_verified_by_the_server() {
     let server = FakeServer::start();

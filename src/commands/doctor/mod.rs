@@ -56,6 +56,15 @@ pub fn credential_findings(name: &str, account: &Account, now: u64) -> Vec<Findi
                 .fix("fix `client_certificate` and `client_key`"),
         );
     }
+    if let Some(path) = account.service_account_key()
+        && let Err(e) = crate::oauth::service_account_assertion(account, &path, now)
+    {
+        out.push(
+            Finding::new(Severity::Error, Some(name), format!("{e:#}"))
+                .why("no grant can be signed with the service account key")
+                .fix("download a new JSON key for the service account and point `service_account_key` at it"),
+        );
+    }
     out
 }
 

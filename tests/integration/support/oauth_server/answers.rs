@@ -292,6 +292,48 @@ fn check_app_auth(
     Ok(())
 }
 
+/// A JWT-bearer grant as Google checks it: signed by the service account's key, for this
+/// token endpoint, living an hour at most, naming a mailbox and a scope. The scope granted.
+fn check_grant_assertion(
+    auth: &AppAuth,
+    form: &HashMap<String, String>,
+    audience: &str,
+) -> Result<String, String> {
+    let key = auth
+        .assertion_key
+        .as_ref()
+        .ok_or("no service account key configured")?;
+    let jwt = form.get("assertion").ok_or("missing assertion")?;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    if parts.len() != 3 {
+        return Err("assertion is not a JWT".into());
+    }
+    let signature = b64url_decode(parts[2]).ok_or("bad signature encoding")?;
+    ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+        .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &signature)
+        .map_err(|_| "assertion signature does not verify".to_string())?;
+    let claims: serde_json::Value =
+        serde_json::from_slice(&b64url_decode(parts[1]).ok_or("bad claims encoding")?)
+            .map_err(|e| e.to_string())?;
+    if claims["aud"] != audience {
+        return Err(format!("aud is {}, not {audience}", claims["aud"]));
+    }
+    let (iat, exp) = (
+        claims["iat"].as_i64().unwrap_or(0),
+        claims["exp"].as_i64().unwrap_or(0),
+    );
+    if exp <= now_unix() || exp - iat > 3600 {
+        return Err("assertion expired or lives over an hour".into());
+    }
+    if !claims["sub"].is_string() || !claims["iss"].is_string() {
+        return Err("assertion names no sub or iss".into());
+    }
+    claims["scope"]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| "assertion names no scope".into())
+}
+
 fn new_refresh_token(st: &mut State) -> String {
     let rt = format!("fake-rt-{}", st.next_rt);
     st.next_rt += 1;
@@ -309,6 +351,9 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
         ("POST", "/token") if grant == "refresh_token" => Kind::Refresh,
         ("POST", "/token") if grant == "authorization_code" => Kind::Code,
         ("POST", "/token") if grant == "client_credentials" => Kind::Credentials,
+        ("POST", "/token") if grant == "urn:ietf:params:oauth:grant-type:jwt-bearer" => {
+            Kind::JwtBearer
+        }
         ("GET", "/.well-known/openid-configuration") => Kind::Discovery,
         ("GET", "/userinfo") => Kind::Userinfo,
         _ => Kind::Other,
@@ -372,7 +417,10 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
             }
             _ => Response::error(401, "invalid_token", "no bearer token"),
         },
-        _ if !client_ok => Response::error(400, "invalid_client", "client_id missing"),
+        // A grant assertion names its client itself (RFC 7523 section 3.1).
+        _ if !client_ok && kind != Kind::JwtBearer => {
+            Response::error(400, "invalid_client", "client_id missing")
+        }
         Kind::Code => {
             let code = form.get("code").cloned().unwrap_or_default();
             let verifier = form.get("code_verifier").cloned().unwrap_or_default();
@@ -403,6 +451,20 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
                 Err(why) => {
                     st.last_refusal = Some(why.clone());
                     Response::error(401, "invalid_client", &why)
+                }
+            }
+        }
+        Kind::JwtBearer => {
+            let host = req.header("host").unwrap_or("127.0.0.1").to_string();
+            let audience = format!("http://{host}/token");
+            match check_grant_assertion(&st.app_auth, &form, &audience) {
+                Ok(scope) => {
+                    let v = token_reply(&mut st, None, &scope);
+                    Response::json(200, v)
+                }
+                Err(why) => {
+                    st.last_refusal = Some(why.clone());
+                    Response::error(400, "invalid_grant", &why)
                 }
             }
         }

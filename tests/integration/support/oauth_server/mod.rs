@@ -72,6 +72,8 @@ pub enum Kind {
     Code,
     /// grant_type=client_credentials (app-only)
     Credentials,
+    /// grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer (a Google service account)
+    JwtBearer,
     /// GET /.well-known/openid-configuration
     Discovery,
     /// GET /userinfo (OIDC): the user of a bearer token
