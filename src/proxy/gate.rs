@@ -94,12 +94,50 @@ impl Why {
         }
     }
 
-    /// The program should try again later: it is nothing about its password or the login.
-    pub fn temporary(self) -> bool {
-        matches!(
-            self,
-            Why::Unreachable | Why::LockedOut | Why::Config | Why::Busy
-        )
+    /// What kind of refusal the mail program is told: each protocol has a word for each.
+    pub fn answer(self) -> Answer {
+        match self {
+            Why::Unreachable | Why::LockedOut | Why::Busy => Answer::Later,
+            // Trying again changes nothing until someone edits the config: a permanent failure
+            // of the system, not of the password the program would then ask for again.
+            Why::Config => Answer::Broken,
+            Why::WrongPassword
+            | Why::OtherUser
+            | Why::UnknownAccount
+            | Why::AmbiguousAccount
+            | Why::NoLogin
+            | Why::UpstreamRefused => Answer::Credentials,
+        }
+    }
+}
+
+/// How a refusal is told: IMAP's response codes (RFC 5530), POP3's (RFC 3206), SMTP's reply
+/// codes (RFC 4954, 3463).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Try again later: `[UNAVAILABLE]`, `[SYS/TEMP]`, 454.
+    Later,
+    /// The login itself is refused: `[AUTHENTICATIONFAILED]`, `[AUTH]`, 535.
+    Credentials,
+    /// A permanent problem of the system (mailtoken's config): `[CONTACTADMIN]`,
+    /// `[SYS/PERM]`, 554 5.3.5 ("system incorrectly configured").
+    Broken,
+}
+
+impl Answer {
+    /// The start of the refusal line for `service`, before the words (IMAP after the tag).
+    pub fn code(self, service: Service) -> &'static str {
+        match (service, self) {
+            (Service::Imap, Answer::Later) => "NO [UNAVAILABLE]",
+            (Service::Imap, Answer::Credentials) => "NO [AUTHENTICATIONFAILED]",
+            (Service::Imap, Answer::Broken) => "NO [CONTACTADMIN]",
+            (Service::Pop, Answer::Later) => "-ERR [SYS/TEMP]",
+            (Service::Pop, Answer::Credentials) => "-ERR [AUTH]",
+            (Service::Pop, Answer::Broken) => "-ERR [SYS/PERM]",
+            (Service::Smtp, Answer::Later) => "454 4.7.0",
+            (Service::Smtp, Answer::Credentials) => "535 5.7.8",
+            (Service::Smtp, Answer::Broken) => "554 5.3.5",
+        }
     }
 }
 
@@ -126,8 +164,9 @@ impl Denied {
         &self.told
     }
 
-    pub fn temporary(&self) -> bool {
-        self.why.temporary()
+    /// The refusal's code for `service`, before the words (IMAP: after the tag).
+    pub fn code(&self, service: Service) -> &'static str {
+        self.why.answer().code(service)
     }
 }
 
@@ -657,7 +696,25 @@ mod tests {
                 .starts_with("mailtoken: run \"mailtoken login work\"")
         );
         assert!(d.text().len() <= 80, "{}", d.text());
-        assert!(!d.temporary());
-        assert!(Why::Unreachable.temporary());
+        assert_eq!(d.code(Service::Pop), "-ERR [AUTH]");
+        assert_eq!(Why::Unreachable.answer(), Answer::Later);
+    }
+
+    #[test]
+    fn a_config_problem_is_permanent_and_no_password_problem_in_every_protocol() {
+        let codes =
+            |why: Why| [Service::Imap, Service::Pop, Service::Smtp].map(|s| why.answer().code(s));
+        assert_eq!(
+            codes(Why::Config),
+            ["NO [CONTACTADMIN]", "-ERR [SYS/PERM]", "554 5.3.5"]
+        );
+        assert_eq!(
+            codes(Why::Busy),
+            ["NO [UNAVAILABLE]", "-ERR [SYS/TEMP]", "454 4.7.0"]
+        );
+        assert_eq!(
+            codes(Why::WrongPassword),
+            ["NO [AUTHENTICATIONFAILED]", "-ERR [AUTH]", "535 5.7.8"]
+        );
     }
 }

@@ -100,12 +100,8 @@ pub fn front(mut door: Door, caller: &Caller, gate: &Gate) -> Result<LoggedIn, E
         match gate.login(caller, &user, &password, Service::Imap) {
             Ok(done) => return done.admit(door, &format!("{tag} OK logged in through mailtoken")),
             Err(denied) => {
-                let code = if denied.temporary() {
-                    "UNAVAILABLE"
-                } else {
-                    "AUTHENTICATIONFAILED"
-                };
-                door.refuse(&format!("{tag} NO [{code}] {}", denied.text()))?;
+                let code = denied.code(Service::Imap);
+                door.refuse(&format!("{tag} {code} {}", denied.text()))?;
             }
         }
     }

@@ -95,12 +95,8 @@ pub fn front(mut door: Door, caller: &Caller, gate: &Gate) -> Result<LoggedIn, E
         match gate.login(caller, &credentials.0, &credentials.1, Service::Pop) {
             Ok(done) => return done.admit(door, "+OK logged in through mailtoken"),
             Err(denied) => {
-                let code = if denied.temporary() {
-                    "[SYS/TEMP]"
-                } else {
-                    "[AUTH]"
-                };
-                door.refuse(&format!("-ERR {code} {}", denied.text()))?;
+                let code = denied.code(Service::Pop);
+                door.refuse(&format!("{code} {}", denied.text()))?;
             }
         }
     }

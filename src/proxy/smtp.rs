@@ -81,11 +81,7 @@ pub fn front(mut door: Door, caller: &Caller, gate: &Gate) -> Result<LoggedIn, E
         match gate.login(caller, &credentials.0, &credentials.1, Service::Smtp) {
             Ok(done) => return done.admit(door, "235 2.7.0 logged in through mailtoken"),
             Err(denied) => {
-                let code = if denied.temporary() {
-                    "454 4.7.0"
-                } else {
-                    "535 5.7.8"
-                };
+                let code = denied.code(Service::Smtp);
                 door.refuse(&format!("{code} {}", denied.text()))?;
             }
         }

@@ -254,6 +254,50 @@ fn refusals_say_what_to_do_and_unreachable_servers_are_temporary() {
     assert!(no.starts_with("a1 NO [UNAVAILABLE]"), "{no}");
 }
 
+/// A config the proxy cannot use is no password problem and will not mend by itself: each
+/// protocol hears a permanent failure of the system, not "try later" nor "wrong password".
+#[test]
+fn a_config_problem_is_a_permanent_failure_in_every_protocol() {
+    for (service, login, code) in [
+        (
+            "pop",
+            vec!["USER work", "PASS pw"],
+            "-ERR [SYS/PERM] mailtoken: fix mailtoken's config",
+        ),
+        (
+            "imap",
+            vec!["a1 LOGIN work pw"],
+            "a1 NO [CONTACTADMIN] mailtoken: fix mailtoken's config",
+        ),
+        (
+            "smtp",
+            vec!["EHLO me", "AUTH PLAIN AHdvcmsAcHc="],
+            "554 5.3.5 mailtoken: fix mailtoken's config",
+        ),
+    ] {
+        // Nothing listens upstream: the refusal comes before any connection to it.
+        let proxy = Proxy::start(service, closed_port(), "");
+        let text = std::fs::read_to_string(&proxy.env.config).unwrap();
+        proxy
+            .env
+            .write_config(&format!("{text}\nno_such_key = 1\n"));
+        let mut c = proxy.connect();
+        c.line();
+        let mut last = String::new();
+        for line in login {
+            c.send(line);
+            last = loop {
+                let reply = c.line();
+                // SMTP's EHLO answers in several lines.
+                if !reply.starts_with("250-") {
+                    break reply;
+                }
+            };
+        }
+        assert!(last.starts_with(code), "{service}: {last}");
+    }
+}
+
 #[test]
 fn pop_user_pass_logs_in_upstream_and_relays() {
     let (upstream, seen) = pop_server(xoauth2(USER, TOKEN));
