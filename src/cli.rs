@@ -77,6 +77,18 @@ pub enum Command {
         /// Account name from the config
         account: String,
     },
+    /// Remove an account: forget its stored tokens and delete its section from the config
+    Remove {
+        /// Account name from the config
+        account: String,
+    },
+    /// Rename an account: its config section and its stored tokens
+    Rename {
+        /// Account name from the config
+        account: String,
+        /// The new name (letters, digits, . _ - @)
+        new: String,
+    },
     /// Refresh now, so refresh tokens never reach their inactivity limit (for a timer or cron)
     Refresh {
         /// Accounts to refresh

@@ -28,6 +28,8 @@ extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> lib
             Command::Token(args) => token::print(&paths, &args),
             Command::Status { account } => status::run(&paths, account.as_deref()),
             Command::Logout { account } => setup::logout(&paths, &account),
+            Command::Remove { account } => setup::remove(&paths, &account),
+            Command::Rename { account, new } => setup::rename(&paths, &account, &new),
             Command::Completions { shell } => setup::completions(shell),
             Command::Refresh { accounts, all } => token::refresh(&paths, &accounts, all),
             Command::GitCredential { account, operation } => {

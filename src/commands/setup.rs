@@ -1,4 +1,5 @@
-//! Setting an account up and taking it down: `add`, `login`, `logout`, and `completions`.
+//! Setting an account up and taking it down: `add`, `login`, `logout`, `remove`, `rename`, and
+//! `completions`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,10 +8,10 @@ use anyhow::{Context, Result};
 
 use crate::cli::{AddArgs, LoginArgs};
 use crate::config::{self, Account, Paths};
-use crate::error::usage;
+use crate::error::{server, usage};
 use crate::flows;
 use crate::provider::Flow;
-use crate::store::{Backend, LOCK_TIMEOUT};
+use crate::store::{AccountLock, Backend, LOCK_TIMEOUT};
 use crate::time;
 
 pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
@@ -175,6 +176,170 @@ pub fn logout(paths: &Paths, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The config and its text, read once: `remove` and `rename` change the text they checked.
+fn config_and_text(paths: &Paths) -> Result<(config::Config, String)> {
+    let text = match std::fs::read_to_string(&paths.config) {
+        Ok(text) => text,
+        // `load` says what to do about a missing or unreadable file.
+        Err(e) => {
+            return Err(config::Config::load(&paths.config)
+                .err()
+                .unwrap_or(e.into()));
+        }
+    };
+    Ok((config::Config::from_text(&paths.config, &text)?, text))
+}
+
+/// The lock of the account's background login: none may be storing tokens under the name
+/// while it goes or changes.
+fn no_background_login(acct: &config::OpenAccount) -> Result<AccountLock> {
+    let name = &acct.name;
+    acct.store.relogin_lock(name)?.ok_or_else(|| {
+        server(format!(
+            "a background login of `{name}` is waiting for approval: approve it or let it end \
+             (`mailtoken status {name}` shows it), then try again"
+        ))
+    })
+}
+
+pub fn remove(paths: &Paths, name: &str) -> Result<()> {
+    let (config, text) = config_and_text(paths)?;
+    let acct = config.open(paths, name)?;
+    // Checked before anything is touched: a file that cannot be changed safely stops it here.
+    let new_text = config::without_account(&paths.config, &text, name)?;
+    let store = &acct.store;
+    let config_path = paths.config.display();
+    if !store.dir().exists() && *store.backend() == Backend::File {
+        config::replace(&paths.config, &new_text)?;
+        eprintln!("Removed account `{name}` from {config_path} (it had no stored tokens).");
+        return Ok(());
+    }
+    let _relogin = no_background_login(&acct)?;
+    let _lock = store.lock(name, LOCK_TIMEOUT)?;
+    let tokens = if store.can_erase() {
+        if store.remove(name)? {
+            "forgot its tokens (the refresh token stays valid at the provider until it expires \
+             or you revoke the app's access there)"
+        } else {
+            "it had no stored tokens"
+        }
+    } else {
+        store.remove_pending(name)?;
+        "its tokens stay where `store_load_command` reads them (there is no \
+         `store_erase_command`): remove them yourself"
+    };
+    config::replace(&paths.config, &new_text)?;
+    if let Err(e) = store.remove_derived(name) {
+        eprintln!("mailtoken: warning: {e:#}");
+    }
+    eprintln!("Removed account `{name}` from {config_path}; {tokens}.");
+    Ok(())
+}
+
+/// Rename an account. The tokens are stored under the new name before the config names it,
+/// and the old ones go only after: a crash at any point leaves one of the names working.
+pub fn rename(paths: &Paths, old: &str, new: &str) -> Result<()> {
+    config::validate_account_name(new).map_err(|e| usage(e.to_string()))?;
+    if old == new {
+        return Err(usage(format!(
+            "the account is already called `{new}`: give another new name"
+        )));
+    }
+    let (config, text) = config_and_text(paths)?;
+    let acct = config.open(paths, old)?;
+    if config.accounts.contains_key(new) {
+        return Err(usage(format!(
+            "account `{new}` already exists in {}: pick another name, or `mailtoken remove {new}` first",
+            paths.config.display()
+        )));
+    }
+    let new_text = config::renamed_account(&paths.config, &text, old, new)?;
+    let store = &acct.store;
+    let config_path = paths.config.display();
+    if !store.dir().exists() && *store.backend() == Backend::File {
+        config::replace(&paths.config, &new_text)?;
+        eprintln!("Renamed account `{old}` to `{new}` in {config_path} (it had no stored tokens).");
+        return Ok(());
+    }
+    let _relogin = no_background_login(&acct)?;
+    // Both locks, always in the same order: no refresh under either name meanwhile.
+    let (first, second) = if old < new { (old, new) } else { (new, old) };
+    let _locks = (
+        store.lock(first, LOCK_TIMEOUT)?,
+        store.lock(second, LOCK_TIMEOUT)?,
+    );
+    if let Some(rescued) = store.rescued(old).first() {
+        return Err(server(format!(
+            "newer tokens of `{old}` wait in {}: store them first with `mailtoken token {old} \
+             --force-refresh`, then rename",
+            rescued.display()
+        )));
+    }
+    if store.has_pending(old) {
+        store.replay_pending(old);
+        if store.has_pending(old) {
+            return Err(server(format!(
+                "the tokens of `{old}` wait in {} for {} to take them: fix the store (the \
+                 warning above says why), then rename",
+                store.pending_path(old).display(),
+                store.location(old)
+            )));
+        }
+    }
+    // A command store's commands move with the section; the others keep tokens by name.
+    let by_name = !matches!(store.backend(), Backend::Command { .. });
+    let mut moved = false;
+    if by_name {
+        let tokens = store.load(old).with_context(|| {
+            format!("nothing was renamed: the tokens of `{old}` cannot be read")
+        })?;
+        match store.load(new) {
+            Ok(None) => {}
+            // A rename that stopped half way left the same tokens there.
+            Ok(Some(there)) if Some(&there) == tokens.as_ref() => {}
+            Ok(Some(_)) => {
+                return Err(usage(format!(
+                    "tokens are already stored under `{new}` ({}), from an earlier account of \
+                     that name: remove them, or pick another name",
+                    store.location(new)
+                )));
+            }
+            Err(e) => {
+                return Err(e.context(format!(
+                    "nothing was renamed: cannot tell whether tokens are stored under `{new}`"
+                )));
+            }
+        }
+        if let Some(tokens) = &tokens {
+            store.save(new, tokens).with_context(|| {
+                format!("nothing was renamed: cannot store the tokens as `{new}`")
+            })?;
+            moved = true;
+        }
+    }
+    store.remove_derived(new)?;
+    config::replace(&paths.config, &new_text)?;
+    if moved && let Err(e) = store.remove(old) {
+        eprintln!(
+            "mailtoken: warning: the tokens under the old name are still in {}: {e:#}",
+            store.location(old)
+        );
+    }
+    if let Err(e) = store.remove_derived(old) {
+        eprintln!("mailtoken: warning: {e:#}");
+    }
+    let tokens = match (by_name, moved) {
+        (true, true) => format!("its tokens moved to {}", store.location(new)),
+        (true, false) => "it had no stored tokens".to_string(),
+        (false, _) => "its store commands keep its tokens".to_string(),
+    };
+    eprintln!(
+        "Renamed account `{old}` to `{new}` in {config_path}; {tokens}. Use the new name in mail \
+         programs and scripts (and as the proxy login, if they log in by name)."
+    );
+    Ok(())
+}
+
 pub fn completions(shell: clap_complete::Shell) -> Result<()> {
     let mut command = <crate::cli::Cli as clap::CommandFactory>::command();
     let mut script = Vec::new();
@@ -184,7 +349,8 @@ pub fn completions(shell: clap_complete::Shell) -> Result<()> {
 }
 
 /// The commands whose arguments are account names.
-const TAKE_ACCOUNTS: &str = "token login status logout refresh check send-test whoami doctor";
+const TAKE_ACCOUNTS: &str =
+    "token login status logout remove rename refresh check send-test whoami doctor";
 
 /// clap's script, completing account names too (asked of `mailtoken accounts` as you type, so
 /// a new account is known at once): bash and fish get a wrapper, zsh a completion function.

@@ -2,6 +2,7 @@
 
 mod account;
 mod paths;
+mod sections;
 pub mod snapshot;
 mod validate;
 mod write;
@@ -16,7 +17,7 @@ pub use account::{Account, Relogin, SecretMethod, StoreKind, TlsMode, Want};
 pub use paths::Paths;
 pub use snapshot::Stamp;
 pub use validate::{validate_account_name, validate_user};
-pub use write::{account_toml, append_account};
+pub use write::{account_toml, append_account, renamed_account, replace, without_account};
 
 use crate::error::usage;
 use crate::store::Store;

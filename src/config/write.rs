@@ -1,5 +1,6 @@
-//! `mailtoken add`: the account written as TOML and appended to the config, which keeps its
-//! comments and must still parse before it replaces the file.
+//! `mailtoken add`, `remove` and `rename`: the config changed as text (an account appended as
+//! TOML, or its sections dropped or renamed by `sections.rs`), which keeps its comments and
+//! must still parse before it replaces the file.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -43,13 +44,41 @@ pub fn append_account(path: &Path, name: &str, account: &Account) -> Result<()> 
     })?;
     if current.accounts.contains_key(name) {
         return Err(usage(format!(
-            "account `{name}` already exists in {}",
+            "account `{name}` already exists in {}: edit it there, or `mailtoken remove {name}` \
+             first (or `mailtoken rename {name} NEW` to keep it under another name)",
             path.display()
         )));
     }
     let text = existing + &account_toml(name, account)?;
     Config::parse(&text).context("the new config does not parse (this is a bug)")?;
+    replace(path, &text)
+}
 
+/// The config's text without account `name` (`mailtoken remove`), not yet written.
+pub fn without_account(path: &Path, text: &str, name: &str) -> Result<String> {
+    let out = super::sections::without_account(text, name).map_err(|e| cannot_edit(path, e))?;
+    Config::parse(&out).context("the new config does not parse (this is a bug)")?;
+    Ok(out)
+}
+
+/// The config's text with account `old` named `new` (`mailtoken rename`), not yet written.
+pub fn renamed_account(path: &Path, text: &str, old: &str, new: &str) -> Result<String> {
+    validate_account_name(new).map_err(|e| usage(e.to_string()))?;
+    let out = super::sections::renamed_account(text, old, new).map_err(|e| cannot_edit(path, e))?;
+    Config::parse(&out).context("the new config does not parse (this is a bug)")?;
+    Ok(out)
+}
+
+fn cannot_edit(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    usage(format!(
+        "cannot change {} safely: {e}; edit it by hand",
+        path.display()
+    ))
+}
+
+/// Replace the config with `text`: a private temp file beside it, renamed over it, so that a
+/// crash leaves the old file or the new one.
+pub fn replace(path: &Path, text: &str) -> Result<()> {
     // A config that is a link (into a dotfiles repository, say) stays one: the file it points
     // to is the one replaced.
     let target = link_target(path)?;

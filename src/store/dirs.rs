@@ -95,6 +95,19 @@ impl<'a> DataDir<'a> {
         self.named(account, ".relogin.lock")
     }
 
+    /// The account's files that hold no tokens and are made again when needed (the snapshot,
+    /// the discovery cache, the notes): what goes when the account is removed or renamed.
+    /// Not the lock files, which a process may hold at that moment.
+    pub fn derived(&self, account: &str) -> [PathBuf; 5] {
+        [
+            self.snapshot(account),
+            self.discovery(account),
+            self.notified(account),
+            self.failure(account),
+            self.relogin(account),
+        ]
+    }
+
     pub fn damaged(&self, account: &str, at: u64) -> PathBuf {
         self.named(account, &format!(".json.damaged-{at}"))
     }

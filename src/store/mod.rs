@@ -240,11 +240,31 @@ impl Store {
         file::new_temp(&self.dir, account)
     }
 
+    /// Whether `remove` can forget the tokens: a command store needs its erase command.
+    pub fn can_erase(&self) -> bool {
+        !matches!(self.backend, Backend::Command { erase: None, .. })
+    }
+
+    /// Remove the tokens that wait for a keyring or command store (none wait for a file store).
+    pub fn remove_pending(&self, account: &str) -> Result<bool> {
+        if self.backend == Backend::File {
+            return Ok(false);
+        }
+        file::remove(&self.dir, &self.pending_path(account))
+    }
+
+    /// Remove the account's files that hold no tokens (`DataDir::derived`); missing ones are
+    /// fine.
+    pub fn remove_derived(&self, account: &str) -> Result<()> {
+        for path in self.files().derived(account) {
+            file::remove(&self.dir, &path)?;
+        }
+        Ok(())
+    }
+
     /// Forget an account's tokens. Returns whether there was anything to forget.
     pub fn remove(&self, account: &str) -> Result<bool> {
-        if self.backend != Backend::File {
-            file::remove(&self.dir, &self.pending_path(account))?;
-        }
+        self.remove_pending(account)?;
         match &self.backend {
             Backend::File => {}
             Backend::Keyring => return keyring::remove(account),

@@ -18,6 +18,7 @@ mod hygiene;
 mod local_input;
 mod mailcheck;
 mod man;
+mod manage;
 mod newcomer;
 mod parsers;
 mod proxy;
