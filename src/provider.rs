@@ -544,6 +544,8 @@ fn fixed_mail_server(provider: Provider, service: Service) -> Option<(&'static s
 }
 /// Google's OpenID Connect userinfo endpoint (answers only for tokens with openid/email scopes).
 pub const GOOGLE_USERINFO: &str = "https://openidconnect.googleapis.com/v1/userinfo";
+/// The Gmail API, whose `users/me/profile` names the mailbox of a mail-scope-only token.
+pub const GMAIL_API: &str = "https://gmail.googleapis.com";
 
 /// Accept https everywhere and plain http only towards this machine (local test servers).
 pub fn validate_endpoint_url(what: &str, url: &str) -> Result<()> {

@@ -1,11 +1,12 @@
 //! `whoami`: who an access token belongs to, from its JWT claims (read locally, not verified),
-//! Microsoft Graph `/me`, or OIDC userinfo. Never the token itself.
+//! Microsoft Graph `/me`, OIDC userinfo, or (Gmail's mail scope alone) the Gmail API's
+//! profile. Never the token itself.
 
 use anyhow::{Result, anyhow};
 use serde_json::{Map, Value};
 
 use super::verify::app_only_user;
-use crate::config::{self, OpenAccount, Paths};
+use crate::config::{self, Account, OpenAccount, Paths};
 use crate::http::Http;
 use crate::log::{fingerprint, printable};
 use crate::mail::graph;
@@ -51,9 +52,13 @@ pub fn run(paths: &Paths, name: &str) -> Result<()> {
                  [\"https://graph.microsoft.com/User.Read\"])"
             )
         } else {
-            "set `userinfo_endpoint` (or `issuer`, whose discovery document names it) and add \
-             \"openid\" and \"email\" to `scopes`"
-                .to_string()
+            let missing = missing_identity_scopes(&account.scopes()?);
+            let add = if missing.is_empty() {
+                String::new()
+            } else {
+                format!(" and add {} to `scopes`", missing.join(" and "))
+            };
+            format!("set `userinfo_endpoint` (or `issuer`, whose discovery document names it){add}")
         };
         return Err(anyhow!(
             "cannot tell who the token belongs to: it is not a readable JWT and there is no \
@@ -66,6 +71,15 @@ pub fn run(paths: &Paths, name: &str) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// The scopes userinfo needs that `scopes` lacks, quoted as they go into the config.
+fn missing_identity_scopes(scopes: &[String]) -> Vec<&'static str> {
+    [("openid", "\"openid\""), ("email", "\"email\"")]
+        .into_iter()
+        .filter(|(scope, _)| !scopes.iter().any(|s| s == scope))
+        .map(|(_, quoted)| quoted)
+        .collect()
 }
 
 /// A titled list of `(field, value)` lines about the token's owner.
@@ -103,6 +117,7 @@ fn online_lookup(acct: &OpenAccount, own: &AccessToken) -> Result<Option<Profile
     ) {
         (Some(url), _) => url,
         (None, Provider::Google) if wants_oidc => provider::GOOGLE_USERINFO.to_string(),
+        (None, Provider::Google) => return gmail_profile(&http, account, own),
         _ => return Ok(None),
     };
     crate::provider::validate_endpoint_url("userinfo_endpoint", &url)?;
@@ -117,6 +132,65 @@ fn online_lookup(acct: &OpenAccount, own: &AccessToken) -> Result<Option<Profile
         crate::error::server(format!("userinfo ({url}) did not answer with JSON: {e}"))
     })?;
     Ok(Some((format!("userinfo ({url}):"), describe_profile(&doc))))
+}
+
+/// Gmail's own profile (`users/me/profile`), which the mail scope `https://mail.google.com/`
+/// may read: the one way to learn the address of a Google account set up without "openid"
+/// and "email" (Google's tokens are opaque). None without that scope.
+fn gmail_profile(http: &Http, account: &Account, own: &AccessToken) -> Result<Option<Profile>> {
+    if !account
+        .scopes()?
+        .iter()
+        .any(|s| s == provider::GOOGLE_MAIL_SCOPE)
+    {
+        return Ok(None);
+    }
+    let base = account
+        .gmail_url
+        .as_deref()
+        .unwrap_or(provider::GMAIL_API)
+        .trim_end_matches('/');
+    let url = format!("{base}/gmail/v1/users/me/profile");
+    crate::provider::validate_endpoint_url("gmail_url", &url)?;
+    let reply = http.bearer(&url, &own.access_token, None)?;
+    if !reply.is_success() {
+        // Google's errors: {"error": {"code": 403, "message": "...", "status": "..."}}.
+        let json: Value = serde_json::from_slice(&reply.body).unwrap_or(Value::Null);
+        let said: String = json["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .chars()
+            .take(200)
+            .collect();
+        return Err(anyhow!(
+            "the Gmail API ({url}) answered HTTP {}{}{}; fix: enable the Gmail API in the \
+             app's Google Cloud project, or add \"openid\" and \"email\" to `scopes` and \
+             `mailtoken login` again",
+            reply.status,
+            if said.is_empty() { "" } else { ": " },
+            printable(&said)
+        ));
+    }
+    let address = gmail_address(&reply.body).ok_or_else(|| {
+        crate::error::server(format!(
+            "the Gmail API ({url}) did not answer with a profile (JSON with an emailAddress)"
+        ))
+    })?;
+    Ok(Some((
+        format!("Gmail API ({url}):"),
+        vec![("email".to_string(), address)],
+    )))
+}
+
+/// The address of a Gmail profile reply: a JSON object whose `emailAddress` is a string that
+/// looks like one (a line of at most 320 characters with an @), else None.
+fn gmail_address(body: &[u8]) -> Option<String> {
+    let doc: Value = serde_json::from_slice(body).ok()?;
+    let address = doc.get("emailAddress")?.as_str()?;
+    let fits = address.len() <= 320
+        && address.contains('@')
+        && !address.chars().any(|c| c.is_control() || c.is_whitespace());
+    fits.then(|| address.to_string())
 }
 
 /// An OIDC userinfo refusal in a line, with what to do: these are OAuth bearer errors
@@ -266,6 +340,39 @@ mod tests {
         assert!(jwt::claims("ya29.opaque-google-token").is_none());
         assert!(jwt::claims("a.b.c.d.e").is_none());
         assert!(jwt::claims("x.bm90IGpzb24.y").is_none());
+    }
+
+    #[test]
+    fn the_scope_advice_names_only_what_is_missing() {
+        let scopes = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(missing_identity_scopes(&scopes(&["openid", "email", "mail"])).is_empty());
+        assert_eq!(
+            missing_identity_scopes(&scopes(&["openid", "mail"])),
+            ["\"email\""]
+        );
+        assert_eq!(
+            missing_identity_scopes(&scopes(&["mail"])),
+            ["\"openid\"", "\"email\""]
+        );
+    }
+
+    #[test]
+    fn a_gmail_profile_gives_its_address_and_nothing_else_passes() {
+        let ok = br#"{"emailAddress":"bob@gmail.com","messagesTotal":5,"historyId":"1"}"#;
+        assert_eq!(gmail_address(ok).as_deref(), Some("bob@gmail.com"));
+        for bad in [
+            &br#"{"emailAddress":5}"#[..],
+            br#"{"email":"bob@gmail.com"}"#,
+            br#"{"emailAddress":"bob
+X-Evil: 1@x"}"#,
+            br#"{"emailAddress":"no-at-sign"}"#,
+            b"<html>",
+            b"[]",
+        ] {
+            assert_eq!(gmail_address(bad), None, "{}", String::from_utf8_lossy(bad));
+        }
+        let long = format!(r#"{{"emailAddress":"{}@x.com"}}"#, "a".repeat(400));
+        assert_eq!(gmail_address(long.as_bytes()), None);
     }
 
     #[test]

@@ -126,6 +126,9 @@ pub struct Account {
     /// OpenID Connect userinfo endpoint, for `whoami`
     #[serde(skip_serializing_if = "Option::is_none")]
     pub userinfo_endpoint: Option<String>,
+    /// Gmail API base URL, for `whoami` [default: https://gmail.googleapis.com]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gmail_url: Option<String>,
 }
 
 /// A new login started by the call that finds the old one dead (flows/relogin.rs).

@@ -265,6 +265,7 @@ fn api_urls_are_safe(a: &Account) -> Result<()> {
     for (what, url) in [
         ("graph_url", &a.graph_url),
         ("userinfo_endpoint", &a.userinfo_endpoint),
+        ("gmail_url", &a.gmail_url),
     ] {
         if let Some(url) = url {
             provider::validate_endpoint_url(what, url)?;

@@ -229,3 +229,62 @@ fn whoami_with_an_opaque_token_and_no_lookup_says_so() {
     run.assert_stderr_has("cannot tell who the token belongs to");
     run.assert_no_secrets();
 }
+
+/// Scopes that already hold "openid" and "email": the advice is about the endpoint only.
+#[test]
+fn whoami_advises_only_the_scopes_that_are_missing() {
+    let config = account_toml("work", &nowhere(), "").replace(
+        "scopes = [\"mail\", \"offline_access\"]",
+        "scopes = [\"openid\", \"email\", \"mail\", \"offline_access\"]",
+    );
+    let env = TestEnv::logged_in(&config);
+    let run = env.run(&["whoami", "work"]);
+    assert_eq!(run.code, Some(1), "{}", run.all());
+    run.assert_stderr_has("set `userinfo_endpoint`");
+    run.assert_stderr_lacks("\"openid\"");
+    run.assert_stderr_lacks("\"email\"");
+
+    let env = TestEnv::logged_in(&account_toml("work", &nowhere(), ""));
+    let run = env.run(&["whoami", "work"]);
+    run.assert_stderr_has("add \"openid\" and \"email\" to `scopes`");
+}
+
+/// A Gmail account as the README sets it up (the mail scope alone, an opaque token): the
+/// Gmail API's profile names the mailbox.
+#[test]
+fn whoami_of_a_gmail_account_with_the_mail_scope_only_asks_the_gmail_profile() {
+    let (port, seen) = http_server(
+        200,
+        vec![],
+        r#"{"emailAddress":"bob@gmail.com","messagesTotal":3,"threadsTotal":2,"historyId":"9"}"#
+            .into(),
+    );
+    let env = TestEnv::with_store();
+    env.write_config(&format!(
+        "[accounts.gmail]\nprovider = \"google\"\nuser = \"bob@gmail.com\"\nclient_id = \"id\"\n\
+         token_endpoint = \"{}/token\"\ngmail_url = \"http://127.0.0.1:{port}\"\n",
+        nowhere()
+    ));
+    env.write_token_bytes(
+        "gmail",
+        serde_json::json!({
+            "version": 1, "access_token": TOKEN, "token_type": "Bearer",
+            "expires_at": FAR_FUTURE, "refresh_token": REFRESH,
+            "scope": "https://mail.google.com/",
+        })
+        .to_string()
+        .as_bytes(),
+    );
+    let run = env.run(&["whoami", "gmail"]);
+    let req = seen.wait();
+    assert_eq!(run.code, Some(0), "{}", run.all());
+    assert_eq!(req.target, "/gmail/v1/users/me/profile");
+    assert_eq!(
+        req.header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_str())
+    );
+    run.assert_stdout_has("Gmail API");
+    run.assert_stdout_has("bob@gmail.com");
+    run.assert_stdout_lacks("note:");
+    run.assert_no_secrets();
+}
