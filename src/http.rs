@@ -118,13 +118,15 @@ impl Http {
         )
     }
 
-    /// The server's clock: the `Date` header of a HEAD request, whatever the status.
+    /// The server's clock: the `Date` header of a HEAD request, whatever the status. A server
+    /// that cannot be reached is the error, in plain words ("connection refused"): the caller
+    /// names the server.
     pub fn server_date(&self, url: &str) -> Result<Option<String>> {
         let response = self
             .client
             .head(url)
             .send()
-            .map_err(|e| server(format!("cannot reach {url}: {}", error_chain(&e))))?;
+            .map_err(|e| server(plain_cause(&e)))?;
         Ok(response
             .headers()
             .get(reqwest::header::DATE)
@@ -315,7 +317,8 @@ impl Drop for SlowNotice {
 }
 
 /// The host (and port) of a URL, for messages.
-fn host_of(url: &str) -> &str {
+/// The `host[:port]` of a URL, for a message.
+pub fn host_of(url: &str) -> &str {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     rest.split(['/', '?']).next().unwrap_or(rest)
 }

@@ -291,3 +291,41 @@ fn doctor_finds_what_breaks_token_and_the_proxy() {
         );
     }
 }
+
+/// Offline, every server doctor would ask is one line: which one, why, and that the rest was
+/// checked all the same; no repetition per address of it, no stack of errors.
+#[test]
+fn doctor_offline_says_each_unreachable_server_once() {
+    let port = closed_port();
+    let env = TestEnv::with_store();
+    // Two token endpoints on one server: two clock checks, one line.
+    env.write_config(&format!(
+        "{}\n{}",
+        doctor_account(port, ""),
+        doctor_account(port, "")
+            .replace("[accounts.work]", "[accounts.home]")
+            .replace("/token", "/other/token")
+    ));
+    ms_tokens(&env);
+    std::fs::copy(env.token_path("work"), env.token_path("home")).unwrap();
+    let run = env.run(&["doctor"]);
+    let host = format!("127.0.0.1:{port}");
+    let lines: Vec<&str> = run.stdout.lines().filter(|l| l.contains(&host)).collect();
+    assert_eq!(lines.len(), 1, "{}", run.all());
+    assert!(
+        lines[0].starts_with(&format!(
+            "warning: cannot reach {host} (connection refused)"
+        )),
+        "{}",
+        run.all()
+    );
+    assert!(
+        lines[0].contains("the rest was checked offline"),
+        "{}",
+        run.all()
+    );
+    run.assert_stdout_lacks("error sending request")
+        .assert_stdout_lacks("os error")
+        .assert_stdout_lacks("cannot check the clock");
+    assert_eq!(run.code, Some(0), "{}", run.all());
+}

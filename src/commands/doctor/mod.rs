@@ -219,13 +219,40 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             _ => out.extend(backend_findings(&acct, now)),
         }
     }
+    // A server that cannot be reached is said once, whatever else would have asked it.
+    let mut unreachable = BTreeSet::new();
     for (url, ca_file) in servers {
+        let host = crate::http::host_of(&url).to_string();
+        if unreachable.contains(&host) {
+            continue;
+        }
         match Http::new(ca_file.as_deref()) {
-            Ok(http) => out.extend(clock_finding(&http, &url, now)),
+            Ok(http) => match http.server_date(&url) {
+                Ok(Some(date)) => out.extend(skew_finding(&url, now, &date)),
+                Ok(None) => {}
+                Err(e) if crate::error::kind(&e) == Some(crate::error::Kind::Server) => {
+                    out.push(unreachable_finding(&host, &format!("{e:#}")));
+                    unreachable.insert(host);
+                }
+                Err(e) => out.push(Finding::new(Severity::Warning, None, format!("{e:#}"))),
+            },
             Err(e) => out.push(Finding::new(Severity::Warning, None, format!("{e:#}"))),
         }
     }
     out
+}
+
+/// A token server that cannot be reached, in one line: the network (or the server) is down,
+/// and what needs none was checked all the same.
+pub fn unreachable_finding(host: &str, cause: &str) -> Finding {
+    Finding::new(
+        Severity::Warning,
+        None,
+        format!(
+            "cannot reach {host} ({cause}): offline, or the server is down; the rest was checked \
+             offline, and `mailtoken token` needs it to refresh"
+        ),
+    )
 }
 
 /// Keyring and command stores: no modes or file times to judge, only what they hold.
@@ -339,22 +366,6 @@ fn refused_finding(acct: &OpenAccount, tokens: &Tokens) -> Option<Finding> {
         .why(refused.lines().next().unwrap_or("").to_string())
         .fix(refused_fix(name, &acct.account, &refused)),
     )
-}
-
-fn clock_finding(http: &Http, url: &str, now: u64) -> Option<Finding> {
-    match http.server_date(url) {
-        Ok(Some(date)) => skew_finding(url, now, &date),
-        Ok(None) => None,
-        Err(e) => Some(
-            Finding::new(
-                Severity::Warning,
-                None,
-                format!("cannot check the clock against {url}"),
-            )
-            .why(format!("{e:#}"))
-            .fix("check the network and the endpoint; `mailtoken token` needs to reach it to refresh"),
-        ),
-    }
 }
 
 pub fn run(paths: &Paths, only: Option<&str>) -> Result<()> {
