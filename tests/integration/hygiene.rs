@@ -215,6 +215,7 @@ const NOT_SECRET: &[(&str, &str)] = &[
     ("client_secret_file", "PATH"),
     ("client_secret_command", "CMD"),
     ("client_key", "PATH"),
+    ("service_account_key", "PATH"),
     ("token_endpoint", "URL"),
     ("device_authorization_endpoint", "URL"),
     ("token_endpoint_auth_method", "METHOD"),
