@@ -331,7 +331,7 @@ pub struct AddArgs {
     pub service_account_key: Option<PathBuf>,
 
     /// Loopback redirect URI registered for the browser flow [default: http://localhost for
-    /// Microsoft, http://127.0.0.1 otherwise]
+    /// Microsoft, http://127.0.0.1/ for generic servers, http://127.0.0.1 otherwise]
     #[arg(long, value_name = "URL")]
     pub redirect_uri: Option<String>,
 

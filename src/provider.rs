@@ -277,16 +277,17 @@ pub fn has_device_flow(provider: Provider) -> bool {
 
 /// The redirect URI registered for desktop apps, when the account names none. Microsoft's
 /// "Mobile and desktop applications" platform takes `http://localhost` with any port; Zoho
-/// wants the URI registered exactly, port included, so its preset names one.
+/// wants the URI registered exactly, port included, so its preset names one. A generic
+/// server gets the path too: `http://127.0.0.1/` is the form a URL takes once normalised, the
+/// one a strict RFC 8252 server (oidc-provider) stores and compares with the port removed.
 pub fn default_redirect_uri(provider: Provider) -> &'static str {
     match provider {
         Provider::Microsoft => "http://localhost",
         Provider::Zoho => ZOHO_REDIRECT_URI,
-        Provider::Google
-        | Provider::Yahoo
-        | Provider::Aol
-        | Provider::Fastmail
-        | Provider::Generic => "http://127.0.0.1",
+        Provider::Google | Provider::Yahoo | Provider::Aol | Provider::Fastmail => {
+            "http://127.0.0.1"
+        }
+        Provider::Generic => "http://127.0.0.1/",
     }
 }
 

@@ -115,19 +115,20 @@ pub fn login(
     let catcher = Catcher::open(&redirect, options.paste || redirect.https)?;
     let redirect_uri = catcher.redirect_uri(&redirect)?;
     let attempt = Attempt::start(acct, auth_endpoint, &redirect_uri)?;
+    // A server that does not know the redirect URI shows an error page and never sends the
+    // browser back: the wait would end only at the timeout. Ask it first, and say which URI
+    // it must know.
+    preflight(http, &attempt.url, &redirect_uri, &account.client_id)?;
+    eprintln!(
+        "{}",
+        redirect_note(account.provider, &redirect, &redirect_uri)
+    );
 
     let where_ = if catcher.listens() {
         "in a browser on this machine"
     } else {
         "in a browser, on any machine"
     };
-    // A server that does not know the redirect URI shows an error page and never sends the
-    // browser back: the wait would end only at the timeout. Say which URI it must know.
-    eprintln!(
-        "Redirect URI: {redirect_uri} (the app's registration must list it exactly, path and \
-         trailing slash included; for 127.0.0.1 and [::1] any port matches; else set \
-         `redirect_uri` to the registered one)"
-    );
     eprintln!(
         "To log in account `{name}`, open this address {where_}:\n\n    {}\n",
         attempt.url
@@ -144,6 +145,73 @@ pub fn login(
     let reply = catcher.receive(&redirect_uri, &expected, options.timeout)?;
     let code = code_from(reply, account.provider, name)?;
     attempt.exchange(http, acct, token_endpoint, &client, &code, &redirect_uri)
+}
+
+/// What the login says of its redirect URI: the one sent, and how to register it so that the
+/// server takes it (which ports match depends on the host and the provider).
+pub fn redirect_note(provider: Provider, registered: &Redirect, sent: &str) -> String {
+    let form = registered.registered_form();
+    let how = match (registered.port, registered.host.as_str()) {
+        (Some(_), _) => "register it exactly so, path and trailing slash included".to_string(),
+        (None, "localhost") if provider == Provider::Microsoft => format!(
+            "register {form} under \"Mobile and desktop applications\": Microsoft takes any port \
+             for it"
+        ),
+        (None, "localhost") => format!(
+            "most servers want localhost registered with its port: register \
+             {} and set `redirect_uri` to it, or give `redirect_uri` a fixed port",
+            form.replacen("localhost", "127.0.0.1", 1)
+        ),
+        (None, _) => format!(
+            "register {form}, path and trailing slash as here: servers that follow RFC 8252 take \
+             any port for 127.0.0.1 and [::1]"
+        ),
+    };
+    format!("Redirect URI: {sent} ({how})")
+}
+
+/// Ask the authorization endpoint for the sign-in page before the person does. A server that
+/// refuses the redirect URI answers 400 with a page that says so, and never sends the browser
+/// back: said at once, instead of after the wait. Anything else (a sign-in page, a redirect, a
+/// network error, a refusal about something else) is left to the browser, as before.
+fn preflight(http: &Http, url: &str, redirect_uri: &str, client_id: &str) -> Result<()> {
+    let Ok(reply) = http.get(url) else {
+        return Ok(());
+    };
+    if let Some(said) = refused_redirect(reply.status, &reply.body) {
+        return Err(crate::error::usage(format!(
+            "the server refused the login before any sign-in (HTTP {}{said}): register the \
+             redirect URI {redirect_uri} for client {client_id} exactly (path and trailing slash \
+             included), or set `redirect_uri` to the one registered",
+            reply.status
+        )));
+    }
+    Ok(())
+}
+
+/// Whether an answer to the authorization address is a refusal of its redirect URI (a 400
+/// whose body names it, as Google, Entra, Keycloak and oidc-provider do), and the server's
+/// OAuth error, if it gave one, to quote.
+pub fn refused_redirect(status: u16, body: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(&body[..body.len().min(64 * 1024)]).to_ascii_lowercase();
+    if status != 400 || !text.contains("redirect") {
+        return None;
+    }
+    let quoted = serde_json::from_slice::<oauth::OAuthError>(body)
+        .ok()
+        .map(|e| {
+            let desc = e
+                .short_description()
+                .map(|d| format!(": {d}"))
+                .unwrap_or_default();
+            let said = format!("{}{desc}", e.error);
+            format!(
+                ", {}",
+                crate::log::printable(&said.chars().take(200).collect::<String>())
+            )
+        })
+        .unwrap_or_default();
+    Some(quoted)
 }
 
 /// One login attempt: the secrets that tie the browser's answer to this process.
@@ -222,6 +290,63 @@ fn code_from(reply: Callback, provider: Provider, name: &str) -> Result<String> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_redirect_note_says_which_ports_match_where() {
+        let note = |provider, uri: &str, sent: &str| {
+            redirect_note(provider, &Redirect::parse(uri).unwrap(), sent)
+        };
+        let ms = note(
+            Provider::Microsoft,
+            "http://localhost",
+            "http://localhost:4711",
+        );
+        assert!(
+            ms.starts_with("Redirect URI: http://localhost:4711 (register http://localhost under"),
+            "{ms}"
+        );
+        assert!(ms.contains("Microsoft takes any port"), "{ms}");
+        let generic = note(
+            Provider::Generic,
+            "http://127.0.0.1/",
+            "http://127.0.0.1:4711/",
+        );
+        assert!(
+            generic.contains("register http://127.0.0.1/, path and trailing slash"),
+            "{generic}"
+        );
+        let localhost = note(
+            Provider::Generic,
+            "http://localhost/cb",
+            "http://localhost:4711/cb",
+        );
+        assert!(
+            localhost.contains("register http://127.0.0.1/cb"),
+            "{localhost}"
+        );
+        let fixed = note(
+            Provider::Zoho,
+            "http://localhost:8400/",
+            "http://localhost:8400/",
+        );
+        assert!(fixed.contains("register it exactly so"), "{fixed}");
+    }
+
+    #[test]
+    fn only_a_refused_redirect_uri_ends_the_login_at_once() {
+        let oidc = br#"{"error":"invalid_redirect_uri","error_description":"redirect_uri did not match any of the client's registered redirect_uris"}"#;
+        let said = refused_redirect(400, oidc).unwrap();
+        assert!(
+            said.contains("invalid_redirect_uri: redirect_uri did not match"),
+            "{said}"
+        );
+        let google = b"<html><title>Error 400: redirect_uri_mismatch</title></html>";
+        assert_eq!(refused_redirect(400, google).as_deref(), Some(""));
+        // A sign-in page, a refusal about something else, a bot wall: left to the browser.
+        assert!(refused_redirect(200, google).is_none());
+        assert!(refused_redirect(400, b"<html>unknown client</html>").is_none());
+        assert!(refused_redirect(403, google).is_none());
+    }
 
     #[test]
     fn pkce_matches_rfc7636_appendix_b() {

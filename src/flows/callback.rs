@@ -71,6 +71,14 @@ impl Redirect {
         if self.https { "https" } else { "http" }
     }
 
+    /// The form to register: as configured, without a port unless it names one.
+    pub fn registered_form(&self) -> String {
+        match self.port {
+            Some(port) => self.uri(port),
+            None => format!("{}://{}{}", self.scheme(), self.host, self.path),
+        }
+    }
+
     /// The path the callback arrives on.
     pub fn callback_path(&self) -> &str {
         if self.path.is_empty() {
@@ -243,10 +251,7 @@ impl Catcher {
     pub fn redirect_uri(&self, redirect: &Redirect) -> Result<String> {
         Ok(match self {
             Catcher::Listener(l) => redirect.uri(l.local_addr()?.port()),
-            Catcher::Paste => match redirect.port {
-                None => format!("{}://{}{}", redirect.scheme(), redirect.host, redirect.path),
-                Some(port) => redirect.uri(port),
-            },
+            Catcher::Paste => redirect.registered_form(),
         })
     }
 

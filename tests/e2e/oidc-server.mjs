@@ -59,8 +59,9 @@ const configuration = {
       token_endpoint_auth_method: 'none',
       grant_types: ['urn:ietf:params:oauth:grant-type:device_code', 'authorization_code', 'refresh_token'],
       response_types: ['code'],
-      // Loopback redirect: any port matches (RFC 8252 section 7.3); mailtoken's default form.
-      redirect_uris: ['http://127.0.0.1'],
+      // Loopback redirect: any port matches (RFC 8252 section 7.3); mailtoken's default form
+      // for a generic server, path included.
+      redirect_uris: ['http://127.0.0.1/'],
     },
     {
       // An app-only client (client credentials) with a secret.

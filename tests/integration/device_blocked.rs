@@ -140,13 +140,13 @@ fn at_a_terminal_over_ssh_the_login_goes_on_by_pasting_the_address() {
         let query = query_of(&login.wait_for_line("/authorize?", Duration::from_secs(20)));
         let redirect = query["redirect_uri"].clone();
         assert_eq!(
-            redirect, "http://127.0.0.1",
+            redirect, "http://127.0.0.1/",
             "{shape:?}: paste mode sends no port"
         );
         login.wait_for_line("paste it here", Duration::from_secs(20));
         let code = server.issue_code(&query["code_challenge"], &redirect);
         login.type_line_and_wait(&format!(
-            "{redirect}/?code={code}&state={}",
+            "{redirect}?code={code}&state={}",
             url_encode(&query["state"])
         ));
         let r = login.wait(Duration::from_secs(30));
@@ -184,7 +184,13 @@ fn at_a_desktop_the_browser_is_started_and_caught() {
     let redirect = query["redirect_uri"].clone();
     assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
     let code = server.issue_code(&query["code_challenge"], &redirect);
-    let port: u16 = redirect.rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = redirect
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
     let (status, page) = raw_request(
         ([127, 0, 0, 1], port).into(),
         format!(

@@ -224,7 +224,13 @@ fn silent_connections_do_not_hold_the_login_past_its_timeout() {
     let mut login = start_login(&env, &["--timeout", "2"], Stdio::null());
     let waiting = Instant::now();
     let redirect = login.url.get("redirect_uri").to_string();
-    let port: u16 = redirect.rsplit(':').next().unwrap().parse().unwrap();
+    let port: u16 = redirect
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap();
     // Three connections that never finish their request (slowloris).
     let _silent: Vec<TcpStream> = (0..3)
         .map(|_| {
@@ -336,10 +342,10 @@ fn browser_login_by_pasting_the_redirected_address() {
     let mut login = start_login(&env, &["--paste"], Stdio::piped());
     let redirect = login.url.get("redirect_uri").to_string();
     // No listener: the registered form without a port is sent as it is.
-    assert_eq!(redirect, "http://127.0.0.1");
+    assert_eq!(redirect, "http://127.0.0.1/");
     let code = server.issue_code(login.url.get("code_challenge"), &redirect);
     let pasted = format!(
-        "{redirect}/?code={code}&state={}\n",
+        "{redirect}?code={code}&state={}\n",
         url_encode(login.url.get("state"))
     );
     login
@@ -352,6 +358,54 @@ fn browser_login_by_pasting_the_redirected_address() {
     assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
     assert_eq!(server.count(Kind::Code), 1, "{:?}", server.last_refusal());
     assert!(env.token_bytes(ACCOUNT).is_some());
+}
+
+/// A strict RFC 8252 server (oidc-provider's rule: the registered URI as normalised, the port
+/// of a loopback address ignored) takes a generic account's default redirect URI, which has
+/// the path; and refuses one it does not know at the login's first look, so the login ends at
+/// once (exit 2, saying what to register) instead of waiting out its timeout for a browser
+/// that an error page keeps.
+#[test]
+fn a_strict_server_takes_the_default_redirect_and_an_unknown_one_fails_at_once() {
+    let server = FakeServer::start();
+    server.set_registered_redirects(&["http://127.0.0.1/"]);
+    let env = browser_env(&server);
+    let mut login = start_login(&env, &["--timeout", "20"], Stdio::null());
+    let redirect = login.url.get("redirect_uri").to_string();
+    assert!(
+        redirect.starts_with("http://127.0.0.1:") && redirect.ends_with('/'),
+        "{redirect}"
+    );
+    assert!(
+        login
+            .stderr
+            .contains("register http://127.0.0.1/, path and trailing slash as here"),
+        "{}",
+        login.stderr
+    );
+    let code = server.issue_code(login.url.get("code_challenge"), &redirect);
+    let query = format!("code={code}&state={}", url_encode(login.url.get("state")));
+    let (status, page) = browser_get(&redirect, &callback_path(&redirect, &query));
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
+
+    let unknown = TestEnv::with_extra(
+        &server,
+        "",
+        &format!(
+            "{}\nredirect_uri = \"http://127.0.0.1/callback\"",
+            BROWSER_ACCOUNT.replace("{base}", &server.base_url())
+        ),
+    );
+    let started = Instant::now();
+    let r = unknown.run(&["login", ACCOUNT, "--no-open", "--timeout", "60"]);
+    r.expect_code(2)
+        .assert_stderr_has(
+            "the server refused the login before any sign-in (HTTP 400, invalid_redirect_uri",
+        )
+        .assert_stderr_has("register the redirect URI http://127.0.0.1:");
+    assert!(started.elapsed() < Duration::from_secs(30), "it waited");
+    assert!(unknown.token_bytes(ACCOUNT).is_none());
 }
 
 /// A registration that allows only `https://localhost` (Thunderbird-style): the login sends it

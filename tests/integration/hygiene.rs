@@ -137,7 +137,7 @@ fn every_command_under_verbose_keeps_secrets_off_stderr() {
     let query = parse_form(line.trim().split_once('?').unwrap().1.as_bytes());
     let code = server.issue_code(&query["code_challenge"], &query["redirect_uri"]);
     web.type_line(&format!(
-        "{}/?code={code}&state={}",
+        "{}?code={code}&state={}",
         query["redirect_uri"],
         url_encode(&query["state"])
     ));

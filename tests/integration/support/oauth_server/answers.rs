@@ -356,6 +356,7 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
         }
         ("GET", "/.well-known/openid-configuration") => Kind::Discovery,
         ("GET", "/userinfo") => Kind::Userinfo,
+        ("GET", "/authorize") => Kind::Authorize,
         _ => Kind::Other,
     };
     let mut st = lock(&shared.state);
@@ -410,6 +411,31 @@ fn route(req: &HttpRequest, shared: &Shared) -> Response {
                     "userinfo_endpoint": format!("{base}/userinfo"),
                 }),
             )
+        }
+        Kind::Authorize => {
+            let query = req.target.split_once('?').map_or("", |(_, q)| q);
+            let params = parse_form(query.as_bytes());
+            let sent = params.get("redirect_uri").cloned().unwrap_or_default();
+            // RFC 8252 section 7.3: a loopback IP literal matches with any port.
+            let portless = match sent.split_once("://") {
+                Some((scheme, rest)) => {
+                    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+                    let host = match authority.rsplit_once(':') {
+                        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+                        _ => authority,
+                    };
+                    format!("{scheme}://{host}{path}")
+                }
+                None => sent.clone(),
+            };
+            match &st.registered_redirects {
+                Some(known) if !known.contains(&portless) => Response::error(
+                    400,
+                    "invalid_redirect_uri",
+                    "redirect_uri did not match any of the client's registered redirect_uris",
+                ),
+                _ => Response::text(200, "text/html", "<html><body>Sign in</body></html>"),
+            }
         }
         Kind::Userinfo => match req.header("authorization") {
             Some(bearer) if bearer.starts_with("Bearer ") => {

@@ -78,6 +78,8 @@ pub enum Kind {
     Discovery,
     /// GET /userinfo (OIDC): the user of a bearer token
     Userinfo,
+    /// GET /authorize: the sign-in page a browser (or a login's first look) asks for
+    Authorize,
     Other,
 }
 
@@ -201,6 +203,8 @@ struct State {
     script: Script,
     codes: HashMap<String, IssuedCode>,
     app_auth: AppAuth,
+    /// See `set_registered_redirects`.
+    registered_redirects: Option<Vec<String>>,
     /// Why the last assertion or code exchange was refused, for test messages.
     last_refusal: Option<String>,
     requests: Vec<Recorded>,
@@ -262,6 +266,7 @@ impl FakeServer {
                 },
                 codes: HashMap::new(),
                 app_auth: AppAuth::default(),
+                registered_redirects: None,
                 last_refusal: None,
                 requests: Vec::new(),
                 valid_refresh: HashSet::new(),
@@ -407,6 +412,13 @@ impl FakeServer {
     /// What the discovery document says of client authentication at the token endpoint.
     pub fn set_auth_methods(&self, methods: &[&str]) {
         lock(&self.shared.state).auth_methods = methods.iter().map(|m| m.to_string()).collect();
+    }
+
+    /// The redirect URIs the client has registered: GET /authorize refuses others (with the
+    /// port of a loopback address removed, RFC 8252 section 7.3) as oidc-provider does, 400
+    /// and `invalid_redirect_uri`. Unset: every one is taken.
+    pub fn set_registered_redirects(&self, uris: &[&str]) {
+        self.state().registered_redirects = Some(uris.iter().map(|u| u.to_string()).collect());
     }
 
     pub fn set_app_auth(&self, auth: AppAuth) {
