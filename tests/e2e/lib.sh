@@ -253,6 +253,20 @@ smtp_host = "127.0.0.1"
 smtp_port = $SUBMISSION_PORT
 smtp_tls = "none"
 
+# The device account again, with a login that starts itself again when it dies, told to a
+# notifier that keeps what it hears.
+[accounts.e2e-relogin]
+provider = "generic"
+user = "$E2E_USER"
+client_id = "mailtoken-e2e"
+issuer = "$ISSUER"
+scopes = ["openid", "email", "offline_access", "mail"]
+imap_host = "127.0.0.1"
+imap_port = $IMAP_PORT
+imap_tls = "none"
+relogin = "device"
+notify_command = "env | grep ^MAILTOKEN_ >> $E2E_DIR/tmp/notified-relogin; echo --- >> $E2E_DIR/tmp/notified-relogin"
+
 # Browser flow: authorization code + PKCE, redirect caught on 127.0.0.1.
 [accounts.e2e2]
 provider = "generic"

@@ -347,6 +347,43 @@ check_browser_login() {
   say "the browser login stored a refresh token"
 }
 
+check_relogin() {
+  local heard="$E2E_DIR/tmp/notified-relogin" err="$E2E_DIR/tmp/relogin.err" rc=0 rt uri code token
+  device_login e2e-relogin || fail "the first device login failed"
+  rt=$(store_field e2e-relogin refresh_token)
+  # The login dies at the provider, as an admin's revocation or a password change ends it.
+  curl -fsS --max-time 10 -d client_id=mailtoken-e2e -d token_type_hint=refresh_token \
+    --data-urlencode "token=$rt" "$ISSUER/token/revocation" || fail "the revocation was refused"
+  mailtoken token e2e-relogin --force-refresh >/dev/null 2>"$err" || rc=$?
+  say "the call that found the login dead: exit $rc: $(cat "$err")"
+  ((rc == 3)) || fail "expected exit 3"
+  grep -q "A new login was started in the background: open $ISSUER/device" "$err" ||
+    fail "the call did not say where to approve the new login"
+  wait_for 15 grep -qx MAILTOKEN_EVENT=login-started "$heard" || fail "notify_command heard no login-started"
+  uri=$(sed -n 's/^MAILTOKEN_VERIFICATION_URI=//p' "$heard" | tail -n 1)
+  code=$(sed -n 's/^MAILTOKEN_USER_CODE=//p' "$heard" | tail -n 1)
+  [[ -n $uri && -n $code ]] || fail "the notifier got no address or code: $(cat "$heard")"
+  grep -qF "enter the code $code" "$err" || fail "the call and the notifier name different codes"
+  # Meanwhile every call that needs the dead login points at the same new one (the access
+  # token of the old login is still good until it expires); status shows it.
+  rc=0
+  mailtoken token e2e-relogin --force-refresh >/dev/null 2>"$err" || rc=$?
+  ((rc == 3)) && grep -q "is waiting for approval" "$err" || fail "a second call did not find the waiting login: $(cat "$err")"
+  mailtoken status e2e-relogin | grep "new login:" || fail "status does not show the waiting login"
+  say "approving from what the notifier heard: $uri, code $code"
+  node "$E2E_HERE/approve.mjs" "$uri" --user-code "$code" --login "$E2E_USER" --password "$E2E_PASSWORD" ||
+    fail "the approver could not complete the login"
+  wait_for 30 bash -c "[[ \$(node -e 'console.log(require(process.argv[1]).refresh_token ?? \"\")' \
+    '$MAILTOKEN_DATA_DIR/e2e-relogin.json') != '$rt' ]]" || fail "the background login stored no new login"
+  token=$(mailtoken token e2e-relogin)
+  [[ $(introspect "$token") == *'"active":true'* ]] || fail "the new access token is not active"
+  imap_login "$token" || fail "IMAP refused the token of the background login"
+  wait_for 15 grep -qx MAILTOKEN_EVENT=login-done "$heard" || fail "notify_command heard no login-done"
+  [[ $(store_field e2e-relogin refresh_token) != "$rt" ]] || fail "the revoked refresh token is still stored"
+  ! grep -qF "$rt" "$heard" || fail "the notifier saw a refresh token"
+  say "the background login was approved from the notification; IMAP login with its token: ok"
+}
+
 check_client_credentials() {
   mailtoken login e2e-app
   local token reply
@@ -846,6 +883,7 @@ check "6. 16 concurrent clients at expiry: one refresh grant, every login ok" ch
 check "6b. default-size margin (300 s) with short tokens: one grant per expiry, none while fresh" check_short_lived_tokens
 check "7a. browser login (authorization code + PKCE, loopback redirect); IMAP login" check_browser_login
 check "7b. client credentials (client_secret_env; in the form and by Basic); token active at introspection" check_client_credentials
+check "7c. relogin = device: a revoked login starts a background device login, approved from notify_command's code" check_relogin
 check "8a. getmail6 with contrib/getmailrc retrieves the INBOX into a Maildir (IMAPS)" check_getmail
 check "8b. offlineimap with contrib/offlineimaprc syncs the INBOX to a Maildir (IMAPS)" check_offlineimap
 check "8c. fetchmail with contrib/fetchmail-oauth fetches (IMAPS, auth oauthbearer)" check_fetchmail
