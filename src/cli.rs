@@ -25,6 +25,8 @@ pub const LONG_VERSION: &str = concat!(
 ///
 /// Log in once (`mailtoken login NAME`); afterwards `mailtoken token NAME` prints a valid
 /// access token on stdout, refreshing it when needed, for msmtp, mutt, mbsync and friends.
+/// Programs that can only send a password (Alpine, fetchmail, Postfix) log in through
+/// `mailtoken proxy`.
 ///
 /// Exit status: 0 ok, 1 other failure, 2 usage or config error, 3 a new login is needed,
 /// 4 network or server trouble (try again later).
@@ -67,6 +69,31 @@ pub enum Command {
     Login(LoginArgs),
     /// Print a valid access token (or SASL string) on stdout, refreshing it if needed
     Token(TokenArgs),
+    /// Run local IMAP/POP/SMTP listeners ([proxy] in the config) for mail programs that can
+    /// only send a password: they log in with the account's user, the proxy logs in with OAuth2
+    ///
+    /// For Alpine, fetchmail, git send-email, Postfix, scanners: any program that can send a
+    /// user and a password but no OAuth2 token. The listeners are set in the config's [proxy]
+    /// table, e.g. imap = "127.0.0.1:1143" and smtp = "127.0.0.1:1587". The mail program
+    /// connects there and logs in with the account's `user` as its user name; the proxy logs
+    /// in to the account's server with the account's token (refreshed as needed) and relays
+    /// the session. Only the user who runs the proxy is served (where the system names each
+    /// connection's owner; FreeBSD does not, and needs the password), unless [proxy]
+    /// password_hash is set (from
+    /// `--hash-password`): then programs of other users (Postfix) give that password. Web pages
+    /// in a browser are shut out. TLS listeners (imaps, pops, smtps, or STARTTLS) need a
+    /// certificate: `--make-certificate`. Every key: mailtoken.toml(5), PROXY KEYS; a set-up per
+    /// mail program: the README's proxy section and contrib/proxy. Runs until stopped
+    /// (Ctrl-C, SIGTERM); contrib/systemd has a user unit for it.
+    Proxy {
+        /// Read a password on stdin and print the hash to put in [proxy] password_hash
+        #[arg(long, conflicts_with = "make_certificate")]
+        hash_password: bool,
+        /// Make a certificate for the proxy's TLS listeners, signed by a local CA that can
+        /// vouch only for this machine (its key is not kept), and say how to trust it
+        #[arg(long)]
+        make_certificate: bool,
+    },
     /// Show accounts, login state and token expiry (never a secret)
     Status {
         /// Only this account
@@ -128,17 +155,6 @@ pub enum Command {
     Doctor {
         /// Only this account
         account: Option<String>,
-    },
-    /// Run local IMAP/POP/SMTP listeners ([proxy] in the config) for mail programs that can
-    /// only send a password: they log in with the account's user, the proxy logs in with OAuth2
-    Proxy {
-        /// Read a password on stdin and print the hash to put in [proxy] password_hash
-        #[arg(long, conflicts_with = "make_certificate")]
-        hash_password: bool,
-        /// Make a certificate for the proxy's TLS listeners, signed by a local CA that can
-        /// vouch only for this machine (its key is not kept), and say how to trust it
-        #[arg(long)]
-        make_certificate: bool,
     },
     /// The account names of the config, one per line (for shell completion)
     #[command(hide = true)]

@@ -144,9 +144,64 @@ fn run_within(what: &str, cmd: &str, input: Option<&[u8]>, limit: Duration) -> R
         );
     }
     if !status.success() {
-        bail!("{what} `{cmd}` failed ({status})");
+        bail!("{}", failed(what, cmd, status.code()));
     }
     Ok(out)
+}
+
+/// What a user's command that failed is told as: with the shell's words for a program that
+/// is missing (127) or cannot run (126) turned into the fix, since `sh: 1: pass: not found`
+/// on stderr is easily missed among a mail program's messages.
+pub fn failed(what: &str, cmd: &str, code: Option<i32>) -> String {
+    let program = cmd.split_whitespace().next().unwrap_or(cmd);
+    let secret = what == "client_secret_command";
+    let or = if secret {
+        " (or give the secret with client_secret_file or client_secret_env)"
+    } else {
+        ""
+    };
+    match code {
+        Some(127) => format!(
+            "{what} `{cmd}` failed: `{program}` is not installed or not on PATH (exit 127): \
+             install it, or change the command{or}"
+        ),
+        Some(126) => format!(
+            "{what} `{cmd}` failed: `{program}` cannot be run (exit 126: not executable, or a \
+             directory): fix the command{or}"
+        ),
+        Some(code) => format!("{what} `{cmd}` failed (exit status: {code})"),
+        None => format!("{what} `{cmd}` was ended by a signal"),
+    }
+}
+
+/// Whether `program` (a command's first word) can be found: a path that exists, or a name on
+/// PATH, or a shell word that is no program (a builtin, a variable assignment): those are not
+/// judged.
+pub fn can_find(cmd: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(program) = cmd.split_whitespace().next() else {
+        return true;
+    };
+    if program.contains('=')
+        || !program
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+~".contains(c))
+    {
+        return true;
+    }
+    let runnable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    if program.contains('/') {
+        return runnable(std::path::Path::new(program)) || program.starts_with('~');
+    }
+    const BUILTINS: &[&str] = &[
+        "echo", "printf", "cat", "test", "[", "read", "exec", "command", "eval", "env",
+    ];
+    BUILTINS.contains(&program)
+        || std::env::var_os("PATH").is_some_and(|path| {
+            std::env::split_paths(&path).any(|dir| runnable(&dir.join(program)))
+        })
 }
 
 /// Run a user's notification command through `sh -c` with `env` added, its stdout sent to our
@@ -268,6 +323,31 @@ fn finished_well_or_still_running(child: &mut std::process::Child, patience: Dur
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_program_is_named_with_the_fix() {
+        let told = failed("client_secret_command", "pass show gmail-oauth", Some(127));
+        assert!(
+            told.contains("`pass` is not installed or not on PATH (exit 127)"),
+            "{told}"
+        );
+        assert!(
+            told.contains("client_secret_file or client_secret_env"),
+            "{told}"
+        );
+        let store = failed("store command", "/opt/x load", Some(126));
+        assert!(store.contains("`/opt/x` cannot be run"), "{store}");
+        assert!(!store.contains("client_secret"), "{store}");
+        assert_eq!(
+            failed("notify_command", "false", Some(1)),
+            "notify_command `false` failed (exit status: 1)"
+        );
+        assert!(can_find("sh -c true"));
+        assert!(can_find("printf s3cret"));
+        assert!(can_find("X=1 pass show"));
+        assert!(!can_find("surely-no-such-program-here show x"));
+        assert!(!can_find("/nonexistent/pass show x"));
+    }
 
     #[test]
     fn a_command_that_does_not_finish_is_stopped_at_its_deadline() {

@@ -89,6 +89,18 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
         args.account,
         paths.config.display()
     );
+    // Told now, not at the login: the Quick start's `pass show ...` on a machine without pass.
+    if let Some(cmd) = &account.client_secret_command
+        && !crate::shell::can_find(cmd)
+    {
+        let program = cmd.split_whitespace().next().unwrap_or(cmd);
+        eprintln!(
+            "warning: `{program}` is not installed or not on PATH, so the client secret cannot be \
+             read until it is (or give the secret with --client-secret-file or \
+             --client-secret-env: `mailtoken remove {}` and add it again)",
+            args.account
+        );
+    }
     Ok(())
 }
 

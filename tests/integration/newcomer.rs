@@ -500,3 +500,95 @@ fn add_names_the_scope_flag_for_a_generic_account() {
     out.assert_stderr_has("--scope");
     assert!(!env.config.exists(), "a config was written");
 }
+
+/// Someone whose mail program can only send a password (Alpine) finds the proxy from
+/// `mailtoken --help`, among the first commands, and `proxy --help` and its man page say how
+/// to set it up: the [proxy] table with an example, who may log in, where every key is.
+#[test]
+fn the_proxy_is_found_from_the_top_help_and_says_how_to_set_it_up() {
+    let env = TestEnv::empty();
+    let top = env.run(&["--help"]);
+    top.expect_code(0);
+    assert!(
+        top.stdout.replace('\n', " ").contains(
+            "can only send a password (Alpine, fetchmail, Postfix) log in through `mailtoken proxy`"
+        ),
+        "{}",
+        top.stdout
+    );
+    let commands: Vec<&str> = top
+        .stdout
+        .split("Commands:\n")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .take_while(|l| !l.is_empty())
+        .filter_map(|l| l.strip_prefix("  ").filter(|l| !l.starts_with(' ')))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let at = commands.iter().position(|c| *c == "proxy").unwrap();
+    assert!(at < 4, "proxy is command {at} of {commands:?}");
+    let help = env.run(&["proxy", "--help"]);
+    help.expect_code(0);
+    let page = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/man/mailtoken-proxy.1"
+    ))
+    .unwrap();
+    for text in [help.stdout.replace('\n', " "), page.replace('\n', " ")] {
+        for said in [
+            "imap = \"127.0.0.1:1143\"",
+            "password_hash",
+            "mailtoken.toml(5), PROXY KEYS",
+            "Alpine",
+        ] {
+            assert!(text.contains(said), "lacks {said}: {text}");
+        }
+    }
+}
+
+/// The Gmail Quick start on a machine without `pass`: `add` says at once that the secret
+/// command's program is missing and how else to give the secret; `login` and `doctor` name the
+/// missing program with the fix, not a bare "exit status 127".
+#[test]
+fn the_gmail_quick_start_without_pass_says_what_is_missing() {
+    use std::os::unix::fs::symlink;
+    let env = TestEnv::empty();
+    // A PATH with the shell and nothing else: no `pass`, whatever this machine has.
+    let bin = env.dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    symlink("/bin/sh", bin.join("sh")).unwrap();
+    let run = |args: &[&str]| {
+        let mut cmd = env.command(args);
+        cmd.env("PATH", &bin);
+        Running::spawn(cmd, args.join(" ")).wait(RUN_TIMEOUT)
+    };
+    let add = run(&[
+        "add",
+        "gmail",
+        "--provider",
+        "google",
+        "--user",
+        "you@gmail.com",
+        "--client-id",
+        "YOUR-ID.apps.googleusercontent.com",
+        "--client-secret-command",
+        "pass show gmail-oauth",
+    ]);
+    add.expect_code(0)
+        .assert_stderr_has("warning: `pass` is not installed or not on PATH")
+        .assert_stderr_has("--client-secret-file or --client-secret-env");
+    let login = run(&["login", "gmail", "--no-open"]);
+    assert_ne!(login.code, Some(0));
+    login
+        .assert_stderr_has("`pass` is not installed or not on PATH (exit 127): install it")
+        .assert_stderr_lacks("accounts.google.com");
+    let doctor = run(&["doctor", "gmail"]);
+    assert!(
+        doctor
+            .all()
+            .contains("`pass` is not installed or not on PATH"),
+        "{}",
+        doctor.all()
+    );
+}
