@@ -70,6 +70,9 @@ pub fn add(paths: &Paths, args: Box<AddArgs>) -> Result<()> {
         pop_tls: args.pop_tls,
         ..Account::default()
     };
+    if let Some(refusal) = super::doctor::placeholder_refusal(&args.account, &account) {
+        return Err(usage(format!("not added: {refusal} (--client-id)")));
+    }
     if let Some(refusal) = super::doctor::scope_refusal(&args.account, &account) {
         return Err(usage(format!(
             "not added: {refusal} (flags --flow, --services, --scope)"

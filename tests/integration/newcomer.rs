@@ -547,8 +547,8 @@ fn the_proxy_is_found_from_the_top_help_and_says_how_to_set_it_up() {
     }
 }
 
-/// The Gmail Quick start on a machine without `pass`: `add` says at once that the secret
-/// command's program is missing and how else to give the secret; `login` and `doctor` name the
+/// The Gmail Quick start on a machine without `pass`: `add` refuses the example's placeholder
+/// client id, then says at once that the secret command's program is missing and how else to give the secret; `login` and `doctor` name the
 /// missing program with the fix, not a bare "exit status 127".
 #[test]
 fn the_gmail_quick_start_without_pass_says_what_is_missing() {
@@ -563,19 +563,28 @@ fn the_gmail_quick_start_without_pass_says_what_is_missing() {
         cmd.env("PATH", &bin);
         Running::spawn(cmd, args.join(" ")).wait(RUN_TIMEOUT)
     };
-    let add = run(&[
-        "add",
-        "gmail",
-        "--provider",
-        "google",
-        "--user",
-        "you@gmail.com",
-        "--client-id",
-        "YOUR-ID.apps.googleusercontent.com",
-        "--client-secret-command",
-        "pass show gmail-oauth",
-    ]);
-    add.expect_code(0)
+    let add = |client_id: &str| {
+        run(&[
+            "add",
+            "gmail",
+            "--provider",
+            "google",
+            "--user",
+            "you@gmail.com",
+            "--client-id",
+            client_id,
+            "--client-secret-command",
+            "pass show gmail-oauth",
+        ])
+    };
+    // Copied as it stands, the example's client id is refused in doctor's words.
+    add("YOUR-ID.apps.googleusercontent.com")
+        .expect_code(2)
+        .assert_stderr_has("not added: client_id is the example's placeholder")
+        .assert_stderr_has("register an app");
+    assert!(!env.config.exists());
+    add("1234-abc.apps.googleusercontent.com")
+        .expect_code(0)
         .assert_stderr_has("warning: `pass` is not installed or not on PATH")
         .assert_stderr_has("--client-secret-file or --client-secret-env");
     let login = run(&["login", "gmail", "--no-open"]);

@@ -30,6 +30,12 @@ pub fn scope_refusal(name: &str, account: &Account) -> Option<String> {
         .map(|f| f.one_line())
 }
 
+/// The placeholder client id of the README's examples, in doctor's words: what `add` refuses
+/// before writing, since every login with it is refused.
+pub fn placeholder_refusal(name: &str, account: &Account) -> Option<String> {
+    checks::placeholder_finding(name, account).map(|f| f.one_line())
+}
+
 /// The client secret and certificate, fetched as a refresh would fetch them (the secret is
 /// dropped unseen): a locked password store or a moved key is found now, not by the timer.
 pub fn credential_findings(name: &str, account: &Account, now: u64) -> Vec<Finding> {
