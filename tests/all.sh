@@ -30,7 +30,7 @@ RUSTFLAGS="--cfg mailtoken_portable" CARGO_TARGET_DIR=target/portable \
 RUSTFLAGS="--cfg mailtoken_portable" CARGO_TARGET_DIR=target/portable \
   cargo test --locked --lib
 RUSTFLAGS="--cfg mailtoken_portable" CARGO_TARGET_DIR=target/portable \
-  cargo test --locked --test integration -- quick:: survival:: crash:: refresh:: local_input:: \
+  cargo test --locked --test integration -- quick:: survival:: crash:: refresh:: relogin:: local_input:: \
   proxy_users::where_connections_have_no_known_user
 
 step "macOS (x86_64, arm64) and FreeBSD: compiled and linted (clippy -D warnings)"
