@@ -184,13 +184,7 @@ fn at_a_desktop_the_browser_is_started_and_caught() {
     let redirect = query["redirect_uri"].clone();
     assert!(redirect.starts_with("http://127.0.0.1:"), "{redirect}");
     let code = server.issue_code(&query["code_challenge"], &redirect);
-    let port: u16 = redirect
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let port = crate::flows::port_of(&redirect);
     let (status, page) = raw_request(
         ([127, 0, 0, 1], port).into(),
         format!(

@@ -29,6 +29,50 @@ struct Login {
     stderr: String,
 }
 
+impl Login {
+    /// Play the browser once the person has approved: the server issues a code for this
+    /// login, the browser brings it back to the listener; then the login's exit code.
+    fn come_back(&mut self, server: &FakeServer) -> i32 {
+        let redirect = self.url.get("redirect_uri").to_string();
+        let code = server.issue_code(self.url.get("code_challenge"), &redirect);
+        let query = format!("code={code}&state={}", url_encode(self.url.get("state")));
+        let (status, page) = browser_get(&redirect, &callback_path(&redirect, &query));
+        assert_eq!(status, 200, "{page}");
+        let exit = wait_exit(&mut self.child, Duration::from_secs(20));
+        assert_eq!(exit, 0, "stderr so far:\n{}", self.stderr);
+        exit
+    }
+
+    /// Play the person who pastes the address the browser landed on (the login's stdin must
+    /// be piped); then the login's exit code.
+    fn paste_back(&mut self, server: &FakeServer) -> i32 {
+        let redirect = self.url.get("redirect_uri").to_string();
+        let code = server.issue_code(self.url.get("code_challenge"), &redirect);
+        let pasted = format!(
+            "{redirect}?code={code}&state={}\n",
+            url_encode(self.url.get("state"))
+        );
+        self.child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(pasted.as_bytes())
+            .unwrap();
+        wait_exit(&mut self.child, Duration::from_secs(20))
+    }
+}
+
+/// The port of a loopback redirect URI the login listens on (`http://127.0.0.1:PORT/`).
+pub fn port_of(redirect: &str) -> u16 {
+    redirect
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
+}
+
 /// Tiny URL helper so the tests do not depend on the crate under test.
 mod reqwest_free {
     use super::*;
@@ -171,13 +215,7 @@ fn browser_login_exchanges_the_code_with_the_pkce_verifier() {
             .starts_with("fake-rt-")
     );
     // One callback only: the listener is gone once the login is over.
-    let port: u16 = redirect
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let port = port_of(&redirect);
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
     // And the stored grant works for `token` afterwards.
     let out = env.run(&["token", ACCOUNT]);
@@ -224,13 +262,7 @@ fn silent_connections_do_not_hold_the_login_past_its_timeout() {
     let mut login = start_login(&env, &["--timeout", "2"], Stdio::null());
     let waiting = Instant::now();
     let redirect = login.url.get("redirect_uri").to_string();
-    let port: u16 = redirect
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .trim_end_matches('/')
-        .parse()
-        .unwrap();
+    let port = port_of(&redirect);
     // Three connections that never finish their request (slowloris).
     let _silent: Vec<TcpStream> = (0..3)
         .map(|_| {
@@ -343,19 +375,7 @@ fn browser_login_by_pasting_the_redirected_address() {
     let redirect = login.url.get("redirect_uri").to_string();
     // No listener: the registered form without a port is sent as it is.
     assert_eq!(redirect, "http://127.0.0.1/");
-    let code = server.issue_code(login.url.get("code_challenge"), &redirect);
-    let pasted = format!(
-        "{redirect}?code={code}&state={}\n",
-        url_encode(login.url.get("state"))
-    );
-    login
-        .child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(pasted.as_bytes())
-        .unwrap();
-    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
+    assert_eq!(login.paste_back(&server), 0);
     assert_eq!(server.count(Kind::Code), 1, "{:?}", server.last_refusal());
     assert!(env.token_bytes(ACCOUNT).is_some());
 }
@@ -383,11 +403,7 @@ fn a_strict_server_takes_the_default_redirect_and_an_unknown_one_fails_at_once()
         "{}",
         login.stderr
     );
-    let code = server.issue_code(login.url.get("code_challenge"), &redirect);
-    let query = format!("code={code}&state={}", url_encode(login.url.get("state")));
-    let (status, page) = browser_get(&redirect, &callback_path(&redirect, &query));
-    assert_eq!(status, 200, "{page}");
-    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
+    login.come_back(&server);
 
     let unknown = TestEnv::with_extra(
         &server,
@@ -430,19 +446,7 @@ fn an_https_loopback_redirect_is_pasted() {
         "{}",
         login.stderr
     );
-    let code = server.issue_code(login.url.get("code_challenge"), &redirect);
-    let pasted = format!(
-        "{redirect}?code={code}&state={}\n",
-        url_encode(login.url.get("state"))
-    );
-    login
-        .child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(pasted.as_bytes())
-        .unwrap();
-    assert_eq!(wait_exit(&mut login.child, Duration::from_secs(20)), 0);
+    assert_eq!(login.paste_back(&server), 0);
     let exchange = &server.requests_of(Kind::Code)[0];
     assert_eq!(
         exchange.param("redirect_uri"),
@@ -786,13 +790,7 @@ fn the_yahoo_preset_asks_for_its_scope_and_sends_its_secret() {
     assert_eq!(url.get("prompt"), "select_account");
     assert_eq!(url.get("code_challenge_method"), "S256");
     assert!(!url.query.contains_key("access_type"), "{:?}", url.query);
-    let redirect = url.get("redirect_uri").to_string();
-    let code = server.issue_code(url.get("code_challenge"), &redirect);
-    let query = format!("code={code}&state={}", url_encode(url.get("state")));
-    let (status, page) = browser_get(&redirect, &callback_path(&redirect, &query));
-    assert_eq!(status, 200, "{page}");
-    let code_exit = wait_exit(&mut login.child, Duration::from_secs(20));
-    assert_eq!(code_exit, 0, "stderr so far:\n{}", login.stderr);
+    login.come_back(&server);
     let exchange = &server.requests_of(Kind::Code)[0];
     assert_eq!(exchange.param("client_secret"), Some("s3cret"));
     assert_eq!(exchange.param("client_id"), Some(CLIENT_ID));
@@ -827,12 +825,7 @@ fn the_zoho_preset_asks_for_its_scopes_offline_and_sends_its_secret() {
     assert_eq!(url.get("prompt"), "consent");
     assert_eq!(url.get("code_challenge_method"), "S256");
     let redirect = url.get("redirect_uri").to_string();
-    let code = server.issue_code(url.get("code_challenge"), &redirect);
-    let query = format!("code={code}&state={}", url_encode(url.get("state")));
-    let (status, page) = browser_get(&redirect, &callback_path(&redirect, &query));
-    assert_eq!(status, 200, "{page}");
-    let code_exit = wait_exit(&mut login.child, Duration::from_secs(20));
-    assert_eq!(code_exit, 0, "stderr so far:\n{}", login.stderr);
+    login.come_back(&server);
     let exchange = &server.requests_of(Kind::Code)[0];
     assert_eq!(exchange.param("client_secret"), Some("s3cret"));
     assert_eq!(exchange.param("redirect_uri"), Some(redirect.as_str()));
