@@ -2,7 +2,8 @@
 //!
 //! The call (`token`, the proxy, `refresh`) starts `mailtoken-full background-login NAME` and
 //! fails at once (exit 3), saying where to approve the login; the background process asks for
-//! the device code, records the address and code (`NAME.relogin.json`: nothing secret), tells
+//! the device code, records the address and code (`NAME.relogin.json`: nothing secret; or why
+//! it could not start, which spares the server the same request for ten minutes), tells
 //! `notify_command`, polls until the person approves or the code runs out, and stores the tokens
 //! as `mailtoken login` does. It holds `NAME.relogin.lock` throughout: one such login per
 //! account at a time, and calls in the meantime point at it instead of starting another.
@@ -36,6 +37,17 @@ pub const RUNNING: &str = "running";
 pub const FAILED: &str = "failed: ";
 /// The hidden subcommand the background process runs.
 pub const SUBCOMMAND: &str = "background-login";
+/// How long after a background login could not start no other is tried: every call would
+/// otherwise ask the server again for a device code it refuses (a tenant that blocks the
+/// device flow, a client it does not know).
+const RETRY_AFTER: u64 = 600;
+
+/// The record of a background login that could not start, kept in place of a `Waiting`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Failed {
+    failed_at: u64,
+    why: String,
+}
 
 /// A login waiting for approval, as its background process recorded it: what the person is
 /// shown anyway (the device code, which is secret, stays in that process).
@@ -123,6 +135,15 @@ fn start(acct: &OpenAccount) -> Result<(Waiting, bool)> {
     if let Some(waiting) = waiting(acct) {
         return Ok((waiting, false));
     }
+    let now = time::now();
+    if let Some(failed) = failed_lately(acct, now) {
+        bail!(
+            "{} ({} ago; tried again {} from now)",
+            printable(&failed.why),
+            time::format_span(now - failed.failed_at),
+            time::format_span(failed.failed_at + RETRY_AFTER - now)
+        );
+    }
     let paths = &acct.paths;
     let mut args = vec![OsStr::new("--config"), paths.config.as_os_str()];
     // An XDG default is found again by the program from the same environment; a directory
@@ -166,6 +187,14 @@ pub fn waiting(acct: &OpenAccount) -> Option<Waiting> {
     (waiting.expires_at > time::now()).then_some(waiting)
 }
 
+/// A background login that could not start less than `RETRY_AFTER` ago (and none running).
+fn failed_lately(acct: &OpenAccount, now: u64) -> Option<Failed> {
+    let files = acct.store.files();
+    let bytes = files.read_small(&files.relogin(&acct.name))?;
+    let failed: Failed = serde_json::from_slice(&bytes).ok()?;
+    (failed.failed_at <= now && now - failed.failed_at < RETRY_AFTER).then_some(failed)
+}
+
 /// The failing call's message: why, and where the new login waits.
 pub fn tell(name: &str, why: &str, waiting: &Waiting, new: bool, now: u64) -> String {
     let what = if new {
@@ -206,7 +235,14 @@ pub fn run(acct: &OpenAccount, say: &mut dyn FnMut(&str)) -> Result<()> {
         Ok(begun) => begun,
         Err(err) => {
             let why = format!("{err:#}");
-            say(&format!("{FAILED}{}", why.lines().next().unwrap_or("")));
+            let why = why.lines().next().unwrap_or("").to_string();
+            // Kept, so that the calls of the next minutes do not ask the server again.
+            let failed = Failed {
+                failed_at: time::now(),
+                why: why.clone(),
+            };
+            let _ = files.replace_small(&record, &serde_json::to_vec(&failed)?);
+            say(&format!("{FAILED}{why}"));
             return Err(err);
         }
     };

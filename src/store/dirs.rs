@@ -6,8 +6,8 @@
 //! `NAME.config` (the quick path's snapshot), `NAME.discovery.json` (an OIDC discovery
 //! document), `NAME.notified` (when notify_command last ran), `NAME.json.damaged-TIME` (a
 //! token file that could not be read, kept aside), `NAME.relogin.json` and
-//! `NAME.relogin.lock` (a background login waiting for approval: its address and code, and
-//! the lock its process holds while it waits). For the proxy: `proxy-ca.pem`,
+//! `NAME.relogin.lock` (a background login waiting for approval: its address and code, or
+//! why the last one could not start; and the lock its process holds while it runs). For the proxy: `proxy-ca.pem`,
 //! `proxy-cert.pem`, `proxy-key.pem`. Writers' temp files start with a dot.
 //!
 //! And one directory beside it, for when the data directory cannot take new tokens (a full

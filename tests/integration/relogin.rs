@@ -117,7 +117,8 @@ fn a_dead_login_starts_one_background_login_whose_tokens_serve_the_next_call() {
 
 /// The background login could not start (the device endpoint refuses the client): the call
 /// still exits 3, with the dead login's words and why no login was started, and
-/// notify_command hears `login-needed` as without `relogin`.
+/// notify_command hears `login-needed` as without `relogin`. For ten minutes the calls that
+/// follow say so without asking the server again.
 #[test]
 fn a_background_login_that_cannot_start_says_why_and_tells_login_needed() {
     let server = FakeServer::start();
@@ -142,11 +143,17 @@ fn a_background_login_that_cannot_start_says_why_and_tells_login_needed() {
     let told = events(&log);
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].starts_with("login-needed|"), "{told:?}");
-    assert!(
-        !Path::new(&env.data)
-            .join(format!("{ACCOUNT}.relogin.json"))
-            .exists()
-    );
+    // The calls of the next minutes do not ask the server again: they say what happened.
+    let again = env.run(&["token", ACCOUNT]);
+    again.expect_code(3);
+    again
+        .assert_stderr_has("the background login could not start")
+        .assert_stderr_has("invalid_client")
+        .assert_stderr_has(" s ago; tried again ")
+        .assert_stderr_has(" min from now)");
+    assert_eq!(server.count(Kind::Device), 1);
+    assert_eq!(events(&log).len(), 1, "told once an hour");
+    assert!(!env.run(&["status", ACCOUNT]).stdout.contains("new login:"));
 }
 
 /// Without `relogin`, a dead login starts nothing.
