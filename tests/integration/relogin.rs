@@ -257,3 +257,23 @@ fn the_contrib_notifier_reaches_the_desktop_the_phone_and_the_mailbox() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+/// `doctor` warns of a `relogin` with nobody to tell: the address and code would reach the
+/// person only in a mail program's error.
+#[test]
+fn doctor_warns_of_a_relogin_without_a_notifier() {
+    let server = FakeServer::start();
+    let silent = TestEnv::with_extra(&server, "", "relogin = \"device\"");
+    let warned = silent.run(&["doctor", ACCOUNT]);
+    assert!(
+        warned
+            .all()
+            .contains("relogin = \"device\" without notify_command"),
+        "{}",
+        warned.all()
+    );
+    let told = TestEnv::with_extra(&server, "notify_command = \"true\"", "relogin = \"device\"");
+    told.run(&["doctor", ACCOUNT])
+        .assert_stdout_lacks("without notify_command")
+        .assert_stderr_lacks("without notify_command");
+}

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::config::{Account, Config};
+use crate::config::{Account, Config, OpenAccount, Relogin};
 use crate::oauth::discovery;
 use crate::provider::{self, Flow, Provider};
 use crate::store::Tokens;
@@ -83,6 +83,20 @@ pub fn ca_file_findings(name: &str, account: &Account) -> Vec<Finding> {
         .map(|e| Finding::new(Severity::Error, Some(name), format!("{e:#}")))
         .into_iter()
         .collect()
+}
+
+/// `relogin = "device"` with nobody to tell: the background login's address and code would
+/// reach the person only through the failing call's error, which a mail program may not show.
+pub fn relogin_finding(acct: &OpenAccount) -> Option<Finding> {
+    (acct.account.relogin == Some(Relogin::Device) && acct.notify.is_none()).then(|| {
+        Finding::new(
+            Severity::Warning,
+            Some(&acct.name),
+            "relogin = \"device\" without notify_command",
+        )
+        .why("the background login's address and code reach you only in the error of the call that starts it, which a mail program may not show")
+        .fix("set notify_command (contrib/notify/mailtoken-notify: a desktop notification, a push to a phone, a mail)")
+    })
 }
 
 /// A client id still as the README's examples have it: no token server knows it.

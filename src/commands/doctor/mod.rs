@@ -197,6 +197,7 @@ pub fn gather(paths: &Paths, only: Option<&str>) -> Vec<Finding> {
             }
         };
         out.extend(placeholder_finding(name, &acct.account));
+        out.extend(relogin_finding(&acct));
         out.extend(scope_findings(name, &acct.account));
         out.extend(lock_finding(name, &acct.store.lock_path(name)));
         for rescued in acct.store.rescued(name) {
