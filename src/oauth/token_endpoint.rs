@@ -492,7 +492,6 @@ pub fn exchange_code(
     )
 }
 
-/// RFC 6749 section 4.4: an app-only token, no user involved.
 /// RFC 7523 section 2.1: the JWT-bearer grant (Google's service accounts).
 pub const JWT_BEARER_GRANT: &str = "urn:ietf:params:oauth:grant-type:jwt-bearer";
 
@@ -513,6 +512,7 @@ pub fn jwt_bearer(
     )
 }
 
+/// RFC 6749 section 4.4: an app-only token, no user involved.
 pub fn client_credentials(
     http: &Http,
     token_endpoint: &str,
