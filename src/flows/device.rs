@@ -260,19 +260,6 @@ pub fn login(
     wait(http, acct, &started, &mut clock)
 }
 
-/// Time as it passes, for a login nobody watches (one in the background).
-pub struct RealClock(pub Instant);
-
-impl Clock for RealClock {
-    fn elapsed(&self) -> Duration {
-        self.0.elapsed()
-    }
-
-    fn sleep(&mut self, d: Duration) {
-        sleep(d);
-    }
-}
-
 /// The address as a QR code for a phone's camera, drawn with half-block characters.
 pub fn qr(text: &str) -> Option<String> {
     use qrcode::render::unicode::Dense1x2;

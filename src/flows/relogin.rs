@@ -59,6 +59,9 @@ pub struct Waiting {
     pub user_code: String,
     /// When the code runs out (Unix seconds).
     pub expires_at: u64,
+    /// When the background login started: a login stored since (by hand) takes its place.
+    #[serde(default)]
+    pub started_at: u64,
 }
 
 impl Waiting {
@@ -100,6 +103,7 @@ impl Waiting {
             verification_uri_complete: auth.verification_uri_complete.clone(),
             user_code: auth.user_code.clone(),
             expires_at: now + lifetime,
+            started_at: now,
         })
     }
 }
@@ -184,7 +188,42 @@ pub fn waiting(acct: &OpenAccount) -> Option<Waiting> {
     let files = acct.store.files();
     let bytes = files.read_small(&files.relogin(&acct.name))?;
     let waiting: Waiting = serde_json::from_slice(&bytes).ok()?;
-    (waiting.expires_at > time::now()).then_some(waiting)
+    (waiting.expires_at > time::now() && !replaced(acct, waiting.started_at)).then_some(waiting)
+}
+
+/// Whether a login was stored since `since` (one made by hand while the background login
+/// waited): the background login is then no longer needed.
+fn replaced(acct: &OpenAccount, since: u64) -> bool {
+    acct.store
+        .load(&acct.name)
+        .ok()
+        .flatten()
+        .and_then(|tokens| tokens.logged_in_at)
+        .is_some_and(|at| at >= since)
+}
+
+/// Real time for the background login's polling, in which the code runs out at once when a
+/// login made meanwhile by hand has taken its place.
+struct Watching<'a> {
+    start: Instant,
+    acct: &'a OpenAccount,
+    since: u64,
+    replaced: bool,
+}
+
+impl device::Clock for Watching<'_> {
+    fn elapsed(&self) -> Duration {
+        if self.replaced {
+            Duration::MAX / 2
+        } else {
+            self.start.elapsed()
+        }
+    }
+
+    fn sleep(&mut self, d: Duration) {
+        std::thread::sleep(d);
+        self.replaced = replaced(self.acct, self.since);
+    }
 }
 
 /// A background login that could not start less than `RETRY_AFTER` ago (and none running).
@@ -254,9 +293,19 @@ pub fn run(acct: &OpenAccount, say: &mut dyn FnMut(&str)) -> Result<()> {
         &waiting.user_code,
         started.lifetime.as_secs(),
     );
-    let mut clock = device::RealClock(Instant::now());
-    let stored = device::wait(&http, acct, &started, &mut clock)
-        .and_then(|granted| super::store_login(acct, granted));
+    let mut clock = Watching {
+        start: Instant::now(),
+        acct,
+        since: waiting.started_at,
+        replaced: false,
+    };
+    let stored = device::wait(&http, acct, &started, &mut clock);
+    if clock.replaced {
+        let _ = std::fs::remove_file(&record);
+        notify::login_ended(acct, true, "a login made meanwhile took its place");
+        return Ok(());
+    }
+    let stored = stored.and_then(|granted| super::store_login(acct, granted));
     // Gone before the lock is let go: a record without its process would point at a dead code.
     let _ = std::fs::remove_file(&record);
     match &stored {
@@ -313,6 +362,7 @@ mod tests {
             verification_uri_complete: None,
             user_code: "ABCD-EFGH".into(),
             expires_at: 1000 + 14 * 60,
+            started_at: 1000 - 60,
         };
         let text = tell(
             "work",

@@ -277,3 +277,53 @@ fn doctor_warns_of_a_relogin_without_a_notifier() {
         .assert_stdout_lacks("without notify_command")
         .assert_stderr_lacks("without notify_command");
 }
+
+/// A login made by hand while the background login waits takes its place: `status` no longer
+/// shows a login waiting, the background process ends at its next poll (its lock let go, its
+/// record gone) without storing anything over the new login, and notify_command hears that.
+#[test]
+fn a_login_by_hand_ends_the_background_one() {
+    let server = FakeServer::start();
+    server.set_refresh(Refresh::InvalidGrant);
+    server.add_refresh_token("rt-dead");
+    server.set_interval(Some(1));
+    server.set_poll_default(Poll::Pending);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("notified");
+    let env = TestEnv::with_extra(&server, &notify_to(&log), "relogin = \"device\"");
+    env.write_token(ACCOUNT, "at-dead", "rt-dead", now_unix() - 5);
+    env.run(&["token", ACCOUNT]).expect_code(3);
+    env.run(&["status", ACCOUNT])
+        .assert_stdout_has("new login:     waiting");
+    // What `mailtoken login` stores (its own device login would share the fake server's
+    // answers with the background one): a new grant, logged in now.
+    let by_hand = serde_json::json!({
+        "version": 1, "access_token": "at-by-hand", "token_type": "Bearer",
+        "expires_at": now_unix() + 3600, "refresh_token": "rt-by-hand", "scope": SCOPE,
+        "logged_in_at": now_unix(),
+    });
+    env.write_token_bytes(ACCOUNT, by_hand.to_string().as_bytes());
+    assert!(
+        !env.run(&["status", ACCOUNT]).stdout.contains("new login:"),
+        "a replaced login is not shown as waiting"
+    );
+    let record = env.data.join(format!("{ACCOUNT}.relogin.json"));
+    within(
+        Duration::from_secs(20),
+        "the background login ended",
+        || !record.exists() && events(&log).len() == 2,
+    );
+    assert!(
+        events(&log)[1].starts_with("login-done|"),
+        "{:?}",
+        events(&log)
+    );
+    assert!(events(&log)[1].ends_with("a login made meanwhile took its place"));
+    // Approving the old code now stores nothing: its process is gone.
+    server.set_poll_default(Poll::Success);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(env.read_token_json(ACCOUNT)["refresh_token"], "rt-by-hand");
+    let r = env.run(&["token", ACCOUNT]);
+    r.expect_code(0);
+    assert_eq!(r.stdout, "at-by-hand\n");
+}
