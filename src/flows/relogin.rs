@@ -59,9 +59,10 @@ pub struct Waiting {
     pub user_code: String,
     /// When the code runs out (Unix seconds).
     pub expires_at: u64,
-    /// When the background login started: a login stored since (by hand) takes its place.
+    /// When the login the background one replaces was made (its `logged_in_at`, if it says):
+    /// a login stored with another time (one made by hand) takes the background one's place.
     #[serde(default)]
-    pub started_at: u64,
+    pub replaces: Option<u64>,
 }
 
 impl Waiting {
@@ -103,7 +104,7 @@ impl Waiting {
             verification_uri_complete: auth.verification_uri_complete.clone(),
             user_code: auth.user_code.clone(),
             expires_at: now + lifetime,
-            started_at: now,
+            replaces: None,
         })
     }
 }
@@ -188,18 +189,23 @@ pub fn waiting(acct: &OpenAccount) -> Option<Waiting> {
     let files = acct.store.files();
     let bytes = files.read_small(&files.relogin(&acct.name))?;
     let waiting: Waiting = serde_json::from_slice(&bytes).ok()?;
-    (waiting.expires_at > time::now() && !replaced(acct, waiting.started_at)).then_some(waiting)
+    (waiting.expires_at > time::now() && !replaced(acct, waiting.replaces)).then_some(waiting)
 }
 
-/// Whether a login was stored since `since` (one made by hand while the background login
-/// waited): the background login is then no longer needed.
-fn replaced(acct: &OpenAccount, since: u64) -> bool {
+/// When the account's stored login was made, if it says.
+fn logged_in_at(acct: &OpenAccount) -> Option<u64> {
     acct.store
         .load(&acct.name)
         .ok()
         .flatten()
         .and_then(|tokens| tokens.logged_in_at)
-        .is_some_and(|at| at >= since)
+}
+
+/// Whether another login than the dead one (made at `dead`) has been stored (one made by hand
+/// while the background login waited): the background login is then no longer needed.
+/// Compared by the login's own time, not the clock's: a second is too coarse to order them.
+fn replaced(acct: &OpenAccount, dead: Option<u64>) -> bool {
+    logged_in_at(acct).is_some_and(|at| Some(at) != dead)
 }
 
 /// Real time for the background login's polling, in which the code runs out at once when a
@@ -207,7 +213,7 @@ fn replaced(acct: &OpenAccount, since: u64) -> bool {
 struct Watching<'a> {
     start: Instant,
     acct: &'a OpenAccount,
-    since: u64,
+    dead: Option<u64>,
     replaced: bool,
 }
 
@@ -222,7 +228,7 @@ impl device::Clock for Watching<'_> {
 
     fn sleep(&mut self, d: Duration) {
         std::thread::sleep(d);
-        self.replaced = replaced(self.acct, self.since);
+        self.replaced = replaced(self.acct, self.dead);
     }
 }
 
@@ -266,7 +272,9 @@ pub fn run(acct: &OpenAccount, say: &mut dyn FnMut(&str)) -> Result<()> {
         let http = Http::new(acct.account.tls_ca_file().as_deref())?;
         let endpoints = oauth::endpoints(&http, acct)?;
         let started = device::begin(&http, acct, &endpoints)?;
-        let waiting = Waiting::from_server(&started.auth, started.lifetime.as_secs(), time::now())?;
+        let mut waiting =
+            Waiting::from_server(&started.auth, started.lifetime.as_secs(), time::now())?;
+        waiting.replaces = logged_in_at(acct);
         files.replace_small(&record, &serde_json::to_vec(&waiting)?)?;
         Ok::<_, anyhow::Error>((http, started, waiting))
     })();
@@ -296,7 +304,7 @@ pub fn run(acct: &OpenAccount, say: &mut dyn FnMut(&str)) -> Result<()> {
     let mut clock = Watching {
         start: Instant::now(),
         acct,
-        since: waiting.started_at,
+        dead: waiting.replaces,
         replaced: false,
     };
     let stored = device::wait(&http, acct, &started, &mut clock);
@@ -362,7 +370,7 @@ mod tests {
             verification_uri_complete: None,
             user_code: "ABCD-EFGH".into(),
             expires_at: 1000 + 14 * 60,
-            started_at: 1000 - 60,
+            replaces: None,
         };
         let text = tell(
             "work",
