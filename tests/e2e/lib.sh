@@ -197,6 +197,11 @@ userdb {
   args = uid=nobody gid=nogroup home=$E2E_DIR/mail/%u allow_all_users=yes
 }
 mail_location = maildir:~/Maildir
+# Test-only: check 9c opens 100 IMAP sessions through the proxy at once, all as alice from
+# 127.0.0.1; Dovecot's default cap of 10 per user and address refused some when they overlapped.
+protocol imap {
+  mail_max_userip_connections = 200
+}
 default_internal_user = dovecot
 default_login_user = dovenull
 
